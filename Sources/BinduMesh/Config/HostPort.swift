@@ -1,0 +1,56 @@
+/// A `host:port` pair, as written in config files, flags and registrations.
+///
+/// IPv6 hosts are written in brackets: `[::1]:3775`. The host is kept without brackets.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+  /// A host name or an IP address literal (IPv6 without brackets).
+  public var host: String
+  /// A TCP port, 0 to pick a free one when listening.
+  public var port: Int
+
+  /// Creates a pair from its parts.
+  public init(host: String, port: Int) {
+    self.host = host
+    self.port = port
+  }
+
+  /// Parses `host:port`, `[v6]:port`; returns `nil` when the text is not one.
+  public init?(parsing text: String) {
+    let text = text.trimmingCharacters(in: .whitespaces)
+    let host: Substring
+    let portText: Substring
+    if text.hasPrefix("[") {
+      guard let close = text.firstIndex(of: "]") else { return nil }
+      host = text[text.index(after: text.startIndex)..<close]
+      let rest = text[text.index(after: close)...]
+      guard rest.hasPrefix(":") else { return nil }
+      portText = rest.dropFirst()
+    } else {
+      guard let colon = text.lastIndex(of: ":") else { return nil }
+      host = text[..<colon]
+      portText = text[text.index(after: colon)...]
+      if host.contains(":") { return nil }  // an IPv6 literal must be bracketed
+    }
+    guard !host.isEmpty, !host.contains(where: { $0 == " " || $0 == "/" }),
+      let port = Int(portText), (0...65535).contains(port)
+    else { return nil }
+    self.host = String(host)
+    self.port = port
+  }
+
+  /// `host:port`, with brackets around an IPv6 host.
+  public var description: String {
+    host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+  }
+
+  /// Whether the host names this machine only (`localhost`, `127.0.0.0/8`, `::1`).
+  public var isLoopback: Bool {
+    host == "localhost" || host.hasPrefix("127.") || host == "::1"
+  }
+
+  /// Whether the host is a wildcard address (`0.0.0.0`, `::`).
+  public var isWildcard: Bool {
+    host == "0.0.0.0" || host == "::" || host == "[::]"
+  }
+}
+
+import Foundation

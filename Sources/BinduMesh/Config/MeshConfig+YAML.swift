@@ -1,0 +1,159 @@
+import Foundation
+import Yams
+
+extension MeshConfig {
+  /// Reads a YAML config file; keys left out keep their defaults.
+  ///
+  /// - Throws: ``ConfigError`` naming the file, the position, the key and what was expected.
+  public static func load(file path: String) throws -> MeshConfig {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw ConfigError(source: path, key: "", message: "cannot read the file")
+    }
+    let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    return try MeshConfig(yaml: String(decoding: data, as: UTF8.self), source: path, baseDirectory: base)
+  }
+
+  /// Parses YAML text; `source` names it in errors, relative file names start at `baseDirectory`.
+  public init(yaml: String, source: String, baseDirectory: String = ".") throws {
+    let root: Node
+    do {
+      guard let node = try Yams.compose(yaml: yaml) else { self = .defaults; return }
+      root = node
+    } catch let error as YamlError {
+      throw ConfigError(source: source, key: "", message: "not valid YAML: \(error)")
+    }
+    let reader = YAMLReader(node: root, path: "", source: source)
+    let top = try reader.mapping(keys: ["core", "registry", "callbacks", "upstream", "shutdown", "pools"])
+    var config = MeshConfig.defaults
+    if let core = top["core"] { try config.core.read(core) }
+    if let registry = top["registry"] { try config.registry.read(registry) }
+    if let callbacks = top["callbacks"] { try config.callbacks.read(callbacks) }
+    if let upstream = top["upstream"] { try config.upstream.read(upstream) }
+    if let shutdown = top["shutdown"] {
+      let keys = try shutdown.mapping(keys: ["grace_period"])
+      if let value = keys["grace_period"] { config.shutdown.gracePeriod = try value.duration() }
+    }
+    if let pools = top["pools"] {
+      config.pools = try pools.sequence().map { try Pool(reading: $0, baseDirectory: baseDirectory) }
+      try Self.checkUnique(config.pools, readers: try pools.sequence())
+    }
+    self = config
+  }
+
+  private static func checkUnique(_ pools: [Pool], readers: [YAMLReader]) throws {
+    var agents: Set<String> = []
+    var listens: Set<HostPort> = []
+    for (pool, reader) in zip(pools, readers) {
+      guard agents.insert(pool.agent).inserted else {
+        throw reader.error("agent \"\(pool.agent)\" is declared by more than one pool")
+      }
+      if let listen = pool.listen, listen.port != 0, !listens.insert(listen).inserted {
+        throw reader.error("listen \(listen) is used by more than one pool")
+      }
+    }
+  }
+}
+
+extension MeshConfig.Core {
+  mutating func read(_ reader: YAMLReader) throws {
+    let keys = try reader.mapping(keys: [
+      "address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff",
+    ])
+    if let value = keys["address"] { address = try value.hostPort() }
+    if let value = keys["heartbeat_interval"] { heartbeatInterval = try value.duration() }
+    if let value = keys["call_timeout"] { callTimeout = try value.duration() }
+    if let value = keys["retry_initial_backoff"] { retryInitialBackoff = try value.duration() }
+    if let value = keys["retry_max_backoff"] { retryMaxBackoff = try value.duration() }
+  }
+}
+
+extension MeshConfig.Registry {
+  mutating func read(_ reader: YAMLReader) throws {
+    let keys = try reader.mapping(keys: ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks"])
+    if let value = keys["listen"] { listen = try value.hostPort() }
+    if let value = keys["replica_timeout"] { replicaTimeout = try value.duration() }
+    if let value = keys["core_wait"] { coreWait = try value.duration() }
+    if let value = keys["rewrite_loopback_callbacks"] { rewriteLoopbackCallbacks = try value.bool() }
+  }
+}
+
+extension MeshConfig.Callbacks {
+  mutating func read(_ reader: YAMLReader) throws {
+    let keys = try reader.mapping(keys: ["listen_host", "first_port", "max_pools", "advertise_host"])
+    if let value = keys["listen_host"] { listenHost = try value.string() }
+    if let value = keys["first_port"] { firstPort = try value.int(in: 0...65535) }
+    if let value = keys["max_pools"] { maxPools = try value.int(in: 0...10_000) }
+    if let value = keys["advertise_host"] { advertiseHost = try value.string() }
+  }
+}
+
+extension MeshConfig.Upstream {
+  mutating func read(_ reader: YAMLReader) throws {
+    let keys = try reader.mapping(keys: ["connect_timeout", "max_message_bytes", "max_concurrent_streams"])
+    if let value = keys["connect_timeout"] { connectTimeout = try value.duration() }
+    if let value = keys["max_message_bytes"] { maxMessageBytes = try value.int(in: 1...(64 << 20)) }
+    if let value = keys["max_concurrent_streams"] { maxConcurrentStreams = try value.int(in: 1...100_000) }
+  }
+}
+
+extension MeshConfig.Pool {
+  init(reading reader: YAMLReader, baseDirectory: String) throws {
+    let keys = try reader.mapping(keys: ["agent", "listen", "config", "config_file", "skills", "replicas"])
+    guard let agent = keys["agent"] else { throw reader.error("missing key \"agent\" (the agent's name)") }
+    self.init(agent: try agent.string())
+    if let value = keys["listen"] { listen = try value.hostPort() }
+    switch (keys["config"], keys["config_file"]) {
+    case (.some(let inline), .some):
+      throw inline.error("give either config or config_file, not both")
+    case (.some(let inline), nil):
+      agentConfigJSON = try inline.json()
+    case (nil, .some(let file)):
+      let path = Self.resolve(try file.string(), in: baseDirectory)
+      guard let data = FileManager.default.contents(atPath: path) else { throw file.error("cannot read \(path)") }
+      agentConfigJSON = String(decoding: data, as: UTF8.self)
+    case (nil, nil):
+      break
+    }
+    if let json = agentConfigJSON {
+      let at = keys["config"] ?? keys["config_file"]!
+      let definition: AgentDefinition
+      do { definition = try AgentDefinition(configJSON: json, skills: []) } catch { throw at.error("\(error)") }
+      guard definition.name == self.agent else {
+        throw at.error("the config's name is \"\(definition.name)\" but the pool's agent is \"\(self.agent)\"")
+      }
+    }
+    if let value = keys["skills"] {
+      skills = try value.sequence().map { try MeshConfig.Skill(reading: $0, baseDirectory: baseDirectory) }
+    }
+    if let value = keys["replicas"] { replicas = try value.sequence().map { try $0.hostPort() } }
+  }
+
+  static func resolve(_ path: String, in base: String) -> String {
+    path.hasPrefix("/") ? path : URL(fileURLWithPath: base).appendingPathComponent(path).path
+  }
+}
+
+extension MeshConfig.Skill {
+  init(reading reader: YAMLReader, baseDirectory: String) throws {
+    let keys = try reader.mapping(keys: [
+      "name", "description", "tags", "input_modes", "output_modes", "version", "author", "raw_content",
+      "file", "format",
+    ])
+    guard let name = keys["name"] else { throw reader.error("missing key \"name\"") }
+    self.init(name: try name.string())
+    if let value = keys["description"] { description = try value.string() }
+    if let value = keys["tags"] { tags = try value.strings() }
+    if let value = keys["input_modes"] { inputModes = try value.strings() }
+    if let value = keys["output_modes"] { outputModes = try value.strings() }
+    if let value = keys["version"] { version = try value.string() }
+    if let value = keys["author"] { author = try value.string() }
+    if let value = keys["format"] { format = try value.string() }
+    if let value = keys["raw_content"] { rawContent = try value.string() }
+    if let value = keys["file"] {
+      let path = MeshConfig.Pool.resolve(try value.string(), in: baseDirectory)
+      guard let data = FileManager.default.contents(atPath: path) else { throw value.error("cannot read \(path)") }
+      rawContent = String(decoding: data, as: UTF8.self)
+      if format.isEmpty { format = path.hasSuffix(".md") ? "markdown" : "yaml" }
+    }
+  }
+}

@@ -1,0 +1,184 @@
+/// Everything bindu-mesh needs to run, with built-in defaults for each part.
+///
+/// Load it from YAML with ``MeshConfig/load(file:)`` (see `Config/bindu-mesh.yaml` for every key),
+/// or start from ``MeshConfig/defaults`` and change what you need:
+///
+/// ```swift
+/// var config = MeshConfig.defaults
+/// config.registry.listen = HostPort(host: "127.0.0.1", port: 0)
+/// ```
+public struct MeshConfig: Sendable, Hashable {
+  /// The Bindu core the mesh registers its pools with.
+  public var core: Core
+  /// The listener replicas register with, as if it were the core.
+  public var registry: Registry
+  /// Where callback listeners of pools that are not declared in the config listen.
+  public var callbacks: Callbacks
+  /// How the mesh talks to replicas.
+  public var upstream: Upstream
+  /// Graceful shutdown.
+  public var shutdown: Shutdown
+  /// Pools declared in the config; more are made when replicas of other agents register.
+  public var pools: [Pool]
+
+  /// Creates a configuration from its parts.
+  public init(
+    core: Core = .defaults,
+    registry: Registry = .defaults,
+    callbacks: Callbacks = .defaults,
+    upstream: Upstream = .defaults,
+    shutdown: Shutdown = .defaults,
+    pools: [Pool] = []
+  ) {
+    self.core = core
+    self.registry = registry
+    self.callbacks = callbacks
+    self.upstream = upstream
+    self.shutdown = shutdown
+    self.pools = pools
+  }
+
+  /// All defaults and no declared pool: what `bindu-mesh` runs with no arguments.
+  public static var defaults: Self { Self() }
+}
+
+extension MeshConfig {
+  /// The mesh's registration with the Bindu core (`core:` in YAML).
+  public struct Core: Sendable, Hashable {
+    /// The core's `BinduService`. Default `127.0.0.1:3774`.
+    public var address: HostPort
+    /// Time between heartbeats to the core. Default 30 s.
+    public var heartbeatInterval: Duration
+    /// Deadline of each call to the core. Default 10 s (`RegisterAgent` starts an HTTP server).
+    public var callTimeout: Duration
+    /// First wait before registering again after a failure. Default 0.5 s, doubled each time.
+    public var retryInitialBackoff: Duration
+    /// Longest wait between two registration attempts. Default 10 s.
+    public var retryMaxBackoff: Duration
+
+    /// Default values.
+    public static var defaults: Self {
+      Self(
+        address: HostPort(host: "127.0.0.1", port: 3774),
+        heartbeatInterval: .seconds(30),
+        callTimeout: .seconds(10),
+        retryInitialBackoff: .milliseconds(500),
+        retryMaxBackoff: .seconds(10)
+      )
+    }
+  }
+
+  /// The registry listener (`registry:` in YAML).
+  public struct Registry: Sendable, Hashable {
+    /// Where replicas register. Default `127.0.0.1:3775`.
+    public var listen: HostPort
+    /// A replica with no heartbeat for this long is evicted. Default 90 s (three missed beats).
+    public var replicaTimeout: Duration
+    /// How long the first replica of an agent waits for the core to accept the agent. Default 30 s.
+    public var coreWait: Duration
+    /// Reach a replica that gave a loopback or wildcard callback host from another host at
+    /// the address it connected from. Default `true`.
+    public var rewriteLoopbackCallbacks: Bool
+
+    /// Default values.
+    public static var defaults: Self {
+      Self(
+        listen: HostPort(host: "127.0.0.1", port: 3775),
+        replicaTimeout: .seconds(90),
+        coreWait: .seconds(30),
+        rewriteLoopbackCallbacks: true
+      )
+    }
+  }
+
+  /// Callback listeners of pools made by registration (`callbacks:` in YAML).
+  public struct Callbacks: Sendable, Hashable {
+    /// Host the listeners bind. Default `127.0.0.1` (the core dials its callbacks in plaintext).
+    public var listenHost: String
+    /// Port of the first such pool; later ones take the next free ports. Default 3776. 0 picks
+    /// any free port for each.
+    public var firstPort: Int
+    /// The most pools that registration may create. Default 16.
+    public var maxPools: Int
+    /// Host put in the callback address given to the core. Default: the listen host, or
+    /// `127.0.0.1` when that is a wildcard.
+    public var advertiseHost: String?
+
+    /// Default values.
+    public static var defaults: Self {
+      Self(listenHost: "127.0.0.1", firstPort: 3776, maxPools: 16, advertiseHost: nil)
+    }
+  }
+
+  /// Calls to replicas (`upstream:` in YAML).
+  public struct Upstream: Sendable, Hashable {
+    /// How long to wait for a TCP connection to a replica. Default 5 s.
+    public var connectTimeout: Duration
+    /// Largest gRPC message accepted in either direction. Default 4 MiB, as the core uses.
+    public var maxMessageBytes: Int
+    /// Most concurrent calls on one connection, both to the core and to a replica. Default 1000.
+    public var maxConcurrentStreams: Int
+
+    /// Default values.
+    public static var defaults: Self {
+      Self(connectTimeout: .seconds(5), maxMessageBytes: 4 * 1024 * 1024, maxConcurrentStreams: 1000)
+    }
+  }
+
+  /// Graceful shutdown on SIGTERM / SIGINT (`shutdown:` in YAML).
+  public struct Shutdown: Sendable, Hashable {
+    /// How long in-flight calls may take to finish before connections are closed. Default 25 s.
+    public var gracePeriod: Duration
+
+    /// Default values.
+    public static var defaults: Self { Self(gracePeriod: .seconds(25)) }
+  }
+
+  /// A pool declared in the config (`pools:` in YAML).
+  public struct Pool: Sendable, Hashable {
+    /// The agent's name (`name` in its config JSON); replicas with this name join this pool.
+    public var agent: String
+    /// Where this pool's callback listener binds. Default: the next port of ``Callbacks``.
+    public var listen: HostPort?
+    /// The agent's config JSON. When set, the mesh registers the agent with the core at start,
+    /// without waiting for a replica, and refuses replicas whose config differs.
+    public var agentConfigJSON: String?
+    /// Skills sent with the agent's registration.
+    public var skills: [Skill]
+    /// Replicas reached at fixed addresses.
+    public var replicas: [HostPort]
+
+    /// Creates a declared pool.
+    public init(
+      agent: String,
+      listen: HostPort? = nil,
+      agentConfigJSON: String? = nil,
+      skills: [Skill] = [],
+      replicas: [HostPort] = []
+    ) {
+      self.agent = agent
+      self.listen = listen
+      self.agentConfigJSON = agentConfigJSON
+      self.skills = skills
+      self.replicas = replicas
+    }
+  }
+
+  /// A skill of a declared pool's agent, as `SkillDefinition` in the contract.
+  public struct Skill: Sendable, Hashable {
+    public var name: String
+    public var description: String = ""
+    public var tags: [String] = []
+    public var inputModes: [String] = []
+    public var outputModes: [String] = []
+    public var version: String = ""
+    public var author: String = ""
+    /// Raw content of the skill file (`raw_content`, or read from `file`).
+    public var rawContent: String = ""
+    /// `yaml` or `markdown`.
+    public var format: String = ""
+
+    /// Creates a skill with a name and defaults for the rest.
+    public init(name: String) { self.name = name }
+  }
+}

@@ -1,0 +1,184 @@
+import BinduContract
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Keeps every pool registered with the Bindu core: the mesh is the agent to the core.
+///
+/// For each pool with a definition it calls `RegisterAgent` with the pool's callback address,
+/// then `Heartbeat` every `core.heartbeat_interval`. An `acknowledged=false` or `UNAVAILABLE`
+/// answer (a restarted core) makes it register again, with backoff, until the core answers. On
+/// graceful shutdown it calls `UnregisterAgent` for each pool. Start it before the listeners so
+/// it stops after them.
+public final class CoreRegistrar: Service, Sendable {
+  private let config: MeshConfig.Core
+  private let logger: Logger
+  private let registrations = Mutex<[String: PoolRegistration]>([:])
+  private let newRegistrations: AsyncStream<PoolRegistration>
+  private let newRegistrationsContinuation: AsyncStream<PoolRegistration>.Continuation
+
+  init(config: MeshConfig.Core, logger: Logger) {
+    self.config = config
+    self.logger = logger.with("mesh.core", "\(config.address)")
+    (newRegistrations, newRegistrationsContinuation) = AsyncStream.makeStream()
+  }
+
+  /// The registration of `agent`'s pool, if one was started.
+  public func registration(forAgent agent: String) -> PoolRegistration? {
+    registrations.withLock { $0[agent] }
+  }
+
+  /// The registration of `entry`'s pool, started with `definition` if there is none yet.
+  func register(_ entry: PoolDirectory.Entry, definition: AgentDefinition) -> PoolRegistration {
+    let (registration, isNew) = registrations.withLock { registrations in
+      if let existing = registrations[entry.pool.name] { return (existing, false) }
+      let made = PoolRegistration(entry: entry, definition: definition)
+      registrations[entry.pool.name] = made
+      return (made, true)
+    }
+    if isNew { newRegistrationsContinuation.yield(registration) }
+    return registration
+  }
+
+  /// Drops a registration the core refused, so a later replica can start a new one.
+  func forget(_ registration: PoolRegistration) {
+    registrations.withLock { registrations in
+      if registrations[registration.entry.pool.name] === registration {
+        registrations[registration.entry.pool.name] = nil
+      }
+    }
+  }
+
+  public func run() async throws {
+    let transport = try HTTP2ClientTransport.Posix(
+      target: .dns(host: config.address.host, port: config.address.port),
+      transportSecurity: .plaintext
+    )
+    try await withGRPCClient(transport: transport) { client in
+      let core = Bindu_Grpc_BinduService.Client(wrapping: client)
+      await withTaskGroup(of: Void.self) { group in
+        for await registration in newRegistrations.cancelOnGracefulShutdown() {
+          group.addTask { await self.keepRegistered(registration, core: core) }
+        }
+        group.cancelAll()
+      }
+      await unregisterAll(core: core)
+    }
+  }
+
+  private var callOptions: CallOptions {
+    var options = CallOptions.defaults
+    options.timeout = config.callTimeout
+    return options
+  }
+
+  /// Registers, heartbeats, and registers again whenever the core forgets the agent.
+  private func keepRegistered(
+    _ registration: PoolRegistration, core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>
+  ) async {
+    let pool = registration.entry.pool.name
+    let logger = self.logger.with("mesh.pool", pool)
+    var backoff = config.retryInitialBackoff
+    var lostAt: ContinuousClock.Instant? = nil
+    var attempts = 0
+    while !Task.isCancelled {
+      attempts += 1
+      let request = Bindu_Grpc_RegisterAgentRequest.with {
+        $0.configJson = registration.definition.configJSON
+        $0.skills = registration.definition.skills
+        $0.grpcCallbackAddress = registration.entry.callbackAddress.description
+      }
+      do {
+        let response = try await core.registerAgent(request, options: callOptions)
+        guard response.success else {
+          registration.update(.refused(response.error))
+          logger.error("the core refused the agent", metadata: ["error": "\(response.error)"])
+          if !registration.entry.pool.declared {
+            forget(registration)
+            return
+          }
+          try await Task.sleep(for: config.retryMaxBackoff)
+          continue
+        }
+        registration.update(.registered(agentID: response.agentID, did: response.did, agentURL: response.agentURL))
+        var metadata: Logger.Metadata = [
+          "mesh.agent_id": "\(response.agentID)", "mesh.did": "\(response.did)", "mesh.agent_url": "\(response.agentURL)",
+          "mesh.callback": "\(registration.entry.callbackAddress)", "mesh.attempts": "\(attempts)",
+        ]
+        if let lostAt {
+          metadata["mesh.recovery_seconds"] = "\(Self.seconds(ContinuousClock.now - lostAt))"
+          logger.notice("registered with the core again", metadata: metadata)
+        } else {
+          logger.notice("registered with the core", metadata: metadata)
+        }
+        backoff = config.retryInitialBackoff
+        attempts = 0
+        try await heartbeat(response.agentID, core: core, logger: logger)
+        lostAt = .now
+        registration.update(.pending(lastError: "the core no longer knows the agent"))
+      } catch is CancellationError {
+        return
+      } catch {
+        if Task.isCancelled { return }
+        registration.update(.pending(lastError: "\(error)"))
+        lostAt = lostAt ?? .now
+        let level: Logger.Level = attempts == 1 ? .warning : .info
+        logger.log(
+          level: level, "waiting for the core to accept the agent",
+          metadata: ["error": "\(error)", "mesh.attempts": "\(attempts)", "mesh.retry_in": "\(backoff)"])
+        do { try await Task.sleep(for: backoff) } catch { return }
+        backoff = min(backoff * 2, config.retryMaxBackoff)
+      }
+    }
+  }
+
+  /// Heartbeats until the core says it does not know the agent (returns) or the task is cancelled.
+  private func heartbeat(
+    _ agentID: String, core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>, logger: Logger
+  ) async throws {
+    while true {
+      try await Task.sleep(for: config.heartbeatInterval)
+      let request = Bindu_Grpc_HeartbeatRequest.with {
+        $0.agentID = agentID
+        $0.timestamp = Int64(Date().timeIntervalSince1970 * 1000)
+      }
+      do {
+        let response = try await core.heartbeat(request, options: callOptions)
+        if !response.acknowledged {
+          logger.warning("the core does not know the agent any more (restarted?); registering again")
+          return
+        }
+      } catch let error as RPCError where error.code == .unavailable {
+        logger.warning("the core is unreachable; registering again", metadata: ["error": "\(error)"])
+        return
+      } catch let error as RPCError {
+        logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
+      }
+    }
+  }
+
+  private func unregisterAll(core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>) async {
+    let all = registrations.withLock { Array($0.values) }
+    for registration in all {
+      guard case .registered(let agentID, _, _) = registration.phase else { continue }
+      let logger = self.logger.with("mesh.pool", registration.entry.pool.name)
+      do {
+        let response = try await core.unregisterAgent(.with { $0.agentID = agentID }, options: callOptions)
+        if response.success {
+          logger.notice("unregistered from the core", metadata: ["mesh.agent_id": "\(agentID)"])
+        } else {
+          logger.warning("the core refused to unregister the agent", metadata: ["error": "\(response.error)"])
+        }
+      } catch {
+        logger.warning("cannot unregister from the core", metadata: ["error": "\(error)"])
+      }
+    }
+  }
+
+  static func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+  }
+}

@@ -1,0 +1,56 @@
+import Logging
+import NIOCore
+
+/// One replica of a pool, as the data path sees it: an address and, per event loop, one
+/// multiplexed HTTP/2 connection to it.
+///
+/// Calls use the connection of the event loop that accepted the core's call, so a call never
+/// leaves its thread.
+public final class Endpoint: Sendable, CustomStringConvertible {
+  /// How the endpoint came to be in its pool.
+  public enum Origin: Sendable, Hashable {
+    /// Declared in the config.
+    case configured
+    /// A replica's registration, named by its membership id.
+    case registered(membershipID: String)
+  }
+
+  /// Where the replica's `AgentHandler` is reached.
+  public let address: HostPort
+  /// How it joined the pool.
+  public let origin: Origin
+  private let connections: [ObjectIdentifier: UpstreamConnection]
+
+  init(address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream, logger: Logger) {
+    self.address = address
+    self.origin = origin
+    var connections: [ObjectIdentifier: UpstreamConnection] = [:]
+    for loop in loops {
+      connections[ObjectIdentifier(loop)] = UpstreamConnection(
+        eventLoop: loop, address: address, config: config, logger: logger)
+    }
+    self.connections = connections
+  }
+
+  /// The connection to use from `loop`, which must be one of the mesh's event loops.
+  func connection(on loop: any EventLoop) -> UpstreamConnection {
+    guard let connection = connections[ObjectIdentifier(loop)] else {
+      preconditionFailure("event loop \(loop) is not one of the mesh's")
+    }
+    return connection
+  }
+
+  /// Stops new calls on every connection; calls in flight finish.
+  func drain() {
+    for connection in connections.values {
+      connection.eventLoop.execute { connection.drain() }
+    }
+  }
+
+  public var description: String {
+    switch origin {
+    case .configured: "\(address)"
+    case .registered(let id): "\(address) (\(id))"
+    }
+  }
+}

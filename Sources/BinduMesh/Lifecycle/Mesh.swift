@@ -1,0 +1,92 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import NIOPosix
+import ServiceLifecycle
+
+/// A whole bindu-mesh: pools and their listeners, the registry, the core registrar.
+///
+/// ``make(config:logger:)`` binds the declared pools' listeners; run ``services`` in one
+/// `ServiceGroup` (in that order: it shuts down in reverse, so listeners drain first and the
+/// core registration goes last):
+///
+/// ```swift
+/// let mesh = try await Mesh.make(config: .defaults, logger: logger)
+/// let group = ServiceGroup(configuration: .init(services: mesh.services,
+///   gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+/// try await group.run()
+/// ```
+public final class Mesh: Sendable {
+  /// The configuration in force.
+  public let config: MeshConfig
+  /// Every pool and its listener.
+  public let directory: PoolDirectory
+  /// The mesh's registrations with the core.
+  public let registrar: CoreRegistrar
+  /// The long-running parts, in start order.
+  public let services: [any Service]
+  private let registryTransport: HTTP2ServerTransport.Posix
+
+  private init(
+    config: MeshConfig, directory: PoolDirectory, registrar: CoreRegistrar, services: [any Service],
+    registryTransport: HTTP2ServerTransport.Posix
+  ) {
+    self.config = config
+    self.directory = directory
+    self.registrar = registrar
+    self.services = services
+    self.registryTransport = registryTransport
+  }
+
+  /// Builds a mesh and binds its declared pools; declared pools with a config start registering
+  /// with the core once ``services`` run.
+  public static func make(config: MeshConfig, logger: Logger) async throws -> Mesh {
+    let group = MultiThreadedEventLoopGroup.singleton
+    let directory = PoolDirectory(config: config, group: group, logger: logger)
+    let registrar = CoreRegistrar(config: config.core, logger: logger)
+    for entry in try await directory.startDeclaredPools() {
+      if let definition = entry.pool.definition {
+        _ = registrar.register(entry, definition: definition)
+      }
+    }
+    var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
+    transportConfig.rpc.maxRequestPayloadSize = config.upstream.maxMessageBytes
+    let registryTransport = HTTP2ServerTransport.Posix(
+      address: .ipv4orv6(config.registry.listen),
+      transportSecurity: .plaintext,
+      config: transportConfig
+    )
+    let registry = GRPCServer(
+      transport: registryTransport,
+      services: [RegistryService(directory: directory, registrar: registrar, config: config.registry, logger: logger)]
+    )
+    let services: [any Service] = [
+      registrar,
+      ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),
+      GRPCServerService(server: registry),
+      CallbackListeners(directory: directory, grace: config.shutdown.gracePeriod, logger: logger),
+    ]
+    return Mesh(
+      config: config, directory: directory, registrar: registrar, services: services,
+      registryTransport: registryTransport)
+  }
+
+  /// Where the registry listens, once it is serving.
+  public var registryAddress: HostPort {
+    get async throws {
+      let address = try await registryTransport.listeningAddress
+      if let ipv4 = address.ipv4 { return HostPort(host: ipv4.host, port: ipv4.port) }
+      if let ipv6 = address.ipv6 { return HostPort(host: ipv6.host, port: ipv6.port) }
+      return config.registry.listen
+    }
+  }
+}
+
+extension GRPCNIOTransportCore.SocketAddress {
+  /// A socket address for a `HostPort` whose host is an IP literal (IPv6 when it has a colon).
+  static func ipv4orv6(_ address: HostPort) -> Self {
+    address.host.contains(":") ? .ipv6(host: address.host, port: address.port) : .ipv4(host: address.host, port: address.port)
+  }
+}
+
+import GRPCNIOTransportCore

@@ -1,0 +1,98 @@
+import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP2
+import NIOPosix
+
+/// The listener the core dials for one pool: plaintext HTTP/2 (gRPC), every stream forwarded
+/// by a ``ProxyStreamHandler``.
+///
+/// Bind it with ``bind(pool:address:group:config:logger:)``; ``shutdown(grace:)`` stops
+/// accepting, sends GOAWAY on every connection and waits for calls in flight, at most `grace`.
+final class CallbackListener: Sendable {
+  /// The pool this listener serves.
+  let pool: ReplicaPool
+  /// The address actually bound (with the real port when 0 was asked).
+  let localAddress: HostPort
+  private let quiescing: ServerQuiescingHelper
+  private let logger: Logger
+
+  private init(pool: ReplicaPool, localAddress: HostPort, quiescing: ServerQuiescingHelper, logger: Logger) {
+    self.pool = pool
+    self.localAddress = localAddress
+    self.quiescing = quiescing
+    self.logger = logger
+  }
+
+  static func bind(
+    pool: ReplicaPool,
+    address: HostPort,
+    group: MultiThreadedEventLoopGroup,
+    config: MeshConfig.Upstream,
+    logger: Logger
+  ) async throws -> CallbackListener {
+    let quiescing = ServerQuiescingHelper(group: group)
+    let logger = logger.with("mesh.pool", pool.name)
+    let channel = try await ServerBootstrap(group: group)
+      .serverChannelOption(.backlog, value: 256)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+        }
+      }
+      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server,
+            connectionConfiguration: .mesh(config),
+            streamConfiguration: .mesh(config)
+          ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+              try stream.pipeline.syncOperations.addHandler(
+                ProxyStreamHandler(pool: pool, limits: config, logger: logger))
+            }
+          }
+        }
+      }
+      .bind(host: address.host, port: address.port)
+      .get()
+    guard let bound = channel.localAddress, let port = bound.port else {
+      throw MeshError.listenerFailed(pool: pool.name, address: address, reason: "no local address")
+    }
+    let local = HostPort(host: bound.ipAddress ?? address.host, port: port)
+    logger.info("callback listener ready", metadata: ["mesh.listen": "\(local)"])
+    return CallbackListener(pool: pool, localAddress: local, quiescing: quiescing, logger: logger)
+  }
+
+  /// Stops accepting and lets open calls finish, waiting at most `grace`.
+  func shutdown(grace: Duration) async {
+    let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+    quiescing.initiateShutdown(promise: promise)
+    let finished = await withTaskGroup(of: Bool.self) { group in
+      group.addTask { (try? await promise.futureResult.get()) != nil }
+      group.addTask {
+        try? await Task.sleep(for: grace)
+        return false
+      }
+      let first = await group.next() ?? false
+      group.cancelAll()
+      return first
+    }
+    if finished {
+      logger.info("callback listener closed")
+    } else {
+      logger.warning("calls still open after the grace period", metadata: ["mesh.grace": "\(grace)"])
+    }
+  }
+}
+
+extension Logger {
+  /// A copy with one more metadata entry.
+  func with(_ key: String, _ value: String) -> Logger {
+    var copy = self
+    copy[metadataKey: key] = "\(value)"
+    return copy
+  }
+}

@@ -1,0 +1,27 @@
+import GRPCCore
+
+/// Errors of the mesh that reach a user: at start-up, or as a gRPC status to a caller.
+public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
+  /// A listener could not bind.
+  case listenerFailed(pool: String, address: HostPort, reason: String)
+  /// No more pools may be made by registration.
+  case tooManyPools(limit: Int)
+
+  public var description: String {
+    switch self {
+    case .listenerFailed(let pool, let address, let reason):
+      "cannot listen on \(address) for pool \"\(pool)\": \(reason)"
+    case .tooManyPools(let limit):
+      "the mesh already serves \(limit) pools made by registration (callbacks.max_pools)"
+    }
+  }
+
+  public var rpcErrorCode: RPCError.Code {
+    switch self {
+    case .listenerFailed: .unavailable
+    case .tooManyPools: .resourceExhausted
+    }
+  }
+
+  public var rpcErrorMessage: String { description }
+}

@@ -1,0 +1,146 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Every pool of the mesh and its callback listener, by agent name.
+///
+/// Declared pools are bound by ``startDeclaredPools()``; a registration for an agent that has no
+/// pool makes one with ``pool(forAgent:)``, on the next port of `callbacks`.
+public actor PoolDirectory {
+  /// A pool with its listener and the callback address the core is given.
+  public struct Entry: Sendable {
+    /// The pool.
+    public let pool: ReplicaPool
+    /// The address bound for the core's calls.
+    public let listenAddress: HostPort
+    /// The address given to the core as `grpc_callback_address`.
+    public let callbackAddress: HostPort
+    let listener: CallbackListener
+  }
+
+  private let config: MeshConfig
+  private let group: MultiThreadedEventLoopGroup
+  private let loops: [any EventLoop]
+  private let logger: Logger
+  private var entries: [String: Entry] = [:]
+  private var creating: [String: Task<Entry, any Error>] = [:]
+  private var madeByRegistration = 0
+  private var nextPort: Int
+
+  init(config: MeshConfig, group: MultiThreadedEventLoopGroup, logger: Logger) {
+    self.config = config
+    self.group = group
+    self.loops = Array(group.makeIterator())
+    self.logger = logger
+    self.nextPort = config.callbacks.firstPort
+  }
+
+  /// Pools in no particular order.
+  public var all: [Entry] { Array(entries.values) }
+
+  /// The pool of `agent`, if it has one.
+  public func entry(forAgent agent: String) -> Entry? { entries[agent] }
+
+  /// The pool that has `membershipID` as a member.
+  func pool(withMember membershipID: String) -> ReplicaPool? {
+    entries.values.first { $0.pool.hasMember(membershipID) }?.pool
+  }
+
+  /// Binds the listeners of the declared pools and adds their static replicas.
+  func startDeclaredPools() async throws -> [Entry] {
+    var started: [Entry] = []
+    for declared in config.pools {
+      var definition: AgentDefinition?
+      if let json = declared.agentConfigJSON {
+        definition = try AgentDefinition(configJSON: json, skills: declared.skills.map(\.definition))
+      }
+      let pool = makePool(name: declared.agent, declared: true, definition: definition)
+      declared.replicas.forEach(pool.addConfigured)
+      let address = declared.listen ?? takeDynamicAddress()
+      let entry = try await bind(pool, at: address)
+      entries[declared.agent] = entry
+      started.append(entry)
+    }
+    return started
+  }
+
+  /// The pool of `agent`, made (and its listener bound) if it has none.
+  func pool(forAgent agent: String) async throws -> Entry {
+    if let entry = entries[agent] { return entry }
+    if let task = creating[agent] { return try await task.value }
+    guard madeByRegistration < config.callbacks.maxPools else {
+      throw MeshError.tooManyPools(limit: config.callbacks.maxPools)
+    }
+    madeByRegistration += 1
+    let pool = makePool(name: agent, declared: false, definition: nil)
+    let task = Task { try await self.bindDynamic(pool) }
+    creating[agent] = task
+    defer { creating[agent] = nil }
+    do {
+      let entry = try await task.value
+      entries[agent] = entry
+      return entry
+    } catch {
+      madeByRegistration -= 1
+      throw error
+    }
+  }
+
+  /// Stops every listener: no new calls; open calls get `grace` to finish.
+  func shutdownListeners(grace: Duration) async {
+    await withTaskGroup(of: Void.self) { group in
+      for entry in entries.values {
+        group.addTask { await entry.listener.shutdown(grace: grace) }
+      }
+    }
+  }
+
+  private func makePool(name: String, declared: Bool, definition: AgentDefinition?) -> ReplicaPool {
+    ReplicaPool(
+      name: name, declared: declared, definition: definition, loops: loops, upstream: config.upstream,
+      logger: logger)
+  }
+
+  private func takeDynamicAddress() -> HostPort {
+    let taken = Set(config.pools.compactMap { $0.listen?.port }.filter { $0 != 0 })
+    if nextPort != 0 { while taken.contains(nextPort) { nextPort += 1 } }
+    defer { if nextPort != 0 { nextPort += 1 } }
+    return HostPort(host: config.callbacks.listenHost, port: nextPort)
+  }
+
+  /// Binds a pool made by registration, moving on to the next port when one is taken.
+  private func bindDynamic(_ pool: ReplicaPool) async throws -> Entry {
+    var lastError: (any Error)?
+    for _ in 0..<8 {
+      let address = takeDynamicAddress()
+      do {
+        return try await bind(pool, at: address)
+      } catch {
+        lastError = error
+        logger.warning(
+          "cannot listen for a new pool, trying the next port",
+          metadata: ["mesh.pool": "\(pool.name)", "mesh.listen": "\(address)", "error": "\(error)"])
+        if address.port == 0 { break }
+      }
+    }
+    throw lastError!
+  }
+
+  private func bind(_ pool: ReplicaPool, at address: HostPort) async throws -> Entry {
+    let listener: CallbackListener
+    do {
+      listener = try await CallbackListener.bind(
+        pool: pool, address: address, group: group, config: config.upstream, logger: logger)
+    } catch let error as MeshError {
+      throw error
+    } catch {
+      throw MeshError.listenerFailed(pool: pool.name, address: address, reason: "\(error)")
+    }
+    let host =
+      config.callbacks.advertiseHost
+      ?? (listener.localAddress.isWildcard || address.isWildcard ? "127.0.0.1" : address.host)
+    return Entry(
+      pool: pool, listenAddress: listener.localAddress,
+      callbackAddress: HostPort(host: host, port: listener.localAddress.port), listener: listener)
+  }
+}

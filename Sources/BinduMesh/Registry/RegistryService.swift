@@ -1,0 +1,134 @@
+import BinduContract
+import Foundation
+import GRPCCore
+import Logging
+
+/// `BinduService` for replicas: the mesh is the core to them.
+///
+/// `RegisterAgent` puts the replica in its agent's pool (made on first use), has the mesh
+/// register that agent with the core if it is not yet, and answers with the core's DID and URL
+/// and a membership id for this replica. `Heartbeat` and `UnregisterAgent` act on that one
+/// membership. Every refusal is `success=false` with a reason, never a crash.
+struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
+  let directory: PoolDirectory
+  let registrar: CoreRegistrar
+  let config: MeshConfig.Registry
+  let logger: Logger
+
+  func registerAgent(
+    request: Bindu_Grpc_RegisterAgentRequest, context: ServerContext
+  ) async throws -> Bindu_Grpc_RegisterAgentResponse {
+    do {
+      return try await register(request, peer: context.remotePeer)
+    } catch let refusal as Refusal {
+      logger.warning(
+        "registration refused",
+        metadata: ["mesh.peer": "\(context.remotePeer)", "reason": "\(refusal.reason)"])
+      return .with {
+        $0.success = false
+        $0.error = refusal.reason
+      }
+    }
+  }
+
+  private func register(_ request: Bindu_Grpc_RegisterAgentRequest, peer: String) async throws -> Bindu_Grpc_RegisterAgentResponse {
+    let definition: AgentDefinition
+    do {
+      definition = try AgentDefinition(configJSON: request.configJson, skills: request.skills)
+    } catch {
+      throw Refusal(reason: error.reason)
+    }
+    guard let given = HostPort(parsing: request.grpcCallbackAddress), given.port != 0 else {
+      throw Refusal(reason: "grpc_callback_address \"\(request.grpcCallbackAddress)\" is not host:port with a port 1-65535")
+    }
+    let callback = reachableAddress(given, peer: peer)
+
+    let entry: PoolDirectory.Entry
+    do {
+      entry = try await directory.pool(forAgent: definition.name)
+    } catch {
+      throw Refusal(reason: "\(error)")
+    }
+    let membershipID = UUID().uuidString.lowercased()
+    if case .refused(let reason) = entry.pool.join(membershipID: membershipID, address: callback, definition: definition) {
+      throw Refusal(reason: reason)
+    }
+    let poolDefinition = entry.pool.definition ?? definition
+    let registration = registrar.register(entry, definition: poolDefinition)
+    switch await registration.settled(within: config.coreWait) {
+    case .registered(_, let did, let url):
+      logger.notice(
+        "replica joined",
+        metadata: [
+          "mesh.pool": "\(definition.name)", "mesh.replica": "\(callback)", "mesh.member": "\(membershipID)",
+          "mesh.size": "\(entry.pool.endpoints.count)",
+        ])
+      return .with {
+        $0.success = true
+        $0.agentID = membershipID
+        $0.did = did
+        $0.agentURL = url
+      }
+    case .refused(let error):
+      entry.pool.leave(membershipID: membershipID)
+      entry.pool.forgetDefinitionIfUnused(definition)
+      throw Refusal(reason: "the core refused agent \"\(definition.name)\": \(error)")
+    case .pending(let lastError):
+      entry.pool.leave(membershipID: membershipID)
+      throw Refusal(
+        reason: "the core has not accepted agent \"\(definition.name)\" within \(config.coreWait): \(lastError ?? "no answer yet")")
+    }
+  }
+
+  func heartbeat(request: Bindu_Grpc_HeartbeatRequest, context: ServerContext) async throws -> Bindu_Grpc_HeartbeatResponse {
+    let known = await directory.pool(withMember: request.agentID)?.heartbeat(membershipID: request.agentID) ?? false
+    if !known {
+      logger.info("heartbeat for an unknown agent_id", metadata: ["mesh.member": "\(request.agentID)"])
+    }
+    return .with {
+      $0.acknowledged = known
+      $0.serverTimestamp = Int64(Date().timeIntervalSince1970 * 1000)
+    }
+  }
+
+  func unregisterAgent(
+    request: Bindu_Grpc_UnregisterAgentRequest, context: ServerContext
+  ) async throws -> Bindu_Grpc_UnregisterAgentResponse {
+    guard let pool = await directory.pool(withMember: request.agentID), pool.leave(membershipID: request.agentID) else {
+      return .with {
+        $0.success = false
+        $0.error = "unknown agent_id \"\(request.agentID)\""
+      }
+    }
+    logger.notice(
+      "replica left",
+      metadata: ["mesh.pool": "\(pool.name)", "mesh.member": "\(request.agentID)", "mesh.size": "\(pool.endpoints.count)"])
+    return .with { $0.success = true }
+  }
+
+  /// Where the replica really is: a loopback or wildcard callback host sent from another host is
+  /// replaced by the peer's IP (DESIGN decision 7), unless turned off.
+  private func reachableAddress(_ given: HostPort, peer: String) -> HostPort {
+    guard config.rewriteLoopbackCallbacks, given.isLoopback || given.isWildcard,
+      let peerHost = Self.peerHost(peer), !HostPort(host: peerHost, port: 0).isLoopback
+    else { return given }
+    let rewritten = HostPort(host: peerHost, port: given.port)
+    logger.notice("callback address rewritten to the replica's address", metadata: ["mesh.given": "\(given)", "mesh.used": "\(rewritten)"])
+    return rewritten
+  }
+
+  /// The IP of a gRPC peer string such as `ipv4:10.0.0.2:5123` or `ipv6:[::1]:5123`.
+  static func peerHost(_ peer: String) -> String? {
+    if peer.hasPrefix("ipv4:") {
+      return HostPort(parsing: String(peer.dropFirst(5)))?.host
+    }
+    if peer.hasPrefix("ipv6:") {
+      return HostPort(parsing: String(peer.dropFirst(5)))?.host
+    }
+    return nil
+  }
+
+  private struct Refusal: Error {
+    var reason: String
+  }
+}

@@ -1,0 +1,191 @@
+import ArgumentParser
+import BinduContract
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+
+/// An `AgentHandler` replica for demos, tests and benchmarks.
+///
+/// `HandleMessages` answers `[<name>] <last message>`; `HandleMessagesStream` sends one chunk per
+/// word of the last message. A last message `sleep:<ms> ...` waits that long first. Request
+/// metadata `x-echo-*` comes back as response metadata. With `--core`, it registers with that
+/// address (a Bindu core or bindu-mesh) as an SDK does, heartbeats, and unregisters on SIGTERM.
+@main
+struct EchoReplica: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "bindu-echo-replica", abstract: "An echo AgentHandler replica.")
+
+  @Option(help: "Replica name, put in every answer.") var name = "replica"
+  @Option(help: "Listen address for AgentHandler, host:port (port 0: any).") var listen = "127.0.0.1:0"
+  @Option(help: "Register with this BinduService (core or mesh), host:port.") var core: String?
+  @Option(help: "The agent's config JSON sent with the registration.")
+  var agentConfig =
+    #"{"author":"dev@example.com","name":"echo-agent","description":"echo agent","deployment":{"url":"http://localhost:3773","expose":true}}"#
+  @Option(help: "Seconds between heartbeats; 0 sends none.") var heartbeatInterval = 30.0
+  @Option(help: "Host given in the callback address.") var callbackHost = "localhost"
+
+  func run() async throws {
+    let parts = listen.split(separator: ":")
+    let server = GRPCServer(
+      transport: .http2NIOPosix(
+        address: .ipv4(host: String(parts[0]), port: Int(parts[1]) ?? 0), transportSecurity: .plaintext),
+      services: [EchoHandler(name: name)]
+    )
+    try await withThrowingDiscardingTaskGroup { group in
+      group.addTask { try await server.serve() }
+      guard let address = try await server.listeningAddress?.ipv4 else { throw ExitCode.failure }
+      print("listening on \(address.host):\(address.port)")
+      fflush(stdout)
+      let signals = SignalStream()
+      if let core {
+        group.addTask {
+          try await register(core: core, port: address.port, stop: signals)
+          server.beginGracefulShutdown()
+        }
+      } else {
+        group.addTask {
+          await signals.wait()
+          server.beginGracefulShutdown()
+        }
+      }
+    }
+  }
+
+  private func register(core: String, port: Int, stop: SignalStream) async throws {
+    let parts = core.split(separator: ":")
+    try await withGRPCClient(
+      transport: .http2NIOPosix(
+        target: .dns(host: String(parts[0]), port: Int(parts[1]) ?? 3774), transportSecurity: .plaintext)
+    ) { client in
+      let service = Bindu_Grpc_BinduService.Client(wrapping: client)
+      let response = try await service.registerAgent(
+        .with {
+          $0.configJson = agentConfig
+          $0.grpcCallbackAddress = "\(callbackHost):\(port)"
+        })
+      let json = try JSONSerialization.data(withJSONObject: [
+        "success": response.success, "agent_id": response.agentID, "did": response.did,
+        "agent_url": response.agentURL, "error": response.error,
+      ])
+      print("registered \(String(decoding: json, as: UTF8.self))")
+      fflush(stdout)
+      if !response.success {
+        await stop.wait()
+        return
+      }
+      await withTaskGroup(of: Void.self) { group in
+        if heartbeatInterval > 0 {
+          group.addTask {
+            while !Task.isCancelled {
+              try? await Task.sleep(for: .seconds(heartbeatInterval))
+              _ = try? await service.heartbeat(.with { $0.agentID = response.agentID })
+            }
+          }
+        }
+        await stop.wait()
+        group.cancelAll()
+      }
+      let bye = try await service.unregisterAgent(.with { $0.agentID = response.agentID })
+      print("unregistered success=\(bye.success)")
+      fflush(stdout)
+    }
+  }
+}
+
+/// Waits for SIGTERM or SIGINT.
+final class SignalStream: Sendable {
+  private let stream: AsyncStream<Void>
+  init() {
+    let (stream, continuation) = AsyncStream<Void>.makeStream()
+    self.stream = stream
+    for sig in [SIGTERM, SIGINT] {
+      signal(sig, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+      source.setEventHandler { continuation.yield() }
+      source.resume()
+      Self.sources.withLock { $0.append(source) }
+    }
+  }
+  func wait() async {
+    for await _ in stream { return }
+  }
+  private static let sources = Mutex<[any DispatchSourceSignal]>([])
+}
+
+import Synchronization
+
+struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
+  let name: String
+
+  func handleMessages(
+    request: ServerRequest<Bindu_Grpc_HandleRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Bindu_Grpc_HandleResponse> {
+    let text = try await prepare(request.message)
+    let reply = Bindu_Grpc_HandleResponse.with {
+      $0.content = "[\(name)] \(text)"
+      $0.metadata = ["replica": name]
+    }
+    return ServerResponse(message: reply, metadata: echoedMetadata(request.metadata), trailingMetadata: ["x-replica": "\(name)"])
+  }
+
+  func handleMessagesStream(
+    request: ServerRequest<Bindu_Grpc_HandleRequest>, context: ServerContext
+  ) async throws -> StreamingServerResponse<Bindu_Grpc_HandleResponse> {
+    let text = try await prepare(request.message)
+    let words = text.split(separator: " ").map(String.init)
+    return StreamingServerResponse(metadata: echoedMetadata(request.metadata)) { writer in
+      for (index, word) in words.enumerated() {
+        try await writer.write(
+          .with {
+            $0.content = word
+            $0.isFinal = index == words.count - 1
+            $0.metadata = ["replica": name, "index": "\(index)"]
+          })
+      }
+      return ["x-replica": "\(name)"]
+    }
+  }
+
+  func getCapabilities(
+    request: ServerRequest<Bindu_Grpc_GetCapabilitiesRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Bindu_Grpc_GetCapabilitiesResponse> {
+    ServerResponse(
+      message: .with {
+        $0.name = "echo-agent"
+        $0.description_p = "echo replica \(name)"
+        $0.supportsStreaming = true
+      })
+  }
+
+  func healthCheck(
+    request: ServerRequest<Bindu_Grpc_HealthCheckRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Bindu_Grpc_HealthCheckResponse> {
+    ServerResponse(message: .with {
+      $0.healthy = true
+      $0.message = name
+    })
+  }
+
+  /// The last message's text, after its `sleep:<ms>` prefix has been slept; `fail:<code>` throws.
+  private func prepare(_ request: Bindu_Grpc_HandleRequest) async throws -> String {
+    var text = request.messages.last?.content ?? ""
+    if text.hasPrefix("sleep:"), let space = text.firstIndex(of: " ") ?? Optional(text.endIndex),
+      let ms = Int(text[text.index(text.startIndex, offsetBy: 6)..<space])
+    {
+      try await Task.sleep(for: .milliseconds(ms))
+      text = String(text[space...]).trimmingCharacters(in: .whitespaces)
+    }
+    if text.hasPrefix("fail:") {
+      throw RPCError(code: .internal, message: "\(name) failed as asked")
+    }
+    return text
+  }
+
+  private func echoedMetadata(_ metadata: Metadata) -> Metadata {
+    var echoed: Metadata = ["x-replica": "\(name)"]
+    for (key, value) in metadata where key.hasPrefix("x-echo-") {
+      if case .string(let string) = value { echoed.addString(string, forKey: key) }
+    }
+    return echoed
+  }
+}

@@ -1,0 +1,101 @@
+import ArgumentParser
+import BinduMesh
+import Foundation
+import Logging
+import ServiceLifecycle
+
+@main
+struct BinduMeshCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "bindu-mesh",
+    abstract: "A local mesh proxy and load balancer for Bindu agents.",
+    discussion: """
+      bindu-mesh registers with the Bindu core as the agent, lets the agent's replicas register \
+      with it as if it were the core, and spreads the core's calls over the replicas round-robin.
+
+      With no arguments it runs on built-in defaults:
+        core (BinduService the mesh registers with)   127.0.0.1:3774
+        registry (replicas register here)              127.0.0.1:3775
+        callback listener of the first agent pool      127.0.0.1:3776
+
+      Every config key is documented in Config/bindu-mesh.yaml. Flags override the file.
+      SIGTERM or SIGINT: stop accepting calls, let calls in flight finish \
+      (shutdown.grace_period), unregister from the core, exit 0.
+      """,
+    version: "0.1.0"
+  )
+
+  @Option(name: .long, help: "A YAML config file (see Config/bindu-mesh.yaml).")
+  var config: String?
+
+  @Option(name: .customLong("core-address"), help: "The Bindu core's BinduService, host:port. Overrides core.address.")
+  var coreAddress: String?
+
+  @Option(name: .customLong("registry-listen"), help: "Where replicas register, host:port. Overrides registry.listen.")
+  var registryListen: String?
+
+  @Option(
+    name: .customLong("callback-listen"),
+    help: "Host and first port of the callback listeners of pools made by registration, host:port. Overrides callbacks.listen_host and callbacks.first_port."
+  )
+  var callbackListen: String?
+
+  @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+  var logLevel: Logger.Level = .info
+
+  func run() async throws {
+    var config: MeshConfig
+    do {
+      config = try self.config.map { try MeshConfig.load(file: $0) } ?? .defaults
+      if let value = coreAddress { config.core.address = try Self.hostPort(value, flag: "--core-address") }
+      if let value = registryListen { config.registry.listen = try Self.hostPort(value, flag: "--registry-listen") }
+      if let value = callbackListen {
+        let address = try Self.hostPort(value, flag: "--callback-listen")
+        config.callbacks.listenHost = address.host
+        config.callbacks.firstPort = address.port
+      }
+    } catch let error as ConfigError {
+      throw ValidationError(error.description)
+    }
+
+    let level = logLevel
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    let logger = Logger(label: "bindu-mesh")
+    logger.info(
+      "starting",
+      metadata: [
+        "mesh.core": "\(config.core.address)", "mesh.registry": "\(config.registry.listen)",
+        "mesh.declared_pools": "\(config.pools.count)",
+      ])
+    let mesh: Mesh
+    do {
+      mesh = try await Mesh.make(config: config, logger: logger)
+    } catch {
+      logger.critical("cannot start", metadata: ["error": "\(error)"])
+      throw ExitCode.failure
+    }
+    let group = ServiceGroup(
+      configuration: .init(
+        services: mesh.services.map { .init(service: $0) },
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        cancellationSignals: [],
+        logger: logger
+      )
+    )
+    try await group.run()
+    logger.notice("stopped")
+  }
+
+  static func hostPort(_ text: String, flag: String) throws -> HostPort {
+    guard let value = HostPort(parsing: text) else {
+      throw ConfigError(source: flag, key: "", message: "expected host:port, got \"\(text)\"")
+    }
+    return value
+  }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
