@@ -3,6 +3,7 @@ import BinduContract
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import UnixSignals
 
 /// An `AgentHandler` replica for demos, tests and benchmarks.
 ///
@@ -34,8 +35,7 @@ struct EchoReplica: AsyncParsableCommand {
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask { try await server.serve() }
       guard let address = try await server.listeningAddress?.ipv4 else { throw ExitCode.failure }
-      print("listening on \(address.host):\(address.port)")
-      fflush(stdout)
+      say("listening on \(address.host):\(address.port)")
       let signals = SignalStream()
       if let core {
         group.addTask {
@@ -67,8 +67,7 @@ struct EchoReplica: AsyncParsableCommand {
         "success": response.success, "agent_id": response.agentID, "did": response.did,
         "agent_url": response.agentURL, "error": response.error,
       ])
-      print("registered \(String(decoding: json, as: UTF8.self))")
-      fflush(stdout)
+      say("registered \(String(decoding: json, as: UTF8.self))")
       if !response.success {
         await stop.wait()
         return
@@ -86,33 +85,19 @@ struct EchoReplica: AsyncParsableCommand {
         group.cancelAll()
       }
       let bye = try await service.unregisterAgent(.with { $0.agentID = response.agentID })
-      print("unregistered success=\(bye.success)")
-      fflush(stdout)
+      say("unregistered success=\(bye.success)")
     }
   }
 }
 
 /// Waits for SIGTERM or SIGINT.
-final class SignalStream: Sendable {
-  private let stream: AsyncStream<Void>
-  init() {
-    let (stream, continuation) = AsyncStream<Void>.makeStream()
-    self.stream = stream
-    for sig in [SIGTERM, SIGINT] {
-      signal(sig, SIG_IGN)
-      let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-      source.setEventHandler { continuation.yield() }
-      source.resume()
-      Self.sources.withLock { $0.append(source) }
-    }
-  }
+struct SignalStream: Sendable {
   func wait() async {
-    for await _ in stream { return }
+    for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) { return }
   }
-  private static let sources = Mutex<[any DispatchSourceSignal]>([])
 }
 
-import Synchronization
+
 
 struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
   let name: String
@@ -176,7 +161,7 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
       text = String(text[space...]).trimmingCharacters(in: .whitespaces)
     }
     if text.hasPrefix("fail:") {
-      throw RPCError(code: .internal, message: "\(name) failed as asked")
+      throw RPCError(code: .internalError, message: "\(name) failed as asked")
     }
     return text
   }
@@ -188,4 +173,9 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
     }
     return echoed
   }
+}
+
+/// Prints a line at once (tests read these lines from a pipe).
+func say(_ line: String) {
+  FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

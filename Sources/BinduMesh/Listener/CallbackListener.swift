@@ -7,7 +7,7 @@ import NIOPosix
 /// The listener the core dials for one pool: plaintext HTTP/2 (gRPC), every stream forwarded
 /// by a ``ProxyStreamHandler``.
 ///
-/// Bind it with ``bind(pool:address:group:config:logger:)``; ``shutdown(grace:)`` stops
+/// Bind it with ``bind(pool:address:group:config:grace:logger:)``; ``shutdown(grace:)`` stops
 /// accepting, sends GOAWAY on every connection and waits for calls in flight, at most `grace`.
 final class CallbackListener: Sendable {
   /// The pool this listener serves.
@@ -29,6 +29,7 @@ final class CallbackListener: Sendable {
     address: HostPort,
     group: MultiThreadedEventLoopGroup,
     config: MeshConfig.Upstream,
+    grace: Duration,
     logger: Logger
   ) async throws -> CallbackListener {
     let quiescing = ServerQuiescingHelper(group: group)
@@ -44,7 +45,8 @@ final class CallbackListener: Sendable {
       .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
-          _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+          let sync = channel.pipeline.syncOperations
+          _ = try sync.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: .mesh(config),
             streamConfiguration: .mesh(config)
@@ -54,6 +56,7 @@ final class CallbackListener: Sendable {
                 ProxyStreamHandler(pool: pool, limits: config, logger: logger))
             }
           }
+          try sync.addHandler(ConnectionDrainHandler(grace: grace))
         }
       }
       .bind(host: address.host, port: address.port)

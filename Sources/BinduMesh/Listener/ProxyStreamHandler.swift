@@ -21,7 +21,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     /// Opening a stream to `endpoint`; request frames are kept until it is open.
     case connecting(Endpoint)
     /// Frames flow both ways.
-    case forwarding(Endpoint, Channel)
+    case forwarding(Endpoint, any Channel)
     /// The caller has its answer (or went away).
     case finished
   }
@@ -68,7 +68,8 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       if case .byteBuffer(let buffer) = data.data {
         do {
           _ = try requestScanner.scan(buffer)
-        } catch .tooLarge(let length, let limit) {
+        } catch {
+          guard case .tooLarge(let length, let limit) = error else { return }
           finish(.resourceExhausted, "request message of \(length) bytes is larger than the limit of \(limit)")
           return
         }
@@ -146,7 +147,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       }
   }
 
-  private func flushPending(to channel: Channel) {
+  private func flushPending(to channel: any Channel) {
     for var payload in pending {
       if case .headers(var headers) = payload, headers.headers.first(name: ":path") != nil {
         headers.headers = upstreamHeaders()
@@ -194,7 +195,8 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       if case .byteBuffer(let buffer) = data.data {
         do {
           _ = try responseScanner.scan(buffer)
-        } catch .tooLarge(let length, let limit) {
+        } catch {
+          guard case .tooLarge(let length, let limit) = error else { return }
           finish(.resourceExhausted, "response message of \(length) bytes is larger than the limit of \(limit)")
           return
         }

@@ -130,7 +130,8 @@ public actor PoolDirectory {
     let listener: CallbackListener
     do {
       listener = try await CallbackListener.bind(
-        pool: pool, address: address, group: group, config: config.upstream, logger: logger)
+        pool: pool, address: address, group: group, config: config.upstream, grace: config.shutdown.gracePeriod,
+        logger: logger)
     } catch let error as MeshError {
       throw error
     } catch {

@@ -12,7 +12,7 @@ final class UpstreamConnection: @unchecked Sendable {
   private enum State {
     case idle
     case connecting(EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>)
-    case ready(Channel, NIOHTTP2Handler.StreamMultiplexer)
+    case ready(any Channel, NIOHTTP2Handler.StreamMultiplexer)
     case drained
   }
 
@@ -31,11 +31,11 @@ final class UpstreamConnection: @unchecked Sendable {
 
   /// Opens a new stream to the replica, with `initializer` setting up its pipeline.
   func openStream(
-    _ initializer: @escaping @Sendable (Channel) -> EventLoopFuture<Void>
-  ) -> EventLoopFuture<Channel> {
+    _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+  ) -> EventLoopFuture<any Channel> {
     eventLoop.preconditionInEventLoop()
     return multiplexer().flatMap { multiplexer in
-      let promise = self.eventLoop.makePromise(of: Channel.self)
+      let promise = self.eventLoop.makePromise(of: (any Channel).self)
       multiplexer.createStreamChannel(promise: promise, initializer)
       return promise.futureResult
     }
@@ -83,7 +83,7 @@ final class UpstreamConnection: @unchecked Sendable {
         }
       }
       .connect(host: address.host, port: address.port)
-      .flatMapThrowing { channel -> (Channel, NIOHTTP2Handler.StreamMultiplexer) in
+      .flatMapThrowing { channel -> (any Channel, NIOHTTP2Handler.StreamMultiplexer) in
         let multiplexer = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
         return (channel, multiplexer)
       }

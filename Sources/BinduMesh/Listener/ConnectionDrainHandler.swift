@@ -1,0 +1,40 @@
+import NIOCore
+import NIOHTTP2
+
+/// Closes a caller's connection once it is draining and its last call has ended.
+///
+/// Sits after `NIOHTTP2Handler`, which answers ``ChannelShouldQuiesceEvent`` with GOAWAY but
+/// leaves an idle connection open for the client to close (the core's grpcio does not). Calls
+/// still open when `grace` runs out are cut.
+final class ConnectionDrainHandler: ChannelInboundHandler {
+  typealias InboundIn = Never
+
+  private let grace: TimeAmount
+  private var openStreams = 0
+  private var draining = false
+
+  init(grace: Duration) {
+    self.grace = .nanoseconds(grace.components.seconds * 1_000_000_000 + grace.components.attoseconds / 1_000_000_000)
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    switch event {
+    case is NIOHTTP2StreamCreatedEvent:
+      openStreams += 1
+    case is StreamClosedEvent:
+      openStreams -= 1
+      if draining && openStreams == 0 { context.close(promise: nil) }
+    case is ChannelShouldQuiesceEvent:
+      draining = true
+      if openStreams == 0 {
+        context.close(promise: nil)
+      } else {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: grace) { loopBound.value.close(promise: nil) }
+      }
+    default:
+      break
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+}

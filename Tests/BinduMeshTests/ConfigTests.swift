@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+
+@testable import BinduMesh
+
+@Suite struct ConfigTests {
+  @Test func emptyFileKeepsEveryDefault() throws {
+    let config = try MeshConfig(yaml: "", source: "empty.yaml")
+    #expect(config == .defaults)
+    #expect(config.core.address == HostPort(host: "127.0.0.1", port: 3774))
+    #expect(config.registry.listen == HostPort(host: "127.0.0.1", port: 3775))
+    #expect(config.callbacks.firstPort == 3776)
+  }
+
+  @Test func exampleConfigParsesAndMatchesTheDefaults() throws {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .appendingPathComponent("../../Config/bindu-mesh.yaml").standardized.path
+    let config = try MeshConfig.load(file: path)
+    #expect(config == .defaults, "Config/bindu-mesh.yaml documents the defaults; keep them equal")
+  }
+
+  @Test func fullPoolIsRead() throws {
+    let yaml = """
+      core:
+        address: 10.0.0.5:4000
+        heartbeat_interval: 500ms
+      pools:
+        - agent: echo-agent
+          listen: "[::1]:0"
+          config: {name: echo-agent, author: dev@example.com, deployment: {url: "http://localhost:3773", expose: true}}
+          skills:
+            - {name: echo, tags: [a, b]}
+          replicas: [127.0.0.1:50051, "host.example:50052"]
+      """
+    let config = try MeshConfig(yaml: yaml, source: "t.yaml")
+    #expect(config.core.address == HostPort(host: "10.0.0.5", port: 4000))
+    #expect(config.core.heartbeatInterval == .milliseconds(500))
+    let pool = try #require(config.pools.first)
+    #expect(pool.listen == HostPort(host: "::1", port: 0))
+    #expect(pool.replicas.map(\.description) == ["127.0.0.1:50051", "host.example:50052"])
+    #expect(pool.skills.first?.tags == ["a", "b"])
+    let json = try #require(pool.agentConfigJSON)
+    let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+    #expect((object?["deployment"] as? [String: Any])?["expose"] as? Bool == true)
+  }
+
+  @Test(arguments: [
+    ("core: [unclosed", "not valid YAML"),
+    ("core:\n  adress: 1.2.3.4:1\n", "t.yaml:2:3: core.adress: unknown key"),
+    ("registry:\n  listen: nowhere\n", "registry.listen: expected host:port"),
+    ("registry:\n  listen: 1.2.3.4:70000\n", "registry.listen: expected host:port"),
+    ("core:\n  heartbeat_interval: soon\n", "core.heartbeat_interval: expected a positive duration"),
+    ("upstream:\n  max_message_bytes: -1\n", "upstream.max_message_bytes: expected 1..."),
+    ("pools:\n  - listen: 127.0.0.1:1\n", "pools[0]: missing key \"agent\""),
+    ("pools:\n  - agent: a\n  - agent: a\n", "pools[1]: agent \"a\" is declared by more than one pool"),
+    ("pools:\n  - agent: a\n    config: {name: b}\n", "pools[0].config: the config's name is \"b\""),
+    ("pools:\n  - agent: a\n    config_file: missing.json\n", "pools[0].config_file: cannot read"),
+    ("registry:\n  rewrite_loopback_callbacks: maybe\n", "expected true or false"),
+  ])
+  func badInputNamesFileKeyAndExpectation(yaml: String, expected: String) {
+    #expect {
+      try MeshConfig(yaml: yaml, source: "t.yaml")
+    } throws: { error in
+      let text = "\(error)"
+      return error is ConfigError && text.hasPrefix("t.yaml") && text.contains(expected)
+    }
+  }
+
+  @Test func hostPortParsing() {
+    #expect(HostPort(parsing: "localhost:80") == HostPort(host: "localhost", port: 80))
+    #expect(HostPort(parsing: "[::]:5")?.isWildcard == true)
+    #expect(HostPort(parsing: "127.0.0.9:5")?.isLoopback == true)
+    #expect(HostPort(parsing: "::1:5") == nil)
+    #expect(HostPort(parsing: "host") == nil)
+    #expect(HostPort(parsing: ":80") == nil)
+    #expect(HostPort(host: "::1", port: 9).description == "[::1]:9")
+  }
+}

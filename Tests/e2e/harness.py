@@ -1,0 +1,200 @@
+"""Processes for end-to-end tests: the real Bindu core, bindu-mesh, echo replicas, A2A calls.
+
+Every process binds ports picked free by the test and runs in its own temporary directory.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("BINDU_MESH_BIN_DIR", ROOT / ".build" / "debug"))
+BINDU = os.environ.get("BINDU_BIN", str(ROOT / ".venv" / "bin" / "bindu"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 60.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"port {port} did not open within {timeout}s")
+
+
+class Process:
+    """A child process whose output is collected line by line."""
+
+    def __init__(self, args, cwd, env=None, name="proc"):
+        self.name = name
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_line(self, predicate, timeout=30.0) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and seen == len(self.lines)):
+                    raise TimeoutError(f"{self.name}: no matching line; output:\n" + "\n".join(self.lines[-40:]))
+                self._cond.wait(min(left, 0.5))
+
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGKILL, timeout=10.0):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class Core:
+    """The real Bindu core: `bindu serve --grpc` in a working directory of its own."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.process = None
+
+    def start(self):
+        self.process = Process([BINDU, "serve", "--grpc", "--grpc-port", str(self.port)], cwd=self.workdir,
+                               env={"GRPC__PORT": str(self.port), "GRPC__HOST": "127.0.0.1"}, name="core")
+        wait_port(self.port, timeout=90, proc=self.process.proc)
+        return self
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+
+
+class Mesh:
+    """bindu-mesh started from a YAML config written for the test."""
+
+    def __init__(self, workdir: Path, core_port: int, extra_yaml: str = "", registry_yaml: str = "", registry_port=None):
+        self.workdir = workdir
+        self.registry_port = registry_port or free_port()
+        self.callback_port = free_port()
+        self.config_path = workdir / "bindu-mesh.yaml"
+        self.config_path.write_text(
+            f"core:\n  address: 127.0.0.1:{core_port}\n  heartbeat_interval: 1s\n  retry_max_backoff: 1s\n"
+            f"registry:\n  listen: 127.0.0.1:{self.registry_port}\n{registry_yaml}"
+            f"callbacks:\n  first_port: {self.callback_port}\n" + extra_yaml
+        )
+        self.process = None
+
+    def start(self, *flags):
+        self.process = Process([str(BIN_DIR / "bindu-mesh"), "--config", str(self.config_path), "--log-level", "debug", *flags],
+                               cwd=self.workdir, name="mesh")
+        wait_port(self.registry_port, timeout=30, proc=self.process.proc)
+        return self
+
+    def stop(self):
+        if self.process:
+            self.process.stop(signal.SIGKILL)
+
+
+class Replica:
+    """The echo replica, registered through `core` (the mesh's registry) or serving alone."""
+
+    def __init__(self, workdir: Path, name: str, core_port=None, agent_config=None, heartbeat=1.0, port=0):
+        args = [str(BIN_DIR / "bindu-echo-replica"), "--name", name, "--listen", f"127.0.0.1:{port}",
+                "--heartbeat-interval", str(heartbeat)]
+        if core_port is not None:
+            args += ["--core", f"127.0.0.1:{core_port}"]
+        if agent_config is not None:
+            args += ["--agent-config", json.dumps(agent_config)]
+        self.name = name
+        self.process = Process(args, cwd=workdir, name=name)
+        self.port = int(self.process.wait_line(lambda l: l.startswith("listening on")).rsplit(":", 1)[1])
+        self.registration = None
+        if core_port is not None:
+            line = self.process.wait_line(lambda l: l.startswith("registered "), timeout=60)
+            self.registration = json.loads(line[len("registered "):])
+
+    def stop(self, sig=signal.SIGKILL):
+        self.process.stop(sig)
+
+
+def agent_config(name="echo-agent", a2a_port=3773, **extra):
+    config = {"author": "dev@example.com", "name": name, "description": "echo agent",
+              "deployment": {"url": f"http://localhost:{a2a_port}", "expose": True}}
+    config.update(extra)
+    return config
+
+
+def a2a_rpc(url, method, params, timeout=30):
+    body = json.dumps({"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def a2a_ask(url, text, timeout=60.0):
+    """Sends `message/send` and polls `tasks/get` until a terminal state: (state, artifact text)."""
+    params = {"message": {"role": "user", "parts": [{"kind": "text", "text": text}], "kind": "message",
+                          "messageId": str(uuid.uuid4()), "contextId": str(uuid.uuid4()), "taskId": str(uuid.uuid4())},
+              "configuration": {"acceptedOutputModes": ["application/json"]}}
+    result = a2a_rpc(url, "message/send", params)
+    task_id = result["result"]["id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = a2a_rpc(url, "tasks/get", {"taskId": task_id})["result"]
+        state = task["status"]["state"]
+        if state in ("completed", "failed", "canceled", "rejected", "input-required", "auth-required"):
+            texts = [p.get("text", "") for a in task.get("artifacts") or [] for p in a.get("parts", [])]
+            return state, " ".join(texts)
+        time.sleep(0.1)
+    raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
+
+
+def agent_card(url):
+    with urllib.request.urlopen(url.rstrip("/") + "/.well-known/agent.json", timeout=10) as response:
+        return json.loads(response.read())
