@@ -79,7 +79,7 @@ class Process:
         with self._cond:
             return "\n".join(self.lines)
 
-    def signal(self, sig):
+    def send(self, sig):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
@@ -178,7 +178,11 @@ def a2a_rpc(url, method, params, timeout=30):
 
 
 def a2a_ask(url, text, timeout=60.0):
-    """Sends `message/send` and polls `tasks/get` until a terminal state: (state, artifact text)."""
+    """Sends `message/send` and polls `tasks/get` until a terminal state: (state, artifact text).
+
+    Waits first for the agent's HTTP server, which the core starts just after `RegisterAgent`.
+    """
+    wait_port(int(url.rstrip("/").rsplit(":", 1)[1]), timeout=60)
     params = {"message": {"role": "user", "parts": [{"kind": "text", "text": text}], "kind": "message",
                           "messageId": str(uuid.uuid4()), "contextId": str(uuid.uuid4()), "taskId": str(uuid.uuid4())},
               "configuration": {"acceptedOutputModes": ["application/json"]}}
@@ -196,5 +200,6 @@ def a2a_ask(url, text, timeout=60.0):
 
 
 def agent_card(url):
+    wait_port(int(url.rstrip("/").rsplit(":", 1)[1]), timeout=60)
     with urllib.request.urlopen(url.rstrip("/") + "/.well-known/agent.json", timeout=10) as response:
         return json.loads(response.read())

@@ -123,7 +123,7 @@ def test_replicas_that_unregister_or_stop_heartbeating_get_no_more_calls(tmp_pat
 
     assert {answered_by(ask("x")) for _ in range(3)} == {"r1", "r2", "r3"}
 
-    leaving.process.signal(signal.SIGTERM)
+    leaving.process.send(signal.SIGTERM)
     leaving.process.wait_line(lambda l: l.startswith("unregistered success=true"))
     mesh.process.wait_line(lambda l: "replica evicted: no heartbeat" in l, timeout=15)
     assert {answered_by(ask("y")) for _ in range(6)} == {"r3"}
@@ -228,7 +228,7 @@ def test_sigterm_lets_calls_in_flight_finish_then_unregisters_and_exits_0(tmp_pa
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         calls = [pool.submit(stub.HandleMessages, request, timeout=20) for _ in range(4)]
         time.sleep(0.7)
-        mesh.process.signal(signal.SIGTERM)
+        mesh.process.send(signal.SIGTERM)
         answers = [c.result().content for c in calls]
     assert all(a.endswith("slow") for a in answers)
     assert mesh.process.proc.wait(30) == 0

@@ -92,7 +92,13 @@ public final class CoreRegistrar: Service, Sendable {
         $0.grpcCallbackAddress = registration.entry.callbackAddress.description
       }
       do {
-        let response = try await core.registerAgent(request, options: callOptions)
+        let response: Bindu_Grpc_RegisterAgentResponse
+        do {
+          response = try await core.registerAgent(request, options: callOptions)
+        } catch let error as RPCError where !Self.isTransient(error.code) {
+          // The core ran the registration and failed on it: as much a refusal as success=false.
+          response = .with { $0.error = "\(error.code): \(error.message)" }
+        }
         guard response.success else {
           registration.update(.refused(response.error))
           logger.error("the core refused the agent", metadata: ["error": "\(response.error)"])
@@ -176,6 +182,11 @@ public final class CoreRegistrar: Service, Sendable {
         logger.warning("cannot unregister from the core", metadata: ["error": "\(error)"])
       }
     }
+  }
+
+  /// Codes after which the same registration may succeed later (the core is down or busy).
+  static func isTransient(_ code: RPCError.Code) -> Bool {
+    [.unavailable, .deadlineExceeded, .resourceExhausted, .aborted, .cancelled].contains(code)
   }
 
   static func seconds(_ duration: Duration) -> Double {

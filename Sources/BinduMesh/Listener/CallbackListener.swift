@@ -46,17 +46,20 @@ final class CallbackListener: Sendable {
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           let sync = channel.pipeline.syncOperations
+          let drain = ConnectionDrainHandler(grace: grace)
+          let bound = NIOLoopBound(drain, eventLoop: channel.eventLoop)
           _ = try sync.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: .mesh(config),
             streamConfiguration: .mesh(config)
           ) { stream in
             stream.eventLoop.makeCompletedFuture {
+              bound.value.streamOpened(stream)
               try stream.pipeline.syncOperations.addHandler(
                 ProxyStreamHandler(pool: pool, limits: config, logger: logger))
             }
           }
-          try sync.addHandler(ConnectionDrainHandler(grace: grace))
+          try sync.addHandler(drain)
         }
       }
       .bind(host: address.host, port: address.port)

@@ -4,26 +4,39 @@ import NIOHTTP2
 /// Closes a caller's connection once it is draining and its last call has ended.
 ///
 /// Sits after `NIOHTTP2Handler`, which answers ``ChannelShouldQuiesceEvent`` with GOAWAY but
-/// leaves an idle connection open for the client to close (the core's grpcio does not). Calls
-/// still open when `grace` runs out are cut.
+/// leaves an idle connection open for the client to close (the core's grpcio does not). The
+/// listener's stream initializer reports each stream with ``streamOpened(_:)``. Calls still open
+/// when `grace` runs out are cut.
 final class ConnectionDrainHandler: ChannelInboundHandler {
   typealias InboundIn = Never
 
   private let grace: TimeAmount
   private var openStreams = 0
   private var draining = false
+  private var context: ChannelHandlerContext?
 
   init(grace: Duration) {
     self.grace = .nanoseconds(grace.components.seconds * 1_000_000_000 + grace.components.attoseconds / 1_000_000_000)
   }
 
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+  }
+
+  /// Counts a stream of this connection until its channel closes.
+  func streamOpened(_ stream: any Channel) {
+    openStreams += 1
+    let bound = NIOLoopBound(self, eventLoop: stream.eventLoop)
+    stream.closeFuture.whenComplete { _ in bound.value.streamClosed() }
+  }
+
+  private func streamClosed() {
+    openStreams -= 1
+    if draining && openStreams == 0 { context?.close(promise: nil) }
+  }
+
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     switch event {
-    case is NIOHTTP2StreamCreatedEvent:
-      openStreams += 1
-    case is StreamClosedEvent:
-      openStreams -= 1
-      if draining && openStreams == 0 { context.close(promise: nil) }
     case is ChannelShouldQuiesceEvent:
       draining = true
       if openStreams == 0 {
