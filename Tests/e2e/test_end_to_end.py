@@ -251,3 +251,17 @@ def test_bad_config_fails_at_start_naming_file_and_key(tmp_path, yaml_text, expe
     assert process.proc.wait(30) != 0
     output = process.output()
     assert str(path) in output and expected in output, output
+
+
+def test_messages_over_the_limit_get_resource_exhausted(tmp_path, core, cleanup, pb):
+    messages, services = pb
+    mesh = start_mesh(tmp_path, core, cleanup)
+    start_replicas(tmp_path, cleanup, 1, mesh.registry_port, agent_config(a2a_port=free_port()))
+    stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{mesh.callback_port}"))
+    near_limit = "x" * (4 * 1024 * 1024 - 64)
+    answer = stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content=near_limit)]), timeout=20)
+    assert answer.content.endswith(near_limit[:10]) and len(answer.content) > len(near_limit)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="x" * (5 * 1024 * 1024))]), timeout=20)
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than the limit of 4194304" in failure.value.details()

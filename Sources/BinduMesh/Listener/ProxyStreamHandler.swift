@@ -65,15 +65,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
         forwardOrKeep(payload)  // request trailers: rare in gRPC, passed on as they are
       }
     case .data(let data):
-      if case .byteBuffer(let buffer) = data.data {
-        do {
-          _ = try requestScanner.scan(buffer)
-        } catch {
-          guard case .tooLarge(let length, let limit) = error else { return }
-          finish(.resourceExhausted, "request message of \(length) bytes is larger than the limit of \(limit)")
-          return
-        }
-      }
+      guard withinLimit(data, scanner: &requestScanner, direction: "request") else { return }
       forwardOrKeep(payload)
     default:
       break
@@ -192,15 +184,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       responseStarted = true
       context.write(wrapOutboundOut(payload), promise: nil)
     case .data(let data):
-      if case .byteBuffer(let buffer) = data.data {
-        do {
-          _ = try responseScanner.scan(buffer)
-        } catch {
-          guard case .tooLarge(let length, let limit) = error else { return }
-          finish(.resourceExhausted, "response message of \(length) bytes is larger than the limit of \(limit)")
-          return
-        }
-      }
+      guard withinLimit(data, scanner: &responseScanner, direction: "response") else { return }
       context.write(wrapOutboundOut(payload), promise: nil)
     default:
       break
@@ -221,6 +205,22 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     logger.warning(
       "replica ended the call without a status", metadata: ["mesh.replica": "\(endpoint.address)", "error": "\(why)"])
     finish(.unavailable, "replica \(endpoint.address) of pool \"\(pool.name)\" failed: \(why)")
+  }
+
+  /// Follows message prefixes in a DATA frame; ends the call with `RESOURCE_EXHAUSTED` and
+  /// returns `false` when a message is over the limit.
+  private func withinLimit(
+    _ data: HTTP2Frame.FramePayload.Data, scanner: inout MessageFrameScanner, direction: String
+  ) -> Bool {
+    guard case .byteBuffer(let buffer) = data.data else { return true }
+    do {
+      _ = try scanner.scan(buffer)
+      return true
+    } catch {
+      guard case .tooLarge(let length, let limit) = error else { return false }
+      finish(.resourceExhausted, "\(direction) message of \(length) bytes is larger than the limit of \(limit)")
+      return false
+    }
   }
 
   // MARK: Ending
