@@ -23,7 +23,9 @@ extension MeshConfig {
       throw ConfigError(source: source, key: "", message: "not valid YAML: \(error)")
     }
     let reader = YAMLReader(node: root, path: "", source: source)
-    let top = try reader.mapping(keys: ["core", "registry", "callbacks", "upstream", "shutdown", "pools"])
+    let top = try reader.mapping(keys: [
+      "core", "registry", "callbacks", "upstream", "shutdown", "health", "outlier_detection", "retry", "pools",
+    ])
     var config = MeshConfig.defaults
     if let core = top["core"] { try config.core.read(core) }
     if let registry = top["registry"] { try config.registry.read(registry) }
@@ -33,8 +35,10 @@ extension MeshConfig {
       let keys = try shutdown.mapping(keys: ["grace_period"])
       if let value = keys["grace_period"] { config.shutdown.gracePeriod = try value.duration() }
     }
+    try config.policy.read(top)
     if let pools = top["pools"] {
-      config.pools = try pools.sequence().map { try Pool(reading: $0, baseDirectory: baseDirectory) }
+      let policy = config.policy
+      config.pools = try pools.sequence().map { try Pool(reading: $0, baseDirectory: baseDirectory, policy: policy) }
       try Self.checkUnique(config.pools, readers: try pools.sequence())
     }
     self = config
@@ -97,8 +101,11 @@ extension MeshConfig.Upstream {
 }
 
 extension MeshConfig.Pool {
-  init(reading reader: YAMLReader, baseDirectory: String) throws {
-    let keys = try reader.mapping(keys: ["agent", "listen", "config", "config_file", "skills", "replicas"])
+  init(reading reader: YAMLReader, baseDirectory: String, policy: MeshConfig.Policy) throws {
+    let keys = try reader.mapping(keys: [
+      "agent", "listen", "config", "config_file", "skills", "replicas", "dns", "dns_refresh", "health",
+      "outlier_detection", "retry",
+    ])
     guard let agent = keys["agent"] else { throw reader.error("missing key \"agent\" (the agent's name)") }
     self.init(agent: try agent.string())
     if let value = keys["listen"] { listen = try value.hostPort() }
@@ -126,6 +133,17 @@ extension MeshConfig.Pool {
       skills = try value.sequence().map { try MeshConfig.Skill(reading: $0, baseDirectory: baseDirectory) }
     }
     if let value = keys["replicas"] { replicas = try value.sequence().map { try $0.hostPort() } }
+    if let value = keys["dns"] {
+      let address = try value.hostPort()
+      guard address.port != 0 else { throw value.error("expected the replicas' port, got 0") }
+      dns = address
+    }
+    if let value = keys["dns_refresh"] { dnsRefresh = try value.duration() }
+    if keys["health"] != nil || keys["outlier_detection"] != nil || keys["retry"] != nil {
+      var own = policy
+      try own.read(keys)
+      self.policy = own
+    }
   }
 
   static func resolve(_ path: String, in base: String) -> String {
@@ -154,6 +172,42 @@ extension MeshConfig.Skill {
       guard let data = FileManager.default.contents(atPath: path) else { throw value.error("cannot read \(path)") }
       rawContent = String(decoding: data, as: UTF8.self)
       if format.isEmpty { format = path.hasSuffix(".md") ? "markdown" : "yaml" }
+    }
+  }
+}
+
+extension MeshConfig.Policy {
+  /// Reads the `health`, `outlier_detection` and `retry` sections present in `keys`.
+  mutating func read(_ keys: [String: YAMLReader]) throws {
+    if let reader = keys["health"] {
+      let keys = try reader.mapping(keys: [
+        "interval", "timeout", "unhealthy_threshold", "healthy_threshold", "start_healthy", "panic_mode",
+      ])
+      if let value = keys["interval"] { health.interval = try value.duration() }
+      if let value = keys["timeout"] { health.timeout = try value.duration() }
+      if let value = keys["unhealthy_threshold"] { health.unhealthyThreshold = try value.int(in: 1...100) }
+      if let value = keys["healthy_threshold"] { health.healthyThreshold = try value.int(in: 1...100) }
+      if let value = keys["start_healthy"] { health.startHealthy = try value.bool() }
+      if let value = keys["panic_mode"] { health.panicMode = try value.bool() }
+    }
+    if let reader = keys["outlier_detection"] {
+      let keys = try reader.mapping(keys: [
+        "consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent",
+      ])
+      if let value = keys["consecutive_failures"] { outlierDetection.consecutiveFailures = try value.int(in: 1...10_000) }
+      if let value = keys["base_ejection_time"] { outlierDetection.baseEjectionTime = try value.duration() }
+      if let value = keys["max_ejection_time"] { outlierDetection.maxEjectionTime = try value.duration() }
+      if let value = keys["max_ejection_percent"] { outlierDetection.maxEjectionPercent = try value.int(in: 0...100) }
+    }
+    if let reader = keys["retry"] {
+      let keys = try reader.mapping(keys: [
+        "max_attempts", "budget_percent", "min_concurrent_retries", "on_unavailable", "replay_started_calls",
+      ])
+      if let value = keys["max_attempts"] { retry.maxAttempts = try value.int(in: 1...10) }
+      if let value = keys["budget_percent"] { retry.budgetPercent = try value.int(in: 0...100) }
+      if let value = keys["min_concurrent_retries"] { retry.minConcurrentRetries = try value.int(in: 0...10_000) }
+      if let value = keys["on_unavailable"] { retry.onUnavailable = try value.bool() }
+      if let value = keys["replay_started_calls"] { retry.replayStartedCalls = try value.bool() }
     }
   }
 }

@@ -18,6 +18,8 @@ public struct MeshConfig: Sendable, Hashable {
   public var upstream: Upstream
   /// Graceful shutdown.
   public var shutdown: Shutdown
+  /// Health checks, ejection and retries of every pool not overriding them.
+  public var policy: Policy
   /// Pools declared in the config; more are made when replicas of other agents register.
   public var pools: [Pool]
 
@@ -28,6 +30,7 @@ public struct MeshConfig: Sendable, Hashable {
     callbacks: Callbacks = .defaults,
     upstream: Upstream = .defaults,
     shutdown: Shutdown = .defaults,
+    policy: Policy = .defaults,
     pools: [Pool] = []
   ) {
     self.core = core
@@ -35,6 +38,7 @@ public struct MeshConfig: Sendable, Hashable {
     self.callbacks = callbacks
     self.upstream = upstream
     self.shutdown = shutdown
+    self.policy = policy
     self.pools = pools
   }
 
@@ -147,6 +151,13 @@ extension MeshConfig {
     public var skills: [Skill]
     /// Replicas reached at fixed addresses.
     public var replicas: [HostPort]
+    /// A name whose every A/AAAA record is a replica (a Kubernetes headless service), with the
+    /// replicas' port; resolved again every ``dnsRefresh``.
+    public var dns: HostPort?
+    /// Time between two resolutions of ``dns``. Default 5 s.
+    public var dnsRefresh: Duration = .seconds(5)
+    /// This pool's health checks, ejection and retries; `nil` keeps ``MeshConfig/policy``.
+    public var policy: Policy?
 
     /// Creates a declared pool.
     public init(

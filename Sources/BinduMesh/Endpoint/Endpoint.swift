@@ -13,6 +13,8 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     case configured
     /// A replica's registration, named by its membership id.
     case registered(membershipID: String)
+    /// An address record of the pool's DNS name.
+    case discovered
   }
 
   /// Where the replica's `AgentHandler` is reached.
@@ -40,6 +42,10 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     return connection
   }
 
+  /// The connection health probes use (the first event loop's).
+  var probeConnection: UpstreamConnection { connection(on: probeLoop) }
+  private var probeLoop: any EventLoop { connections.values.first!.eventLoop }
+
   /// Stops new calls on every connection; calls in flight finish.
   func drain() {
     for connection in connections.values {
@@ -49,7 +55,7 @@ public final class Endpoint: Sendable, CustomStringConvertible {
 
   public var description: String {
     switch origin {
-    case .configured: "\(address)"
+    case .configured, .discovered: "\(address)"
     case .registered(let id): "\(address) (\(id))"
     }
   }

@@ -40,14 +40,20 @@ public final class Mesh: Sendable {
 
   /// Builds a mesh and binds its declared pools; declared pools with a config start registering
   /// with the core once ``services`` run.
-  public static func make(config: MeshConfig, logger: Logger) async throws -> Mesh {
+  public static func make(
+    config: MeshConfig, logger: Logger, resolver: any DNSResolver = SystemDNSResolver()
+  ) async throws -> Mesh {
     let group = MultiThreadedEventLoopGroup.singleton
     let directory = PoolDirectory(config: config, group: group, logger: logger)
     let registrar = CoreRegistrar(config: config.core, logger: logger)
-    for entry in try await directory.startDeclaredPools() {
+    let declared = try await directory.startDeclaredPools()
+    for entry in declared {
       if let definition = entry.pool.definition {
         _ = registrar.register(entry, definition: definition)
       }
+    }
+    let dnsPools = zip(config.pools, declared).compactMap { pool, entry in
+      pool.dns.map { (pool: entry.pool, name: $0, refresh: pool.dnsRefresh) }
     }
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
     transportConfig.rpc.maxRequestPayloadSize = config.upstream.maxMessageBytes
@@ -60,9 +66,13 @@ public final class Mesh: Sendable {
       transport: registryTransport,
       services: [RegistryService(directory: directory, registrar: registrar, config: config.registry, logger: logger)]
     )
-    let services: [any Service] = [
+    var services: [any Service] = [
       registrar,
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),
+    ]
+    if !dnsPools.isEmpty { services.append(DNSDiscovery(pools: dnsPools, resolver: resolver, logger: logger)) }
+    services += [
+      HealthChecker(directory: directory, logger: logger),
       GRPCServerService(server: registry),
       CallbackListeners(directory: directory, grace: config.shutdown.gracePeriod, logger: logger),
     ]

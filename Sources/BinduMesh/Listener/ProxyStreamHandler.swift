@@ -5,12 +5,16 @@ import NIOHTTP2
 
 /// Forwards one call from the core to one replica of the pool, frame by frame.
 ///
-/// The request's HEADERS pick a replica (round-robin) and open a stream on that replica's
-/// connection from this event loop; frames that arrive before the stream is open are kept, so a
-/// replica that cannot be reached is skipped for the next one (nothing was sent to it). The
-/// response's HEADERS, DATA and trailers go back unchanged. `grpc-timeout` is rewritten with the
-/// time left; at the deadline the caller gets `DEADLINE_EXCEEDED` and the replica's stream is
-/// reset. Messages over the size limit end the call with `RESOURCE_EXHAUSTED`.
+/// The request's HEADERS pick a replica (round-robin over the healthy ones) and open a stream
+/// on that replica's connection from this event loop. The request frames are kept until the
+/// replica commits to an answer (its response HEADERS), so a call that cannot have reached the
+/// handler — no connection, a stream refused by the replica, or (when the pool says so)
+/// `UNAVAILABLE` before any response — moves to another replica, at most `retry.max_attempts`
+/// times and within the pool's retry budget. A call that may have run is never replayed unless
+/// `retry.replay_started_calls`. The response's HEADERS, DATA and trailers go back unchanged.
+/// `grpc-timeout` is rewritten with the time left; at the deadline the caller gets
+/// `DEADLINE_EXCEEDED` and the replica's stream is reset. Messages over the size limit end the
+/// call with `RESOURCE_EXHAUSTED`. Every attempt's outcome feeds the pool's outlier detection.
 final class ProxyStreamHandler: ChannelInboundHandler {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias OutboundOut = HTTP2Frame.FramePayload
@@ -18,7 +22,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   private enum State {
     /// Waiting for the request's HEADERS.
     case idle
-    /// Opening a stream to `endpoint`; request frames are kept until it is open.
+    /// Opening a stream to `endpoint`.
     case connecting(Endpoint)
     /// Frames flow both ways.
     case forwarding(Endpoint, any Channel)
@@ -31,13 +35,16 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   private var logger: Logger
   private var state = State.idle
   private var context: ChannelHandlerContext!
-  private var pending: [HTTP2Frame.FramePayload] = []
+  /// The request's frames so far, kept until the replica commits so the call can move.
+  private var request: [HTTP2Frame.FramePayload] = []
   private var requestHeaders = HPACKHeaders()
   private var deadline: NIODeadline?
   private var deadlineTimer: Scheduled<Void>?
   private var tried: [Endpoint] = []
   private var lastFailure: String?
   private var responseStarted = false
+  private var counted = false
+  private var holdsRetry = false
   private var requestScanner: MessageFrameScanner
   private var responseScanner: MessageFrameScanner
 
@@ -62,11 +69,11 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       if case .idle = state {
         begin(headers)
       } else {
-        forwardOrKeep(payload)  // request trailers: rare in gRPC, passed on as they are
+        forward(payload)  // request trailers: rare in gRPC, passed on as they are
       }
     case .data(let data):
       guard withinLimit(data, scanner: &requestScanner, direction: "request") else { return }
-      forwardOrKeep(payload)
+      forward(payload)
     default:
       break
     }
@@ -81,8 +88,9 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   private func begin(_ headers: HTTP2Frame.FramePayload.Headers) {
     requestHeaders = headers.headers
-    let path = requestHeaders.first(name: ":path") ?? ""
-    logger[metadataKey: "rpc.method"] = "\(path)"
+    logger[metadataKey: "rpc.method"] = "\(requestHeaders.first(name: ":path") ?? "")"
+    pool.beginCall()
+    counted = true
     if let timeout = requestHeaders.first(name: "grpc-timeout") {
       guard let nanos = GRPCTimeout.parse(Substring(timeout)) else {
         finish(.invalidArgument, "malformed grpc-timeout \"\(timeout)\"")
@@ -92,22 +100,39 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       self.deadline = deadline
       deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
         deadlineTimer = nil
-        finish(.deadlineExceeded, "deadline exceeded waiting for the replica of pool \"\(pool.name)\"")
+        deadlineReached()
       }
     }
-    pending.append(.headers(headers))
-    attempt()
+    request.append(.headers(headers))
+    attempt(retrying: nil)
   }
 
-  /// Picks a replica not tried yet and opens a stream to it.
-  private func attempt() {
-    guard let endpoint = pool.pick(excluding: tried) else {
-      if tried.isEmpty {
-        finish(.unavailable, "no replica in pool \"\(pool.name)\"")
-      } else {
-        finish(.unavailable, "no replica of pool \"\(pool.name)\" could be reached (last: \(lastFailure ?? "unknown"))")
+  /// Picks a replica not tried yet and opens a stream to it; `retrying` says why when this is
+  /// not the first attempt.
+  private func attempt(retrying reason: String?) {
+    if let reason {
+      guard tried.count < pool.policy.retry.maxAttempts else {
+        finish(.unavailable, "pool \"\(pool.name)\": gave up after \(tried.count) attempts (last: \(reason))")
+        return
       }
+      if !holdsRetry {
+        guard pool.beginRetry() else {
+          finish(.unavailable, "pool \"\(pool.name)\": retry budget spent (last: \(reason))")
+          return
+        }
+        holdsRetry = true
+      }
+    }
+    let endpoint: Endpoint
+    switch pool.pick(excluding: tried) {
+    case .endpoint(let picked):
+      endpoint = picked
+    case .none(let why):
+      finish(.unavailable, reason.map { "\(why); last failure: \($0)" } ?? why)
       return
+    }
+    if let reason {
+      logger.notice("retrying the call on another replica", metadata: ["mesh.replica": "\(endpoint)", "reason": "\(reason)"])
     }
     state = .connecting(endpoint)
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -126,28 +151,31 @@ final class ProxyStreamHandler: ChannelInboundHandler {
         switch result {
         case .success(let channel):
           state = .forwarding(endpoint, channel)
-          flushPending(to: channel)
+          sendRequest(to: channel)
         case .failure(let error):
           // Nothing was written to this replica: the call can safely go to another.
-          tried.append(endpoint)
-          lastFailure = "\(endpoint.address): \(error)"
-          logger.warning(
-            "replica unreachable, trying the next",
-            metadata: ["mesh.replica": "\(endpoint.address)", "error": "\(error)"])
-          attempt()
+          moveOn(from: endpoint, reason: "\(endpoint.address): cannot connect: \(error)")
         }
       }
   }
 
-  private func flushPending(to channel: any Channel) {
-    for var payload in pending {
+  /// Counts a failed attempt on `endpoint` and tries the next replica.
+  private func moveOn(from endpoint: Endpoint, reason: String) {
+    pool.record(endpoint, failed: true)
+    tried.append(endpoint)
+    lastFailure = reason
+    attempt(retrying: reason)
+  }
+
+  private func sendRequest(to channel: any Channel) {
+    for payload in request {
       if case .headers(var headers) = payload, headers.headers.first(name: ":path") != nil {
         headers.headers = upstreamHeaders()
-        payload = .headers(headers)
+        channel.write(HTTP2Frame.FramePayload.headers(headers), promise: nil)
+      } else {
+        channel.write(payload, promise: nil)
       }
-      channel.write(payload, promise: nil)
     }
-    pending.removeAll()
     channel.flush()
   }
 
@@ -160,29 +188,41 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     return headers
   }
 
-  private func forwardOrKeep(_ payload: HTTP2Frame.FramePayload) {
+  private func forward(_ payload: HTTP2Frame.FramePayload) {
+    if !responseStarted { request.append(payload) }
+    if case .forwarding(_, let channel) = state { channel.writeAndFlush(payload, promise: nil) }
+  }
+
+  private func deadlineReached() {
+    if case .forwarding(let endpoint, _) = state { pool.record(endpoint, failed: true) }
+    let replica: String
     switch state {
-    case .connecting, .idle:
-      pending.append(payload)
-    case .forwarding(_, let channel):
-      channel.writeAndFlush(payload, promise: nil)
-    case .finished:
-      break
+    case .forwarding(let endpoint, _), .connecting(let endpoint): replica = " \(endpoint.address)"
+    default: replica = ""
     }
+    finish(.deadlineExceeded, "deadline exceeded waiting for replica\(replica) of pool \"\(pool.name)\"")
   }
 
   // MARK: From the replica
 
-  func upstreamRead(_ payload: HTTP2Frame.FramePayload) {
-    guard case .forwarding = state else { return }
+  func upstreamRead(_ payload: HTTP2Frame.FramePayload, from stream: any Channel) {
+    guard case .forwarding(let endpoint, let channel) = state, channel === stream else { return }
     switch payload {
     case .headers(let headers):
-      if headers.endStream {
-        complete(with: payload)
+      guard headers.endStream else {
+        responseStarted = true
+        request.removeAll()  // the replica has committed: no retry from here on
+        context.write(wrapOutboundOut(payload), promise: nil)
         return
       }
-      responseStarted = true
-      context.write(wrapOutboundOut(payload), promise: nil)
+      let status = GRPCHeaders.status(of: headers.headers)
+      if !responseStarted && status == GRPCStatusCode.unavailable.rawValue && pool.policy.retry.onUnavailable {
+        channel.close(promise: nil)
+        moveOn(from: endpoint, reason: "\(endpoint.address) answered UNAVAILABLE: \(headers.headers.first(name: "grpc-message") ?? "")")
+        return
+      }
+      pool.record(endpoint, failed: status == GRPCStatusCode.unavailable.rawValue)
+      complete(with: payload)
     case .data(let data):
       guard withinLimit(data, scanner: &responseScanner, direction: "response") else { return }
       context.write(wrapOutboundOut(payload), promise: nil)
@@ -191,21 +231,29 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     }
   }
 
-  func upstreamReadComplete() {
-    if case .forwarding = state { context.flush() }
+  func upstreamReadComplete(from stream: any Channel) {
+    if case .forwarding(_, let channel) = state, channel === stream { context.flush() }
   }
 
-  func upstreamFailed(_ error: any Error) {
-    lastFailure = "\(error)"
+  func upstreamFailed(_ error: any Error, from stream: any Channel) {
+    if case .forwarding(_, let channel) = state, channel === stream { lastFailure = "\(error)" }
   }
 
-  func upstreamClosed(reason: HTTP2ErrorCode?) {
-    guard case .forwarding(let endpoint, _) = state else { return }
+  func upstreamClosed(reason: HTTP2ErrorCode?, from stream: any Channel) {
+    guard case .forwarding(let endpoint, let channel) = state, channel === stream else { return }
     let why = reason.map { "stream reset (\($0))" } ?? lastFailure ?? "connection closed"
-    logger.warning(
-      "replica ended the call without a status", metadata: ["mesh.replica": "\(endpoint.address)", "error": "\(why)"])
+    let failure = "\(endpoint.address): \(why)"
+    // REFUSED_STREAM guarantees the replica did not process the call (RFC 9113 §8.7).
+    if !responseStarted && (reason == .refusedStream || pool.policy.retry.replayStartedCalls) {
+      moveOn(from: endpoint, reason: failure)
+      return
+    }
+    pool.record(endpoint, failed: true)
+    logger.warning("replica ended the call without a status", metadata: ["mesh.replica": "\(endpoint.address)", "error": "\(why)"])
     finish(.unavailable, "replica \(endpoint.address) of pool \"\(pool.name)\" failed: \(why)")
   }
+
+  // MARK: Ending
 
   /// Follows message prefixes in a DATA frame; ends the call with `RESOURCE_EXHAUSTED` and
   /// returns `false` when a message is over the limit.
@@ -223,27 +271,31 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     }
   }
 
-  // MARK: Ending
-
   /// Passes the replica's trailers to the caller and ends the call.
   private func complete(with trailers: HTTP2Frame.FramePayload) {
-    state = .finished
-    deadlineTimer?.cancel()
+    end()
     context.writeAndFlush(wrapOutboundOut(trailers), promise: nil)
   }
 
   /// Ends the call with the mesh's own status (`nil`: the caller is gone, nothing to send).
   private func finish(_ code: GRPCStatusCode?, _ message: String) {
-    let previous = state
-    state = .finished
-    deadlineTimer?.cancel()
-    pending.removeAll()
-    if case .forwarding(_, let upstream) = previous { upstream.close(promise: nil) }
+    if case .forwarding(_, let upstream) = state { upstream.close(promise: nil) }
+    end()
     guard let code else { return }
-    if code != .ok { logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.name)", "reason": "\(message)"]) }
+    logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.name)", "reason": "\(message)"])
     let headers =
       responseStarted
       ? GRPCHeaders.trailers(code, message: message) : GRPCHeaders.trailersOnly(code, message: message)
     context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+  }
+
+  private func end() {
+    state = .finished
+    deadlineTimer?.cancel()
+    request.removeAll()
+    if counted { pool.endCall() }
+    if holdsRetry { pool.endRetry() }
+    counted = false
+    holdsRetry = false
   }
 }

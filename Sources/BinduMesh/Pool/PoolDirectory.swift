@@ -54,7 +54,7 @@ public actor PoolDirectory {
       if let json = declared.agentConfigJSON {
         definition = try AgentDefinition(configJSON: json, skills: declared.skills.map(\.definition))
       }
-      let pool = makePool(name: declared.agent, declared: true, definition: definition)
+      let pool = makePool(name: declared.agent, declared: true, definition: definition, policy: declared.policy)
       declared.replicas.forEach(pool.addConfigured)
       let address = declared.listen ?? takeDynamicAddress()
       let entry = try await bind(pool, at: address)
@@ -72,7 +72,7 @@ public actor PoolDirectory {
       throw MeshError.tooManyPools(limit: config.callbacks.maxPools)
     }
     madeByRegistration += 1
-    let pool = makePool(name: agent, declared: false, definition: nil)
+    let pool = makePool(name: agent, declared: false, definition: nil, policy: nil)
     let task = Task { try await self.bindDynamic(pool) }
     creating[agent] = task
     defer { creating[agent] = nil }
@@ -95,10 +95,12 @@ public actor PoolDirectory {
     }
   }
 
-  private func makePool(name: String, declared: Bool, definition: AgentDefinition?) -> ReplicaPool {
+  private func makePool(
+    name: String, declared: Bool, definition: AgentDefinition?, policy: MeshConfig.Policy?
+  ) -> ReplicaPool {
     ReplicaPool(
-      name: name, declared: declared, definition: definition, loops: loops, upstream: config.upstream,
-      logger: logger)
+      name: name, declared: declared, definition: definition, policy: policy ?? config.policy, loops: loops,
+      upstream: config.upstream, logger: logger)
   }
 
   private func takeDynamicAddress() -> HostPort {

@@ -4,9 +4,10 @@ import Synchronization
 
 /// The replicas of one agent, and the one place the data path picks from.
 ///
-/// A pool is named by its agent. Endpoints join from the config (static addresses) or from
-/// registrations (each with a membership id kept alive by heartbeats); ``pick(excluding:)`` is
-/// the synchronous round-robin choice the listener makes for every call.
+/// A pool is named by its agent. Endpoints join from the config (static addresses), from DNS, or
+/// from registrations (each with a membership id kept alive by heartbeats). Health checks and
+/// call outcomes feed each endpoint's ``EndpointHealth``; ``pick(excluding:)`` is the synchronous
+/// round-robin choice among the endpoints in rotation that the listener makes for every call.
 public final class ReplicaPool: Sendable {
   /// A registered replica's membership.
   struct Member: Sendable {
@@ -16,6 +17,9 @@ public final class ReplicaPool: Sendable {
 
   private struct State: Sendable {
     var endpoints: [Endpoint] = []
+    var health: [ObjectIdentifier: EndpointHealth] = [:]
+    /// The endpoints the balancer may pick: in rotation, in `endpoints` order.
+    var rotation: [Endpoint] = []
     var balancer = RoundRobin()
     var members: [String: Member] = [:]
     var definition: AgentDefinition?
@@ -29,11 +33,30 @@ public final class ReplicaPool: Sendable {
     case refused(String)
   }
 
+  /// The balancer's answer.
+  public enum Pick: Sendable {
+    /// Call this endpoint.
+    case endpoint(Endpoint)
+    /// No endpoint may take the call; the reason names the pool and why.
+    case none(String)
+  }
+
+  /// An endpoint and its health, for logs, tests and the admin view.
+  public struct EndpointState: Sendable {
+    public let endpoint: Endpoint
+    public let health: EndpointHealth
+    public let state: String
+  }
+
   /// The agent's name.
   public let name: String
   /// Whether the pool was declared in the config (it keeps its definition when empty).
   public let declared: Bool
+  /// Health checks, ejection and retries of this pool.
+  public let policy: MeshConfig.Policy
   private let state: Mutex<State>
+  private let callsInFlight = Atomic<Int>(0)
+  private let retriesInFlight = Atomic<Int>(0)
   private let loops: [any EventLoop]
   private let upstream: MeshConfig.Upstream
   private let logger: Logger
@@ -42,52 +65,173 @@ public final class ReplicaPool: Sendable {
     name: String,
     declared: Bool,
     definition: AgentDefinition?,
+    policy: MeshConfig.Policy,
     loops: [any EventLoop],
     upstream: MeshConfig.Upstream,
     logger: Logger
   ) {
     self.name = name
     self.declared = declared
+    self.policy = policy
     self.state = Mutex(State(definition: definition))
     self.loops = loops
     self.upstream = upstream
-    self.logger = logger
+    self.logger = logger.with("mesh.pool", name)
   }
 
   /// The agent definition the pool registers with the core, once known.
   public var definition: AgentDefinition? { state.withLock { $0.definition } }
 
-  /// The endpoints in rotation, in order.
+  /// Every endpoint of the pool, in or out of rotation.
   public var endpoints: [Endpoint] { state.withLock { $0.endpoints } }
 
-  /// The next endpoint in round-robin order that is not in `excluded`.
-  public func pick(excluding excluded: [Endpoint] = []) -> Endpoint? {
-    state.withLock { state in
-      let endpoints = state.endpoints
-      return state.balancer.pick(count: endpoints.count) { index in
-        excluded.contains { $0 === endpoints[index] }
-      }.map { endpoints[$0] }
+  /// Every endpoint with its health.
+  public var endpointStates: [EndpointState] {
+    let now = ContinuousClock.now
+    return state.withLock { state in
+      state.endpoints.map { endpoint in
+        let health = state.health[ObjectIdentifier(endpoint)]!
+        return EndpointState(endpoint: endpoint, health: health, state: health.stateName(at: now))
+      }
     }
   }
 
+  // MARK: The data path
+
+  /// The next endpoint in rotation (round-robin) that is not in `excluded`.
+  public func pick(excluding excluded: [Endpoint] = []) -> Pick {
+    state.withLock { state in
+      var candidates = state.rotation
+      if candidates.isEmpty && policy.health.panicMode { candidates = state.endpoints }
+      if let index = state.balancer.pick(count: candidates.count, isExcluded: { index in
+        excluded.contains { $0 === candidates[index] }
+      }) {
+        return .endpoint(candidates[index])
+      }
+      return .none(Self.noEndpointReason(pool: name, state: state, tried: excluded.count))
+    }
+  }
+
+  /// Records how a call on `endpoint` went (`failed`: it could not reach the handler, was
+  /// reset, answered `UNAVAILABLE` or timed out), ejecting the endpoint after too many failures.
+  public func record(_ endpoint: Endpoint, failed: Bool) {
+    let now = ContinuousClock.now
+    let ejected = state.withLock { state -> EndpointHealth? in
+      let id = ObjectIdentifier(endpoint)
+      guard var health = state.health[id] else { return nil }
+      let ejectedCount = state.health.values.filter { $0.isEjected(at: now) }.count
+      let limit = max(1, state.endpoints.count * policy.outlierDetection.maxEjectionPercent / 100)
+      let ejected = health.call(failed: failed, now: now, mayEject: ejectedCount < limit)
+      state.health[id] = health
+      if ejected { Self.updateRotation(&state, now: now) }
+      return ejected ? health : nil
+    }
+    if let ejected {
+      logger.warning(
+        "replica ejected: calls keep failing",
+        metadata: [
+          "mesh.replica": "\(endpoint)", "mesh.ejections": "\(ejected.ejections)",
+          "mesh.ejected_for": "\(ejected.ejectedUntil.map { $0 - now } ?? .zero)",
+        ])
+    }
+  }
+
+  /// Counts a call in flight for the retry budget; pair with ``endCall()``.
+  func beginCall() { callsInFlight.add(1, ordering: .relaxed) }
+
+  /// Ends a call counted by ``beginCall()``.
+  func endCall() { callsInFlight.subtract(1, ordering: .relaxed) }
+
+  /// Takes a retry from the budget (`retry.budget_percent` of calls in flight, at least
+  /// `retry.min_concurrent_retries`); `false` when it is spent. Pair with ``endRetry()``.
+  func beginRetry() -> Bool {
+    let allowed = max(
+      policy.retry.minConcurrentRetries, callsInFlight.load(ordering: .relaxed) * policy.retry.budgetPercent / 100)
+    let (taken, _) = retriesInFlight.add(1, ordering: .relaxed)
+    if taken > allowed {
+      retriesInFlight.subtract(1, ordering: .relaxed)
+      return false
+    }
+    return true
+  }
+
+  /// Returns a retry taken by ``beginRetry()``.
+  func endRetry() { retriesInFlight.subtract(1, ordering: .relaxed) }
+
+  // MARK: Health
+
+  /// Records an active probe of `endpoint`.
+  func recordProbe(_ endpoint: Endpoint, passed: Bool, message: String) {
+    let now = ContinuousClock.now
+    let change = state.withLock { state -> EndpointHealth? in
+      let id = ObjectIdentifier(endpoint)
+      guard var health = state.health[id] else { return nil }
+      let changed = health.probe(passed: passed, message: message, now: now)
+      state.health[id] = health
+      if changed { Self.updateRotation(&state, now: now) }
+      return changed ? health : nil
+    }
+    if let change {
+      let inRotation = change.inRotation(at: now)
+      logger.log(
+        level: inRotation ? .notice : .warning,
+        inRotation ? "replica back in rotation" : "replica out of rotation: health check failing",
+        metadata: ["mesh.replica": "\(endpoint)", "mesh.state": "\(change.stateName(at: now))", "mesh.probe": "\(message)"])
+    }
+  }
+
+  /// Ends ejections whose time is up.
+  func expireEjections() {
+    let now = ContinuousClock.now
+    let returned = state.withLock { state -> [Endpoint] in
+      let expired = state.endpoints.filter { state.health[ObjectIdentifier($0)]!.expireEjection(now: now) }
+      if !expired.isEmpty { Self.updateRotation(&state, now: now) }
+      return expired
+    }
+    for endpoint in returned {
+      logger.notice("replica ejection over", metadata: ["mesh.replica": "\(endpoint)"])
+    }
+  }
+
+  // MARK: Membership
+
   /// Adds a replica at a fixed address.
   func addConfigured(_ address: HostPort) {
-    let endpoint = makeEndpoint(address, origin: .configured)
-    state.withLock { $0.endpoints.append(endpoint) }
+    add(makeEndpoint(address, origin: .configured))
+  }
+
+  /// Makes the endpoints from DNS exactly `addresses`: new ones join, missing ones drain.
+  func setDiscovered(_ addresses: [HostPort]) -> (added: [Endpoint], removed: [Endpoint]) {
+    let wanted = Set(addresses)
+    let (have, removed) = state.withLock { state -> (Set<HostPort>, [Endpoint]) in
+      let discovered = state.endpoints.filter { $0.origin == .discovered }
+      let removed = discovered.filter { !wanted.contains($0.address) }
+      Self.remove(removed, from: &state)
+      return (Set(discovered.map(\.address)), removed)
+    }
+    let added = addresses.filter { !have.contains($0) }.map { makeEndpoint($0, origin: .discovered) }
+    added.forEach(add)
+    removed.forEach { $0.drain() }
+    return (added, removed)
   }
 
   /// Adds a registered replica, unless its config conflicts with the pool's.
-  func join(membershipID: String, address: HostPort, definition: AgentDefinition) -> JoinResult {
-    let endpoint = makeEndpoint(address, origin: .registered(membershipID: membershipID))
+  func join(membershipID: String, endpoint: Endpoint, definition: AgentDefinition) -> JoinResult {
+    let now = ContinuousClock.now
     return state.withLock { state in
       if let existing = state.definition, let reason = existing.conflict(with: definition) {
         return .refused(reason)
       }
       if state.definition == nil { state.definition = definition }
-      state.members[membershipID] = Member(endpoint: endpoint, lastHeartbeat: .now)
-      state.endpoints.append(endpoint)
+      state.members[membershipID] = Member(endpoint: endpoint, lastHeartbeat: now)
+      Self.insert(endpoint, policy: policy, into: &state, now: now)
       return .joined
     }
+  }
+
+  /// Makes an endpoint for a registering replica (to probe before it joins).
+  func makeRegisteredEndpoint(_ address: HostPort, membershipID: String) -> Endpoint {
+    makeEndpoint(address, origin: .registered(membershipID: membershipID))
   }
 
   /// Marks a member alive; `false` when the id is not a member.
@@ -107,7 +251,7 @@ public final class ReplicaPool: Sendable {
   func leave(membershipID: String) -> Bool {
     let removed = state.withLock { state -> Endpoint? in
       guard let member = state.members.removeValue(forKey: membershipID) else { return nil }
-      state.endpoints.removeAll { $0 === member.endpoint }
+      Self.remove([member.endpoint], from: &state)
       return member.endpoint
     }
     removed?.drain()
@@ -121,7 +265,7 @@ public final class ReplicaPool: Sendable {
       let stale = state.members.filter { now - $0.value.lastHeartbeat > timeout }
       for id in stale.keys { state.members.removeValue(forKey: id) }
       let endpoints = stale.values.map(\.endpoint)
-      state.endpoints.removeAll { endpoint in endpoints.contains { $0 === endpoint } }
+      Self.remove(endpoints, from: &state)
       return endpoints
     }
     evicted.forEach { $0.drain() }
@@ -136,7 +280,47 @@ public final class ReplicaPool: Sendable {
     }
   }
 
+  // MARK: Internals
+
+  private func add(_ endpoint: Endpoint) {
+    let now = ContinuousClock.now
+    state.withLock { Self.insert(endpoint, policy: policy, into: &$0, now: now) }
+  }
+
   private func makeEndpoint(_ address: HostPort, origin: Endpoint.Origin) -> Endpoint {
     Endpoint(address: address, origin: origin, loops: loops, config: upstream, logger: logger)
+  }
+
+  private static func insert(_ endpoint: Endpoint, policy: MeshConfig.Policy, into state: inout State, now: ContinuousClock.Instant) {
+    let id = ObjectIdentifier(endpoint)
+    if state.health[id] == nil { state.health[id] = EndpointHealth(policy: policy) }
+    state.endpoints.append(endpoint)
+    updateRotation(&state, now: now)
+  }
+
+  private static func remove(_ endpoints: [Endpoint], from state: inout State) {
+    guard !endpoints.isEmpty else { return }
+    state.endpoints.removeAll { endpoint in endpoints.contains { $0 === endpoint } }
+    for endpoint in endpoints { state.health[ObjectIdentifier(endpoint)] = nil }
+    updateRotation(&state, now: .now)
+  }
+
+  private static func updateRotation(_ state: inout State, now: ContinuousClock.Instant) {
+    let health = state.health
+    state.rotation = state.endpoints.filter { health[ObjectIdentifier($0)]!.inRotation(at: now) }
+  }
+
+  private static func noEndpointReason(pool: String, state: State, tried: Int) -> String {
+    if state.endpoints.isEmpty { return "no replica in pool \"\(pool)\"" }
+    if tried > 0 && !state.rotation.isEmpty {
+      return "no other healthy replica of pool \"\(pool)\" to try"
+    }
+    let now = ContinuousClock.now
+    var counts: [String: Int] = [:]
+    for endpoint in state.endpoints {
+      counts[state.health[ObjectIdentifier(endpoint)]!.stateName(at: now), default: 0] += 1
+    }
+    let summary = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+    return "no healthy replica in pool \"\(pool)\" (\(state.endpoints.count) replicas: \(summary))"
   }
 }

@@ -50,9 +50,13 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
       throw Refusal(reason: "\(error)")
     }
     let membershipID = UUID().uuidString.lowercased()
-    if case .refused(let reason) = entry.pool.join(membershipID: membershipID, address: callback, definition: definition) {
+    let endpoint = entry.pool.makeRegisteredEndpoint(callback, membershipID: membershipID)
+    if case .refused(let reason) = entry.pool.join(membershipID: membershipID, endpoint: endpoint, definition: definition) {
       throw Refusal(reason: reason)
     }
+    // Probe once before answering, so the replica takes calls as soon as it is told it may.
+    let probe = try? await HealthProbe.run(endpoint, timeout: entry.pool.policy.health.timeout).get()
+    entry.pool.recordProbe(endpoint, passed: probe?.passed ?? false, message: probe?.message ?? "probe failed")
     let poolDefinition = entry.pool.definition ?? definition
     let registration = registrar.register(entry, definition: poolDefinition)
     switch await registration.settled(within: config.coreWait) {

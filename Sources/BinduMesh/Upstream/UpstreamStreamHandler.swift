@@ -14,11 +14,11 @@ final class UpstreamStreamHandler: ChannelInboundHandler {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    proxy.value.upstreamRead(unwrapInboundIn(data))
+    proxy.value.upstreamRead(unwrapInboundIn(data), from: context.channel)
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    proxy.value.upstreamReadComplete()
+    proxy.value.upstreamReadComplete(from: context.channel)
   }
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -27,11 +27,11 @@ final class UpstreamStreamHandler: ChannelInboundHandler {
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    proxy.value.upstreamClosed(reason: closeReason)
+    proxy.value.upstreamClosed(reason: closeReason, from: context.channel)
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    proxy.value.upstreamFailed(error)
+    proxy.value.upstreamFailed(error, from: context.channel)
     context.close(promise: nil)
   }
 }

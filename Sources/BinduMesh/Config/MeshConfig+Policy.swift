@@ -1,0 +1,82 @@
+extension MeshConfig {
+  /// How a pool keeps calls on working replicas: health checks, ejection, retries.
+  ///
+  /// The top-level `health:`, `outlier_detection:` and `retry:` sections set it for every pool; a
+  /// pool's own sections of the same names override it key by key.
+  public struct Policy: Sendable, Hashable {
+    /// Active `AgentHandler.HealthCheck` probes.
+    public var health: Health
+    /// Passive ejection of replicas whose calls fail.
+    public var outlierDetection: OutlierDetection
+    /// Moving a call to another replica when the first cannot have run it.
+    public var retry: Retry
+
+    /// Default values (see each part).
+    public static var defaults: Self {
+      Self(health: .defaults, outlierDetection: .defaults, retry: .defaults)
+    }
+  }
+
+  /// Active health checks (`health:` in YAML).
+  public struct Health: Sendable, Hashable {
+    /// Time between probes of each endpoint. Default 2 s.
+    public var interval: Duration
+    /// A probe not answered within this fails. Default 1 s.
+    public var timeout: Duration
+    /// Failed probes in a row that take an endpoint out of rotation. Default 2.
+    public var unhealthyThreshold: Int
+    /// Passed probes in a row that bring it back. Default 2.
+    public var healthyThreshold: Int
+    /// Whether a new endpoint takes calls before its first probe passed. Default `false`:
+    /// it waits for one passing probe (a registering replica is probed before it is answered).
+    public var startHealthy: Bool
+    /// With no endpoint in rotation, try every endpoint instead of failing. Default `false`.
+    public var panicMode: Bool
+
+    /// Default values.
+    public static var defaults: Self {
+      Self(
+        interval: .seconds(2), timeout: .seconds(1), unhealthyThreshold: 2, healthyThreshold: 2,
+        startHealthy: false, panicMode: false)
+    }
+  }
+
+  /// Passive ejection, after Envoy's outlier detection (`outlier_detection:` in YAML).
+  public struct OutlierDetection: Sendable, Hashable {
+    /// Failed calls in a row (connection failures, resets, `UNAVAILABLE`, replica timeouts) that
+    /// eject an endpoint. Default 5.
+    public var consecutiveFailures: Int
+    /// Ejection time, multiplied by the number of times the endpoint was ejected. Default 30 s.
+    public var baseEjectionTime: Duration
+    /// Longest ejection. Default 300 s.
+    public var maxEjectionTime: Duration
+    /// Most of a pool that may be ejected at once, in percent; one endpoint always may. Default 10.
+    public var maxEjectionPercent: Int
+
+    /// Default values.
+    public static var defaults: Self {
+      Self(consecutiveFailures: 5, baseEjectionTime: .seconds(30), maxEjectionTime: .seconds(300), maxEjectionPercent: 10)
+    }
+  }
+
+  /// Safe retries (`retry:` in YAML).
+  public struct Retry: Sendable, Hashable {
+    /// Most attempts per call, the first included. Default 3.
+    public var maxAttempts: Int
+    /// Retries may be at most this percentage of the pool's calls in flight. Default 20.
+    public var budgetPercent: Int
+    /// Retries always allowed at once, whatever the budget. Default 3.
+    public var minConcurrentRetries: Int
+    /// Also retry a call that a replica answered with `UNAVAILABLE` before any response message.
+    /// Default `false`: a handler may have run before failing so.
+    public var onUnavailable: Bool
+    /// Also retry a call whose replica went away after the request was sent (it may have run:
+    /// handlers have side effects). Default `false`.
+    public var replayStartedCalls: Bool
+
+    /// Default values.
+    public static var defaults: Self {
+      Self(maxAttempts: 3, budgetPercent: 20, minConcurrentRetries: 3, onUnavailable: false, replayStartedCalls: false)
+    }
+  }
+}

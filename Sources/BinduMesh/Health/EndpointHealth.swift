@@ -1,0 +1,104 @@
+/// What the mesh knows of one endpoint's health: active probe results and passive ejection.
+///
+/// A plain state machine, driven by ``probe(passed:message:now:)`` and ``call(failed:now:mayEject:)``;
+/// ``inRotation(at:)`` says whether the balancer may pick the endpoint.
+public struct EndpointHealth: Sendable, Hashable {
+  /// The result of active probes.
+  public enum Active: String, Sendable, Hashable {
+    /// No probe has passed yet.
+    case pending
+    /// Probes pass.
+    case healthy
+    /// Probes fail.
+    case unhealthy
+  }
+
+  /// Active probing state.
+  public private(set) var active: Active
+  /// Until when the endpoint is ejected for failing calls.
+  public private(set) var ejectedUntil: ContinuousClock.Instant?
+  /// How many times it was ejected.
+  public private(set) var ejections = 0
+  /// The last probe: when, whether it passed, and what the replica said (or the error).
+  public private(set) var lastProbe: (at: ContinuousClock.Instant, passed: Bool, message: String)?
+  private var probeSuccesses = 0
+  private var probeFailures = 0
+  private var callFailures = 0
+  private let health: MeshConfig.Health
+  private let outlier: MeshConfig.OutlierDetection
+
+  /// A new endpoint: `pending`, or `healthy` when `health.startHealthy`.
+  public init(policy: MeshConfig.Policy) {
+    self.health = policy.health
+    self.outlier = policy.outlierDetection
+    self.active = policy.health.startHealthy ? .healthy : .pending
+  }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool {
+    lhs.active == rhs.active && lhs.ejectedUntil == rhs.ejectedUntil && lhs.ejections == rhs.ejections
+  }
+
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(active)
+    hasher.combine(ejections)
+  }
+
+  /// Whether the balancer may pick the endpoint at `now`.
+  public func inRotation(at now: ContinuousClock.Instant) -> Bool {
+    active == .healthy && !isEjected(at: now)
+  }
+
+  /// Whether it is ejected at `now`.
+  public func isEjected(at now: ContinuousClock.Instant) -> Bool {
+    ejectedUntil.map { now < $0 } ?? false
+  }
+
+  /// Records a probe; returns `true` when the endpoint entered or left rotation.
+  public mutating func probe(passed: Bool, message: String, now: ContinuousClock.Instant) -> Bool {
+    let before = inRotation(at: now)
+    lastProbe = (now, passed, message)
+    if passed {
+      probeFailures = 0
+      probeSuccesses += 1
+      if active == .pending || (active == .unhealthy && probeSuccesses >= health.healthyThreshold) {
+        active = .healthy
+      }
+      // A passing active check ends an ejection (Envoy's successful_active_health_check_uneject_host).
+      if active == .healthy { ejectedUntil = nil }
+    } else {
+      probeSuccesses = 0
+      probeFailures += 1
+      if active != .unhealthy && probeFailures >= health.unhealthyThreshold { active = .unhealthy }
+    }
+    return before != inRotation(at: now)
+  }
+
+  /// Records the outcome of a call; returns `true` when this failure ejected the endpoint.
+  ///
+  /// - Parameter mayEject: whether the pool's `max_ejection_percent` leaves room for one more.
+  public mutating func call(failed: Bool, now: ContinuousClock.Instant, mayEject: Bool) -> Bool {
+    guard failed else {
+      callFailures = 0
+      return false
+    }
+    callFailures += 1
+    guard callFailures >= outlier.consecutiveFailures, !isEjected(at: now), mayEject else { return false }
+    ejections += 1
+    callFailures = 0
+    let time = min(outlier.baseEjectionTime * ejections, outlier.maxEjectionTime)
+    ejectedUntil = now + time
+    return true
+  }
+
+  /// Ends an ejection whose time is up; returns `true` when it did.
+  public mutating func expireEjection(now: ContinuousClock.Instant) -> Bool {
+    guard let until = ejectedUntil, now >= until else { return false }
+    ejectedUntil = nil
+    return true
+  }
+
+  /// `healthy`, `unhealthy`, `pending` or `ejected`, for logs and the admin view.
+  public func stateName(at now: ContinuousClock.Instant) -> String {
+    isEjected(at: now) ? "ejected" : active.rawValue
+  }
+}

@@ -1,0 +1,112 @@
+import BinduContract
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import SwiftProtobuf
+
+/// One `AgentHandler.HealthCheck` call on an endpoint's own data-path connection, so a probe
+/// tests the connection calls use.
+enum HealthProbe {
+  /// What a probe found.
+  struct Result: Sendable {
+    var passed: Bool
+    /// The replica's message, or why the probe failed.
+    var message: String
+  }
+
+  /// Probes `endpoint`; never fails: errors and timeouts are a failed ``Result``.
+  static func run(_ endpoint: Endpoint, timeout: Duration) -> EventLoopFuture<Result> {
+    let connection = endpoint.probeConnection
+    let loop = connection.eventLoop
+    return loop.flatSubmit {
+      let promise = loop.makePromise(of: Result.self)
+      let timeLimit = TimeAmount.nanoseconds(timeout.nanoseconds)
+      connection.openStream { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(ProbeHandler(promise: promise))
+        }
+      }
+      .whenComplete { result in
+        switch result {
+        case .failure(let error):
+          promise.succeed(Result(passed: false, message: "cannot connect: \(error)"))
+        case .success(let channel):
+          channel.write(HTTP2Frame.FramePayload.headers(.init(headers: requestHeaders(endpoint, timeout: timeout))), promise: nil)
+          var body = ByteBuffer()
+          body.writeInteger(UInt8(0))
+          body.writeInteger(UInt32(0))
+          channel.writeAndFlush(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(body), endStream: true)), promise: nil)
+          let timer = loop.scheduleTask(in: timeLimit) {
+            promise.succeed(Result(passed: false, message: "no answer within \(timeout)"))
+            channel.close(promise: nil)
+          }
+          promise.futureResult.whenComplete { _ in timer.cancel() }
+        }
+      }
+      return promise.futureResult
+    }
+  }
+
+  private static func requestHeaders(_ endpoint: Endpoint, timeout: Duration) -> HPACKHeaders {
+    [
+      ":method": "POST", ":scheme": "http", ":path": "/bindu.grpc.AgentHandler/HealthCheck",
+      ":authority": endpoint.address.description, "content-type": "application/grpc", "te": "trailers",
+      "grpc-timeout": GRPCTimeout.format(nanoseconds: timeout.nanoseconds),
+    ]
+  }
+}
+
+/// Collects a `HealthCheck` response on a probe stream.
+private final class ProbeHandler: ChannelInboundHandler {
+  typealias InboundIn = HTTP2Frame.FramePayload
+
+  private let promise: EventLoopPromise<HealthProbe.Result>
+  private var body = ByteBuffer()
+
+  init(promise: EventLoopPromise<HealthProbe.Result>) {
+    self.promise = promise
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch unwrapInboundIn(data) {
+    case .data(let data):
+      if case .byteBuffer(var buffer) = data.data { body.writeBuffer(&buffer) }
+    case .headers(let headers) where headers.endStream:
+      promise.succeed(Self.result(status: GRPCHeaders.status(of: headers.headers), headers: headers.headers, body: body))
+      context.close(promise: nil)
+    default:
+      break
+    }
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    promise.succeed(.init(passed: false, message: "stream closed before an answer"))
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    promise.succeed(.init(passed: false, message: "\(error)"))
+    context.close(promise: nil)
+  }
+
+  private static func result(status: Int?, headers: HPACKHeaders, body: ByteBuffer) -> HealthProbe.Result {
+    guard status == 0 else {
+      let code = status.flatMap(GRPCStatusCode.init(rawValue:))?.name ?? "\(status.map(String.init) ?? "no status")"
+      return .init(passed: false, message: "status \(code): \(headers.first(name: "grpc-message") ?? "")")
+    }
+    var body = body
+    guard body.readableBytes >= 5, let _ = body.readInteger(as: UInt8.self), let length = body.readInteger(as: UInt32.self),
+      let bytes = body.readBytes(length: Int(length)),
+      let response = try? Bindu_Grpc_HealthCheckResponse(serializedBytes: bytes)
+    else {
+      return .init(passed: false, message: "malformed HealthCheckResponse")
+    }
+    return .init(passed: response.healthy, message: response.healthy ? "healthy" : "healthy=false: \(response.message)")
+  }
+}
+
+extension Duration {
+  /// The duration in whole nanoseconds.
+  var nanoseconds: Int64 {
+    components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+  }
+}
