@@ -24,13 +24,15 @@ struct EchoReplica: AsyncParsableCommand {
     #"{"author":"dev@example.com","name":"echo-agent","description":"echo agent","deployment":{"url":"http://localhost:3773","expose":true}}"#
   @Option(help: "Seconds between heartbeats; 0 sends none.") var heartbeatInterval = 30.0
   @Option(help: "Host given in the callback address.") var callbackHost = "localhost"
+  @Option(help: "While this file exists, HealthCheck answers healthy=false.") var unhealthyFile: String?
+  @Flag(help: "Print a line for every HandleMessages / HandleMessagesStream call.") var logCalls = false
 
   func run() async throws {
     let parts = listen.split(separator: ":")
     let server = GRPCServer(
       transport: .http2NIOPosix(
         address: .ipv4(host: String(parts[0]), port: Int(parts[1]) ?? 0), transportSecurity: .plaintext),
-      services: [EchoHandler(name: name)]
+      services: [EchoHandler(name: name, unhealthyFile: unhealthyFile, logCalls: logCalls)]
     )
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask { try await server.serve() }
@@ -101,6 +103,8 @@ struct SignalStream: Sendable {
 
 struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
   let name: String
+  let unhealthyFile: String?
+  let logCalls: Bool
 
   func handleMessages(
     request: ServerRequest<Bindu_Grpc_HandleRequest>, context: ServerContext
@@ -145,15 +149,17 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
   func healthCheck(
     request: ServerRequest<Bindu_Grpc_HealthCheckRequest>, context: ServerContext
   ) async throws -> ServerResponse<Bindu_Grpc_HealthCheckResponse> {
-    ServerResponse(message: .with {
-      $0.healthy = true
-      $0.message = name
+    let unhealthy = unhealthyFile.map { FileManager.default.fileExists(atPath: $0) } ?? false
+    return ServerResponse(message: .with {
+      $0.healthy = !unhealthy
+      $0.message = unhealthy ? "\(name): \(unhealthyFile!) exists" : name
     })
   }
 
   /// The last message's text, after its `sleep:<ms>` prefix has been slept; `fail:<code>` throws.
   private func prepare(_ request: Bindu_Grpc_HandleRequest) async throws -> String {
     var text = request.messages.last?.content ?? ""
+    if logCalls { say("call \(text.prefix(80))") }
     if text.hasPrefix("sleep:"), let space = text.firstIndex(of: " ") ?? Optional(text.endIndex),
       let ms = Int(text[text.index(text.startIndex, offsetBy: 6)..<space])
     {

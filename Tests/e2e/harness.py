@@ -144,9 +144,10 @@ class Mesh:
 class Replica:
     """The echo replica, registered through `core` (the mesh's registry) or serving alone."""
 
-    def __init__(self, workdir: Path, name: str, core_port=None, agent_config=None, heartbeat=1.0, port=0):
+    def __init__(self, workdir: Path, name: str, core_port=None, agent_config=None, heartbeat=1.0, port=0,
+                 extra_args=()):
         args = [str(BIN_DIR / "bindu-echo-replica"), "--name", name, "--listen", f"127.0.0.1:{port}",
-                "--heartbeat-interval", str(heartbeat)]
+                "--heartbeat-interval", str(heartbeat), *extra_args]
         if core_port is not None:
             args += ["--core", f"127.0.0.1:{core_port}"]
         if agent_config is not None:
@@ -161,6 +162,10 @@ class Replica:
 
     def stop(self, sig=signal.SIGKILL):
         self.process.stop(sig)
+
+    def calls(self):
+        """How many calls this replica has run (needs --log-calls)."""
+        return sum(1 for line in self.process.output().splitlines() if line.startswith("call "))
 
 
 def agent_config(name="echo-agent", a2a_port=3773, **extra):

@@ -265,3 +265,27 @@ def test_messages_over_the_limit_get_resource_exhausted(tmp_path, core, cleanup,
         stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="x" * (5 * 1024 * 1024))]), timeout=20)
     assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than the limit of 4194304" in failure.value.details()
+
+
+def test_killing_a_replica_while_a2a_messages_flow_leaves_no_task_stuck(tmp_path, core, cleanup):
+    import concurrent.futures
+    mesh = start_mesh(tmp_path, core, cleanup)
+    a2a_port = free_port()
+    replicas = start_replicas(tmp_path, cleanup, 3, mesh.registry_port, agent_config(a2a_port=a2a_port))
+    url = f"http://localhost:{a2a_port}/"
+    assert a2a_ask(url, "warm up")[0] == "completed"
+
+    def ask(i):
+        return a2a_ask(url, f"sleep:400 task {i}", timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(ask, i) for i in range(30)]
+        time.sleep(1.0)
+        replicas[1].stop(signal.SIGKILL)
+        results = [f.result(timeout=90) for f in futures]
+    states = collections.Counter(state for state, _ in results)
+    print("task states:", dict(states))
+    assert set(states) <= {"completed", "failed"}, "every task ends, none stuck"
+    assert states["failed"] <= 6, "only tasks in flight on the killed replica may fail"
+    assert states["completed"] >= 24
+    assert all(text.startswith(("[r1]", "[r3]")) for state, text in results[-6:] if state == "completed")
