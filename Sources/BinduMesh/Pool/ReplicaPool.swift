@@ -175,7 +175,7 @@ public final class ReplicaPool: Sendable {
       let inRotation = change.inRotation(at: now)
       logger.log(
         level: inRotation ? .notice : .warning,
-        inRotation ? "replica back in rotation" : "replica out of rotation: health check failing",
+        inRotation ? "replica in rotation" : "replica out of rotation: health check failing",
         metadata: ["mesh.replica": "\(endpoint)", "mesh.state": "\(change.stateName(at: now))", "mesh.probe": "\(message)"])
     }
   }
