@@ -93,10 +93,17 @@ extension MeshConfig.Callbacks {
 
 extension MeshConfig.Upstream {
   mutating func read(_ reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: ["connect_timeout", "max_message_bytes", "max_concurrent_streams"])
+    let keys = try reader.mapping(keys: [
+      "connect_timeout", "max_message_bytes", "max_concurrent_streams", "reconnect_max_backoff", "idle_timeout",
+      "keepalive_interval", "keepalive_timeout",
+    ])
     if let value = keys["connect_timeout"] { connectTimeout = try value.duration() }
     if let value = keys["max_message_bytes"] { maxMessageBytes = try value.int(in: 1...(64 << 20)) }
     if let value = keys["max_concurrent_streams"] { maxConcurrentStreams = try value.int(in: 1...100_000) }
+    if let value = keys["reconnect_max_backoff"] { reconnectMaxBackoff = try value.duration() }
+    if let value = keys["idle_timeout"] { idleTimeout = try value.optionalDuration() }
+    if let value = keys["keepalive_interval"] { keepaliveInterval = try value.optionalDuration() }
+    if let value = keys["keepalive_timeout"] { keepaliveTimeout = try value.duration() }
   }
 }
 

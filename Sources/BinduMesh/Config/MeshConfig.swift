@@ -122,6 +122,14 @@ extension MeshConfig {
     public var maxMessageBytes: Int
     /// Most concurrent calls on one connection, both to the core and to a replica. Default 1000.
     public var maxConcurrentStreams: Int
+    /// Longest wait between reconnect attempts to a replica (from 100 ms, doubled). Default 5 s.
+    public var reconnectMaxBackoff: Duration = .seconds(5)
+    /// A connection to a replica with no call for this long is closed; `nil` keeps it. Default 5 min.
+    public var idleTimeout: Duration? = .seconds(300)
+    /// Time between HTTP/2 PINGs on a connection to a replica; `nil` sends none. Default 30 s.
+    public var keepaliveInterval: Duration? = .seconds(30)
+    /// A PING not answered within this closes the connection. Default 10 s.
+    public var keepaliveTimeout: Duration = .seconds(10)
 
     /// Default values.
     public static var defaults: Self {

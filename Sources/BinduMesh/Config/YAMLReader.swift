@@ -63,6 +63,15 @@ struct YAMLReader {
     return duration
   }
 
+  /// A duration, or `off` for none.
+  func optionalDuration() throws -> Duration? {
+    if case .scalar(let scalar) = node, scalar.string == "off" { return nil }
+    guard let duration = Duration(configText: try string()), duration > .zero else {
+      throw error("expected a positive duration such as 30s, or off, got \(describe())")
+    }
+    return duration
+  }
+
   func hostPort() throws -> HostPort {
     guard let value = HostPort(parsing: try string()) else {
       throw error("expected host:port (IPv6 as [::1]:port, port 0-65535), got \(describe())")

@@ -7,12 +7,16 @@ import NIOPosix
 ///
 /// Lives on its event loop: every method must be called there. It connects on first use, hands
 /// out new streams on the same connection, and connects again on the next call after the
-/// connection closes. ``drain()`` stops new streams and lets the open ones finish.
+/// connection closes. After a failed connect it waits (100 ms, doubled up to
+/// `upstream.reconnect_max_backoff`) before trying again: calls meanwhile fail at once and move
+/// to another replica. ``drain()`` stops new streams and lets the open ones finish.
 final class UpstreamConnection: @unchecked Sendable {
   private enum State {
     case idle
     case connecting(EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>)
-    case ready(any Channel, NIOHTTP2Handler.StreamMultiplexer)
+    case ready(any Channel, NIOHTTP2Handler.StreamMultiplexer, UpstreamLivenessHandler)
+    /// The last connect failed; no new attempt before `until`.
+    case backingOff(until: NIODeadline, error: any Error)
     case drained
   }
 
@@ -21,6 +25,7 @@ final class UpstreamConnection: @unchecked Sendable {
   private let config: MeshConfig.Upstream
   private let logger: Logger
   private var state: State = .idle
+  private var backoff: TimeAmount = .milliseconds(100)
 
   init(eventLoop: any EventLoop, address: HostPort, config: MeshConfig.Upstream, logger: Logger) {
     self.eventLoop = eventLoop
@@ -34,9 +39,12 @@ final class UpstreamConnection: @unchecked Sendable {
     _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
   ) -> EventLoopFuture<any Channel> {
     eventLoop.preconditionInEventLoop()
-    return multiplexer().flatMap { multiplexer in
+    return ready().flatMap { multiplexer, liveness in
       let promise = self.eventLoop.makePromise(of: (any Channel).self)
-      multiplexer.createStreamChannel(promise: promise, initializer)
+      multiplexer.createStreamChannel(promise: promise) { stream in
+        liveness.value.streamOpened(stream)
+        return initializer(stream)
+      }
       return promise.futureResult
     }
   }
@@ -44,42 +52,52 @@ final class UpstreamConnection: @unchecked Sendable {
   /// Stops new streams; the connection closes when its open streams have finished.
   func drain() {
     eventLoop.preconditionInEventLoop()
-    if case .ready(let channel, _) = state {
+    if case .ready(let channel, _, _) = state {
       channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
     state = .drained
   }
 
-  private func multiplexer() -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+  private typealias Ready = (NIOHTTP2Handler.StreamMultiplexer, NIOLoopBound<UpstreamLivenessHandler>)
+
+  private func ready() -> EventLoopFuture<Ready> {
     switch state {
-    case .ready(_, let multiplexer):
-      return eventLoop.makeSucceededFuture(multiplexer)
+    case .ready(_, let multiplexer, let liveness):
+      return eventLoop.makeSucceededFuture((multiplexer, NIOLoopBound(liveness, eventLoop: eventLoop)))
     case .connecting(let future):
-      return future
+      return future.map { ($0, NIOLoopBound(self.liveness!, eventLoop: self.eventLoop)) }
     case .drained:
       return eventLoop.makeFailedFuture(UpstreamError.drained(address))
-    case .idle:
+    case .backingOff(let until, let error) where NIODeadline.now() < until:
+      return eventLoop.makeFailedFuture(UpstreamError.backingOff(address, error))
+    case .idle, .backingOff:
       let future = connect()
       state = .connecting(future)
-      return future
+      return future.map { ($0, NIOLoopBound(self.liveness!, eventLoop: self.eventLoop)) }
     }
   }
 
+  /// The liveness handler of the connection being made or in use.
+  private var liveness: UpstreamLivenessHandler?
+
   private func connect() -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
     let upstream = config
-    let nanos = config.connectTimeout.components.seconds * 1_000_000_000
-      + config.connectTimeout.components.attoseconds / 1_000_000_000
+    let liveness = UpstreamLivenessHandler(config: config, logger: logger.with("mesh.replica", "\(address)"))
+    self.liveness = liveness
+    let bound = NIOLoopBound(liveness, eventLoop: eventLoop)
     let future = ClientBootstrap(group: eventLoop)
-      .connectTimeout(.nanoseconds(nanos))
+      .connectTimeout(.nanoseconds(config.connectTimeout.nanoseconds))
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
-          _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+          let sync = channel.pipeline.syncOperations
+          _ = try sync.configureHTTP2Pipeline(
             mode: .client,
             connectionConfiguration: .mesh(upstream),
             streamConfiguration: .mesh(upstream),
             inboundStreamInitializer: { $0.close() }
           )
+          try sync.addHandler(bound.value)
         }
       }
       .connect(host: address.host, port: address.port)
@@ -92,16 +110,21 @@ final class UpstreamConnection: @unchecked Sendable {
       switch result {
       case .success(let (channel, multiplexer)):
         if case .connecting = self.state {
-          self.state = .ready(channel, multiplexer)
+          self.state = .ready(channel, multiplexer, liveness)
+          self.backoff = .milliseconds(100)
           self.logger.debug("connected to replica", metadata: ["mesh.replica": "\(self.address)"])
         } else {
           channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { _ in
-          if case .ready(let current, _) = self.state, current === channel { self.state = .idle }
+          if case .ready(let current, _, _) = self.state, current === channel { self.state = .idle }
         }
       case .failure(let error):
-        if case .connecting = self.state { self.state = .idle }
+        if case .connecting = self.state {
+          self.state = .backingOff(until: .now() + self.backoff, error: error)
+          let limit = TimeAmount.nanoseconds(self.config.reconnectMaxBackoff.nanoseconds)
+          self.backoff = min(self.backoff * 2, limit)
+        }
         self.logger.debug(
           "cannot connect to replica", metadata: ["mesh.replica": "\(self.address)", "error": "\(error)"])
       }
@@ -113,9 +136,11 @@ final class UpstreamConnection: @unchecked Sendable {
 /// Failures of the mesh's connections to replicas.
 enum UpstreamError: Error, CustomStringConvertible {
   case drained(HostPort)
+  case backingOff(HostPort, any Error)
   var description: String {
     switch self {
     case .drained(let address): "replica \(address) is leaving the pool"
+    case .backingOff(let address, let error): "waiting before connecting to \(address) again (last: \(error))"
     }
   }
 }

@@ -1,0 +1,131 @@
+import Logging
+import NIOCore
+import NIOHTTP2
+
+/// Watches one connection to a replica, after `NIOHTTP2Handler`: closes it when it has been idle
+/// for `upstream.idle_timeout`, when the replica does not answer a keepalive PING within
+/// `upstream.keepalive_timeout`, and when it is draining and its last stream has ended.
+final class UpstreamLivenessHandler: ChannelDuplexHandler {
+  typealias InboundIn = HTTP2Frame
+  typealias OutboundIn = HTTP2Frame
+  typealias OutboundOut = HTTP2Frame
+
+  private let idleTimeout: TimeAmount?
+  private let keepaliveInterval: TimeAmount?
+  private let keepaliveTimeout: TimeAmount
+  private let logger: Logger
+  private var context: ChannelHandlerContext?
+  private var openStreams = 0
+  private var draining = false
+  private var idleTimer: Scheduled<Void>?
+  private var keepaliveTimer: Scheduled<Void>?
+  private var pingTimeout: Scheduled<Void>?
+  private var pingsSent: UInt64 = 0
+
+  init(config: MeshConfig.Upstream, logger: Logger) {
+    self.idleTimeout = config.idleTimeout.map { .nanoseconds($0.nanoseconds) }
+    self.keepaliveInterval = config.keepaliveInterval.map { .nanoseconds($0.nanoseconds) }
+    self.keepaliveTimeout = .nanoseconds(config.keepaliveTimeout.nanoseconds)
+    self.logger = logger
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    if context.channel.isActive { start(context) }
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    start(context)
+    context.fireChannelActive()
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    stopTimers()
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    stopTimers()
+    context.fireChannelInactive()
+  }
+
+  /// Counts a stream of this connection until its channel closes.
+  func streamOpened(_ stream: any Channel) {
+    openStreams += 1
+    idleTimer?.cancel()
+    idleTimer = nil
+    let bound = NIOLoopBound(self, eventLoop: stream.eventLoop)
+    stream.closeFuture.whenComplete { _ in bound.value.streamClosed() }
+  }
+
+  private func streamClosed() {
+    openStreams -= 1
+    guard openStreams == 0, let context else { return }
+    if draining {
+      context.close(promise: nil)
+    } else {
+      scheduleIdleTimer(context)
+    }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let frame = unwrapInboundIn(data)
+    if case .ping(let ping, ack: true) = frame.payload, ping.integer == pingsSent {
+      pingTimeout?.cancel()
+      pingTimeout = nil
+    }
+    context.fireChannelRead(data)
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if event is ChannelShouldQuiesceEvent {
+      draining = true
+      if openStreams == 0 { context.close(promise: nil) }
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  private func start(_ context: ChannelHandlerContext) {
+    scheduleIdleTimer(context)
+    scheduleKeepalive(context)
+  }
+
+  private func scheduleIdleTimer(_ context: ChannelHandlerContext) {
+    guard let idleTimeout, idleTimer == nil else { return }
+    idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [self] in
+      idleTimer = nil
+      guard openStreams == 0 else { return }
+      logger.debug("closing idle connection to replica")
+      context.close(promise: nil)
+    }
+  }
+
+  private func scheduleKeepalive(_ context: ChannelHandlerContext) {
+    guard let keepaliveInterval, keepaliveTimer == nil else { return }
+    keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: keepaliveInterval) { [self] in
+      keepaliveTimer = nil
+      sendPing(context)
+      scheduleKeepalive(context)
+    }
+  }
+
+  private func sendPing(_ context: ChannelHandlerContext) {
+    guard pingTimeout == nil else { return }  // the last PING is still unanswered: its timer decides
+    pingsSent += 1
+    let frame = HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(withInteger: pingsSent), ack: false))
+    context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    pingTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: keepaliveTimeout) { [self] in
+      pingTimeout = nil
+      logger.warning("replica did not answer a keepalive PING; closing the connection")
+      context.close(promise: nil)
+    }
+  }
+
+  private func stopTimers() {
+    idleTimer?.cancel()
+    keepaliveTimer?.cancel()
+    pingTimeout?.cancel()
+    idleTimer = nil
+    keepaliveTimer = nil
+    pingTimeout = nil
+  }
+}
