@@ -17,6 +17,7 @@ import Testing
       resolver.set(["127.0.0.1", "127.0.0.2"], port: port)
       var config = MeshConfig.defaults
       config.registry.listen = HostPort(host: "127.0.0.1", port: 0)
+      config.admin.listen = HostPort(host: "127.0.0.1", port: 0)
       config.core.address = HostPort(host: "127.0.0.1", port: 1)
       var pool = MeshConfig.Pool(agent: "dns-agent", listen: HostPort(host: "127.0.0.1", port: 0))
       pool.dns = HostPort(host: "replicas.test", port: port)

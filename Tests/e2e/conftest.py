@@ -14,7 +14,7 @@ def _generate_stubs():
     from grpc_tools import protoc
     proto_dir = ROOT / "Protos"
     code = protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={_stub_dir}", f"--grpc_python_out={_stub_dir}",
-                        str(proto_dir / "agent_handler.proto")])
+                        str(proto_dir / "agent_handler.proto"), str(proto_dir / "health.proto")])
     assert code == 0, "protoc failed"
     sys.path.insert(0, str(_stub_dir))
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -122,11 +123,13 @@ class Mesh:
         self.workdir = workdir
         self.registry_port = registry_port or free_port()
         self.callback_port = free_port()
+        self.admin_port = free_port()
         self.config_path = workdir / "bindu-mesh.yaml"
         self.config_path.write_text(
             f"core:\n  address: 127.0.0.1:{core_port}\n  heartbeat_interval: 1s\n  retry_max_backoff: 1s\n"
             f"registry:\n  listen: 127.0.0.1:{self.registry_port}\n{registry_yaml}"
-            f"callbacks:\n  first_port: {self.callback_port}\n" + extra_yaml
+            f"callbacks:\n  first_port: {self.callback_port}\n"
+            f"admin:\n  listen: 127.0.0.1:{self.admin_port}\n" + extra_yaml
         )
         self.process = None
 
@@ -208,3 +211,12 @@ def agent_card(url):
     wait_port(int(url.rstrip("/").rsplit(":", 1)[1]), timeout=60)
     with urllib.request.urlopen(url.rstrip("/") + "/.well-known/agent.json", timeout=10) as response:
         return json.loads(response.read())
+
+
+def http_get(url, timeout=10):
+    """(status, body text) of a GET, also for error statuses."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

@@ -24,7 +24,8 @@ extension MeshConfig {
     }
     let reader = YAMLReader(node: root, path: "", source: source)
     let top = try reader.mapping(keys: [
-      "core", "registry", "callbacks", "upstream", "shutdown", "health", "outlier_detection", "retry", "pools",
+      "core", "registry", "callbacks", "upstream", "shutdown", "admin", "health", "outlier_detection", "retry",
+      "pools",
     ])
     var config = MeshConfig.defaults
     if let core = top["core"] { try config.core.read(core) }
@@ -34,6 +35,11 @@ extension MeshConfig {
     if let shutdown = top["shutdown"] {
       let keys = try shutdown.mapping(keys: ["grace_period"])
       if let value = keys["grace_period"] { config.shutdown.gracePeriod = try value.duration() }
+    }
+    if let admin = top["admin"] {
+      let keys = try admin.mapping(keys: ["listen", "access_log"])
+      if let value = keys["listen"] { config.admin.listen = try value.hostPort() }
+      if let value = keys["access_log"] { config.admin.accessLog = try value.bool() }
     }
     try config.policy.read(top)
     if let pools = top["pools"] {

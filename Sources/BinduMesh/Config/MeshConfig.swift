@@ -18,6 +18,8 @@ public struct MeshConfig: Sendable, Hashable {
   public var upstream: Upstream
   /// Graceful shutdown.
   public var shutdown: Shutdown
+  /// The admin HTTP listener (metrics, health, pool state) and logging.
+  public var admin: Admin
   /// Health checks, ejection and retries of every pool not overriding them.
   public var policy: Policy
   /// Pools declared in the config; more are made when replicas of other agents register.
@@ -30,6 +32,7 @@ public struct MeshConfig: Sendable, Hashable {
     callbacks: Callbacks = .defaults,
     upstream: Upstream = .defaults,
     shutdown: Shutdown = .defaults,
+    admin: Admin = .defaults,
     policy: Policy = .defaults,
     pools: [Pool] = []
   ) {
@@ -38,6 +41,7 @@ public struct MeshConfig: Sendable, Hashable {
     self.callbacks = callbacks
     self.upstream = upstream
     self.shutdown = shutdown
+    self.admin = admin
     self.policy = policy
     self.pools = pools
   }
@@ -135,6 +139,17 @@ extension MeshConfig {
     public static var defaults: Self {
       Self(connectTimeout: .seconds(5), maxMessageBytes: 4 * 1024 * 1024, maxConcurrentStreams: 1000)
     }
+  }
+
+  /// The admin HTTP listener (`admin:` in YAML).
+  public struct Admin: Sendable, Hashable {
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/pools` are served. Default `127.0.0.1:9775`.
+    public var listen: HostPort
+    /// Log one line per call forwarded (method, status, replica, time). Default `false`.
+    public var accessLog: Bool
+
+    /// Default values.
+    public static var defaults: Self { Self(listen: HostPort(host: "127.0.0.1", port: 9775), accessLog: false) }
   }
 
   /// Graceful shutdown on SIGTERM / SIGINT (`shutdown:` in YAML).

@@ -20,8 +20,11 @@ public final class CoreRegistrar: Service, Sendable {
   private let newRegistrations: AsyncStream<PoolRegistration>
   private let newRegistrationsContinuation: AsyncStream<PoolRegistration>.Continuation
 
-  init(config: MeshConfig.Core, logger: Logger) {
+  private let metrics: MeshMetrics
+
+  init(config: MeshConfig.Core, metrics: MeshMetrics, logger: Logger) {
     self.config = config
+    self.metrics = metrics
     self.logger = logger.with("mesh.core", "\(config.address)")
     (newRegistrations, newRegistrationsContinuation) = AsyncStream.makeStream()
   }
@@ -94,7 +97,9 @@ public final class CoreRegistrar: Service, Sendable {
       do {
         let response: Bindu_Grpc_RegisterAgentResponse
         do {
-          response = try await core.registerAgent(request, options: callOptions)
+          response = try await measured(pool, Bindu_Grpc_BinduService.Method.RegisterAgent.descriptor) {
+            try await core.registerAgent(request, options: callOptions)
+          }
         } catch let error as RPCError where !Self.isTransient(error.code) {
           // The core ran the registration and failed on it: as much a refusal as success=false.
           response = .with { $0.error = "\(error.code): \(error.message)" }
@@ -110,6 +115,7 @@ public final class CoreRegistrar: Service, Sendable {
           continue
         }
         registration.update(.registered(agentID: response.agentID, did: response.did, agentURL: response.agentURL))
+        metrics.counter("core_registrations_total", [("pool", pool)]).increment()
         var metadata: Logger.Metadata = [
           "mesh.agent_id": "\(response.agentID)", "mesh.did": "\(response.did)", "mesh.agent_url": "\(response.agentURL)",
           "mesh.callback": "\(registration.entry.callbackAddress)", "mesh.attempts": "\(attempts)",
@@ -122,7 +128,7 @@ public final class CoreRegistrar: Service, Sendable {
         }
         backoff = config.retryInitialBackoff
         attempts = 0
-        try await heartbeat(response.agentID, core: core, logger: logger)
+        try await heartbeat(response.agentID, pool: pool, core: core, logger: logger)
         lostAt = .now
         registration.update(.pending(lastError: "the core no longer knows the agent"))
       } catch is CancellationError {
@@ -143,7 +149,7 @@ public final class CoreRegistrar: Service, Sendable {
 
   /// Heartbeats until the core says it does not know the agent (returns) or the task is cancelled.
   private func heartbeat(
-    _ agentID: String, core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>, logger: Logger
+    _ agentID: String, pool: String, core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>, logger: Logger
   ) async throws {
     while true {
       try await Task.sleep(for: config.heartbeatInterval)
@@ -152,7 +158,9 @@ public final class CoreRegistrar: Service, Sendable {
         $0.timestamp = Int64(Date().timeIntervalSince1970 * 1000)
       }
       do {
-        let response = try await core.heartbeat(request, options: callOptions)
+        let response = try await measured(pool, Bindu_Grpc_BinduService.Method.Heartbeat.descriptor) {
+          try await core.heartbeat(request, options: callOptions)
+        }
         if !response.acknowledged {
           logger.warning("the core does not know the agent any more (restarted?); registering again")
           return
@@ -172,7 +180,11 @@ public final class CoreRegistrar: Service, Sendable {
       guard case .registered(let agentID, _, _) = registration.phase else { continue }
       let logger = self.logger.with("mesh.pool", registration.entry.pool.name)
       do {
-        let response = try await core.unregisterAgent(.with { $0.agentID = agentID }, options: callOptions)
+        let response = try await measured(
+          registration.entry.pool.name, Bindu_Grpc_BinduService.Method.UnregisterAgent.descriptor
+        ) {
+          try await core.unregisterAgent(.with { $0.agentID = agentID }, options: callOptions)
+        }
         if response.success {
           logger.notice("unregistered from the core", metadata: ["mesh.agent_id": "\(agentID)"])
         } else {
@@ -181,6 +193,25 @@ public final class CoreRegistrar: Service, Sendable {
       } catch {
         logger.warning("cannot unregister from the core", metadata: ["error": "\(error)"])
       }
+    }
+  }
+
+  /// Runs one unary call to the core, recording its client metrics.
+  private func measured<Response: Sendable>(
+    _ pool: String, _ method: MethodDescriptor, _ call: () async throws -> Response
+  ) async throws -> Response {
+    let call_ = metrics.client(pool: pool, endpoint: config.address.description, path: "/" + method.fullyQualifiedMethod)
+    call_.started.increment()
+    call_.messagesSent.increment()
+    let started = ContinuousClock.now
+    do {
+      let response = try await call()
+      call_.messagesReceived.increment()
+      call_.finished(code: 0, after: .now - started)
+      return response
+    } catch {
+      call_.finished(code: ServerMetricsInterceptor.code(of: error), after: .now - started)
+      throw error
     }
   }
 

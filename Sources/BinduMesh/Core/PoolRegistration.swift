@@ -45,6 +45,7 @@ public final class PoolRegistration: Sendable {
   public var identity: (did: String, agentURL: String)? { state.withLock { $0.identity } }
 
   func update(_ phase: Phase) {
+    if case .registered = phase { entry.pool.setRegisteredWithCore(true) } else { entry.pool.setRegisteredWithCore(false) }
     let waiters = state.withLock { state -> [CheckedContinuation<Phase, Never>] in
       state.phase = phase
       if case .registered(_, let did, let url) = phase {

@@ -29,8 +29,8 @@ struct HealthChecker: Service {
             }
             nextProbe[id] = now + pool.policy.health.interval
             group.addTask {
-              let result = try? await HealthProbe.run(endpoint, timeout: pool.policy.health.timeout).get()
-              pool.recordProbe(endpoint, passed: result?.passed ?? false, message: result?.message ?? "probe failed")
+              let result = await HealthProbe.run(endpoint, pool: pool)
+              pool.recordProbe(endpoint, passed: result.passed, message: result.message)
               probing.end(id)
             }
           }

@@ -12,7 +12,27 @@ enum HealthProbe {
     var passed: Bool
     /// The replica's message, or why the probe failed.
     var message: String
+    /// The call's gRPC status (`Unavailable` when it could not be made, `DeadlineExceeded` when
+    /// it was not answered in time).
+    var code: Int = 0
   }
+
+  /// Probes `endpoint` for `pool`, counting the call in the pool's client metrics; never fails:
+  /// errors and timeouts are a failed ``Result``.
+  static func run(_ endpoint: Endpoint, pool: ReplicaPool) async -> Result {
+    let metrics = pool.metrics.client(pool: pool.name, endpoint: endpoint.address.description, path: path)
+    metrics.started.increment()
+    let started = ContinuousClock.now
+    let result =
+      (try? await run(endpoint, timeout: pool.policy.health.timeout).get())
+      ?? Result(passed: false, message: "probe failed", code: GRPCStatusCode.unknown.rawValue)
+    metrics.messagesSent.increment()
+    if result.code == 0 { metrics.messagesReceived.increment() }
+    metrics.finished(code: result.code, after: .now - started)
+    return result
+  }
+
+  static let path = "/bindu.grpc.AgentHandler/HealthCheck"
 
   /// Probes `endpoint`; never fails: errors and timeouts are a failed ``Result``.
   static func run(_ endpoint: Endpoint, timeout: Duration) -> EventLoopFuture<Result> {
@@ -29,7 +49,7 @@ enum HealthProbe {
       .whenComplete { result in
         switch result {
         case .failure(let error):
-          promise.succeed(Result(passed: false, message: "cannot connect: \(error)"))
+          promise.succeed(Result(passed: false, message: "cannot connect: \(error)", code: GRPCStatusCode.unavailable.rawValue))
         case .success(let channel):
           channel.write(HTTP2Frame.FramePayload.headers(.init(headers: requestHeaders(endpoint, timeout: timeout))), promise: nil)
           var body = ByteBuffer()
@@ -37,7 +57,8 @@ enum HealthProbe {
           body.writeInteger(UInt32(0))
           channel.writeAndFlush(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(body), endStream: true)), promise: nil)
           let timer = loop.scheduleTask(in: timeLimit) {
-            promise.succeed(Result(passed: false, message: "no answer within \(timeout)"))
+            promise.succeed(
+              Result(passed: false, message: "no answer within \(timeout)", code: GRPCStatusCode.deadlineExceeded.rawValue))
             channel.close(promise: nil)
           }
           promise.futureResult.whenComplete { _ in timer.cancel() }
@@ -49,7 +70,7 @@ enum HealthProbe {
 
   private static func requestHeaders(_ endpoint: Endpoint, timeout: Duration) -> HPACKHeaders {
     [
-      ":method": "POST", ":scheme": "http", ":path": "/bindu.grpc.AgentHandler/HealthCheck",
+      ":method": "POST", ":scheme": "http", ":path": path,
       ":authority": endpoint.address.description, "content-type": "application/grpc", "te": "trailers",
       "grpc-timeout": GRPCTimeout.format(nanoseconds: timeout.nanoseconds),
     ]
@@ -80,18 +101,20 @@ private final class ProbeHandler: ChannelInboundHandler {
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    promise.succeed(.init(passed: false, message: "stream closed before an answer"))
+    promise.succeed(.init(passed: false, message: "stream closed before an answer", code: GRPCStatusCode.unavailable.rawValue))
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    promise.succeed(.init(passed: false, message: "\(error)"))
+    promise.succeed(.init(passed: false, message: "\(error)", code: GRPCStatusCode.unavailable.rawValue))
     context.close(promise: nil)
   }
 
   private static func result(status: Int?, headers: HPACKHeaders, body: ByteBuffer) -> HealthProbe.Result {
     guard status == 0 else {
       let code = status.flatMap(GRPCStatusCode.init(rawValue:))?.name ?? "\(status.map(String.init) ?? "no status")"
-      return .init(passed: false, message: "status \(code): \(headers.first(name: "grpc-message") ?? "")")
+      return .init(
+        passed: false, message: "status \(code): \(headers.first(name: "grpc-message") ?? "")",
+        code: status ?? GRPCStatusCode.unknown.rawValue)
     }
     var body = body
     guard body.readableBytes >= 5, let _ = body.readInteger(as: UInt8.self), let length = body.readInteger(as: UInt32.self),

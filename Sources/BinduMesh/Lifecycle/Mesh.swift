@@ -25,12 +25,17 @@ public final class Mesh: Sendable {
   public let registrar: CoreRegistrar
   /// The long-running parts, in start order.
   public let services: [any Service]
+  /// Every metric of the mesh.
+  public let metrics: MeshMetrics
+  private let adminPort: AdminPort
   private let registryTransport: HTTP2ServerTransport.Posix
 
   private init(
     config: MeshConfig, directory: PoolDirectory, registrar: CoreRegistrar, services: [any Service],
-    registryTransport: HTTP2ServerTransport.Posix
+    registryTransport: HTTP2ServerTransport.Posix, metrics: MeshMetrics, adminPort: AdminPort
   ) {
+    self.metrics = metrics
+    self.adminPort = adminPort
     self.config = config
     self.directory = directory
     self.registrar = registrar
@@ -44,8 +49,9 @@ public final class Mesh: Sendable {
     config: MeshConfig, logger: Logger, resolver: any DNSResolver = SystemDNSResolver()
   ) async throws -> Mesh {
     let group = MultiThreadedEventLoopGroup.singleton
-    let directory = PoolDirectory(config: config, group: group, logger: logger)
-    let registrar = CoreRegistrar(config: config.core, logger: logger)
+    let metrics = MeshMetrics()
+    let directory = PoolDirectory(config: config, group: group, metrics: metrics, logger: logger)
+    let registrar = CoreRegistrar(config: config.core, metrics: metrics, logger: logger)
     let declared = try await directory.startDeclaredPools()
     for entry in declared {
       if let definition = entry.pool.definition {
@@ -64,8 +70,13 @@ public final class Mesh: Sendable {
     )
     let registry = GRPCServer(
       transport: registryTransport,
-      services: [RegistryService(directory: directory, registrar: registrar, config: config.registry, logger: logger)]
+      services: [RegistryService(directory: directory, registrar: registrar, config: config.registry, logger: logger)],
+      interceptors: [ServerMetricsInterceptor(metrics: metrics)]
     )
+    let adminPort = AdminPort()
+    let admin = AdminServer.make(
+      status: MeshStatus(directory: directory, registrar: registrar, metrics: metrics), listen: config.admin.listen,
+      logger: logger, onListening: { adminPort.set($0) })
     var services: [any Service] = [
       registrar,
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),
@@ -73,12 +84,18 @@ public final class Mesh: Sendable {
     if !dnsPools.isEmpty { services.append(DNSDiscovery(pools: dnsPools, resolver: resolver, logger: logger)) }
     services += [
       HealthChecker(directory: directory, logger: logger),
+      admin,
       GRPCServerService(server: registry),
       CallbackListeners(directory: directory, grace: config.shutdown.gracePeriod, logger: logger),
     ]
     return Mesh(
       config: config, directory: directory, registrar: registrar, services: services,
-      registryTransport: registryTransport)
+      registryTransport: registryTransport, metrics: metrics, adminPort: adminPort)
+  }
+
+  /// The admin listener's port, once it is serving.
+  public var adminListeningPort: Int {
+    get async { await adminPort.value() }
   }
 
   /// Where the registry listens, once it is serving.
@@ -100,3 +117,30 @@ extension GRPCNIOTransportCore.SocketAddress {
 }
 
 import GRPCNIOTransportCore
+
+/// The admin listener's port, known once it is bound.
+final class AdminPort: Sendable {
+  private let port = Mutex<(Int?, [CheckedContinuation<Int, Never>])>((nil, []))
+
+  func set(_ value: Int) {
+    let waiters = port.withLock { state -> [CheckedContinuation<Int, Never>] in
+      state.0 = value
+      defer { state.1 = [] }
+      return state.1
+    }
+    waiters.forEach { $0.resume(returning: value) }
+  }
+
+  func value() async -> Int {
+    await withCheckedContinuation { continuation in
+      let known = port.withLock { state -> Int? in
+        if let value = state.0 { return value }
+        state.1.append(continuation)
+        return nil
+      }
+      if let known { continuation.resume(returning: known) }
+    }
+  }
+}
+
+import Synchronization

@@ -47,6 +47,15 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   private var holdsRetry = false
   private var requestScanner: MessageFrameScanner
   private var responseScanner: MessageFrameScanner
+  /// Metrics of the call the core made, and when it began.
+  private var serverMetrics: GRPCCallMetrics?
+  private var startedAt = ContinuousClock.now
+  /// Metrics of the current attempt on a replica, and when it began.
+  private var attemptMetrics: GRPCCallMetrics?
+  private var attemptStartedAt = ContinuousClock.now
+  private var attemptOpened = false
+  /// The body of a `grpc.health.v1` Check the mesh answers itself.
+  private var localHealthBody: ByteBuffer?
 
   init(pool: ReplicaPool, limits: MeshConfig.Upstream, logger: Logger) {
     self.pool = pool
@@ -72,7 +81,13 @@ final class ProxyStreamHandler: ChannelInboundHandler {
         forward(payload)  // request trailers: rare in gRPC, passed on as they are
       }
     case .data(let data):
-      guard withinLimit(data, scanner: &requestScanner, direction: "request") else { return }
+      if localHealthBody != nil {
+        if case .byteBuffer(var buffer) = data.data { localHealthBody!.writeBuffer(&buffer) }
+        if data.endStream { answerHealth() }
+        return
+      }
+      guard let count = withinLimit(data, scanner: &requestScanner, direction: "request") else { return }
+      serverMetrics?.messagesReceived.increment(by: count)
       forward(payload)
     default:
       break
@@ -88,7 +103,20 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   private func begin(_ headers: HTTP2Frame.FramePayload.Headers) {
     requestHeaders = headers.headers
-    logger[metadataKey: "rpc.method"] = "\(requestHeaders.first(name: ":path") ?? "")"
+    let path = requestHeaders.first(name: ":path") ?? ""
+    logger[metadataKey: "rpc.method"] = "\(path)"
+    startedAt = .now
+    serverMetrics = pool.metrics.server(pool: pool.name, path: path)
+    serverMetrics?.started.increment()
+    if path == GRPCHealthAnswer.checkPath {
+      localHealthBody = ByteBuffer()
+      if headers.endStream { answerHealth() }
+      return
+    }
+    if path == GRPCHealthAnswer.watchPath {
+      finish(.unimplemented, "grpc.health.v1.Health/Watch is not offered: use Check")
+      return
+    }
     pool.beginCall()
     counted = true
     if let timeout = requestHeaders.first(name: "grpc-timeout") {
@@ -134,6 +162,11 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     if let reason {
       logger.notice("retrying the call on another replica", metadata: ["mesh.replica": "\(endpoint)", "reason": "\(reason)"])
     }
+    attemptMetrics = pool.metrics.client(
+      pool: pool.name, endpoint: endpoint.address.description, path: requestHeaders.first(name: ":path") ?? "")
+    attemptMetrics?.started.increment()
+    attemptStartedAt = .now
+    attemptOpened = false
     state = .connecting(endpoint)
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     endpoint.connection(on: context.eventLoop)
@@ -151,16 +184,19 @@ final class ProxyStreamHandler: ChannelInboundHandler {
         switch result {
         case .success(let channel):
           state = .forwarding(endpoint, channel)
+          attemptOpened = true
           sendRequest(to: channel)
         case .failure(let error):
           // Nothing was written to this replica: the call can safely go to another.
-          moveOn(from: endpoint, reason: "\(endpoint.address): cannot connect: \(error)")
+          moveOn(from: endpoint, kind: "connect_failed", reason: "\(endpoint.address): cannot connect: \(error)")
         }
       }
   }
 
-  /// Counts a failed attempt on `endpoint` and tries the next replica.
-  private func moveOn(from endpoint: Endpoint, reason: String) {
+  /// Counts a failed attempt on `endpoint` and tries the next replica; `kind` labels the retry.
+  private func moveOn(from endpoint: Endpoint, kind: String, reason: String) {
+    endAttempt(code: GRPCStatusCode.unavailable.rawValue)
+    pool.countRetry(reason: kind)
     pool.record(endpoint, failed: true)
     tried.append(endpoint)
     lastFailure = reason
@@ -218,13 +254,17 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       let status = GRPCHeaders.status(of: headers.headers)
       if !responseStarted && status == GRPCStatusCode.unavailable.rawValue && pool.policy.retry.onUnavailable {
         channel.close(promise: nil)
-        moveOn(from: endpoint, reason: "\(endpoint.address) answered UNAVAILABLE: \(headers.headers.first(name: "grpc-message") ?? "")")
+        moveOn(
+          from: endpoint, kind: "unavailable",
+          reason: "\(endpoint.address) answered UNAVAILABLE: \(headers.headers.first(name: "grpc-message") ?? "")")
         return
       }
       pool.record(endpoint, failed: status == GRPCStatusCode.unavailable.rawValue)
-      complete(with: payload)
+      complete(with: payload, status: status ?? GRPCStatusCode.unknown.rawValue)
     case .data(let data):
-      guard withinLimit(data, scanner: &responseScanner, direction: "response") else { return }
+      guard let count = withinLimit(data, scanner: &responseScanner, direction: "response") else { return }
+      serverMetrics?.messagesSent.increment(by: count)
+      attemptMetrics?.messagesReceived.increment(by: count)
       context.write(wrapOutboundOut(payload), promise: nil)
     default:
       break
@@ -245,7 +285,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     let failure = "\(endpoint.address): \(why)"
     // REFUSED_STREAM guarantees the replica did not process the call (RFC 9113 §8.7).
     if !responseStarted && (reason == .refusedStream || pool.policy.retry.replayStartedCalls) {
-      moveOn(from: endpoint, reason: failure)
+      moveOn(from: endpoint, kind: reason == .refusedStream ? "refused_stream" : "replay", reason: failure)
       return
     }
     pool.record(endpoint, failed: true)
@@ -255,32 +295,51 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   // MARK: Ending
 
-  /// Follows message prefixes in a DATA frame; ends the call with `RESOURCE_EXHAUSTED` and
-  /// returns `false` when a message is over the limit.
+  /// Follows message prefixes in a DATA frame and returns how many messages began in it; ends
+  /// the call with `RESOURCE_EXHAUSTED` and returns `nil` when a message is over the limit.
   private func withinLimit(
     _ data: HTTP2Frame.FramePayload.Data, scanner: inout MessageFrameScanner, direction: String
-  ) -> Bool {
-    guard case .byteBuffer(let buffer) = data.data else { return true }
+  ) -> Int? {
+    guard case .byteBuffer(let buffer) = data.data else { return 0 }
     do {
-      _ = try scanner.scan(buffer)
-      return true
+      return try scanner.scan(buffer)
     } catch {
-      guard case .tooLarge(let length, let limit) = error else { return false }
+      guard case .tooLarge(let length, let limit) = error else { return nil }
       finish(.resourceExhausted, "\(direction) message of \(length) bytes is larger than the limit of \(limit)")
-      return false
+      return nil
     }
   }
 
+  /// Answers a `grpc.health.v1` Check from the pool's readiness.
+  private func answerHealth() {
+    let (code, frames) = GRPCHealthAnswer.frames(for: localHealthBody ?? ByteBuffer(), pool: pool)
+    localHealthBody = nil
+    for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
+    context.flush()
+    end(code: code)
+  }
+
+  /// Records the end of the current attempt on a replica.
+  private func endAttempt(code: Int) {
+    guard let metrics = attemptMetrics else { return }
+    attemptMetrics = nil
+    if attemptOpened { metrics.messagesSent.increment(by: requestScanner.messagesStarted) }
+    metrics.finished(code: code, after: .now - attemptStartedAt)
+  }
+
   /// Passes the replica's trailers to the caller and ends the call.
-  private func complete(with trailers: HTTP2Frame.FramePayload) {
-    end()
+  private func complete(with trailers: HTTP2Frame.FramePayload, status: Int) {
+    endAttempt(code: status)
+    end(code: status)
     context.writeAndFlush(wrapOutboundOut(trailers), promise: nil)
   }
 
   /// Ends the call with the mesh's own status (`nil`: the caller is gone, nothing to send).
   private func finish(_ code: GRPCStatusCode?, _ message: String) {
     if case .forwarding(_, let upstream) = state { upstream.close(promise: nil) }
-    end()
+    let status = (code ?? .cancelled).rawValue
+    endAttempt(code: status)
+    end(code: status)
     guard let code else { return }
     logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.name)", "reason": "\(message)"])
     let headers =
@@ -289,7 +348,18 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
   }
 
-  private func end() {
+  private func end(code: Int) {
+    if case .finished = state { return }
+    let elapsed = ContinuousClock.now - startedAt
+    serverMetrics?.finished(code: code, after: elapsed)
+    if pool.accessLog {
+      logger.info(
+        "call",
+        metadata: [
+          "grpc.code": "\(GRPCStatusCode(rawValue: code)?.name ?? "\(code)")",
+          "mesh.attempts": "\(tried.count + 1)", "mesh.seconds": "\(CoreRegistrar.seconds(elapsed))",
+        ])
+    }
     state = .finished
     deadlineTimer?.cancel()
     request.removeAll()

@@ -27,8 +27,11 @@ public actor PoolDirectory {
   private var madeByRegistration = 0
   private var nextPort: Int
 
-  init(config: MeshConfig, group: MultiThreadedEventLoopGroup, logger: Logger) {
+  private let metrics: MeshMetrics
+
+  init(config: MeshConfig, group: MultiThreadedEventLoopGroup, metrics: MeshMetrics, logger: Logger) {
     self.config = config
+    self.metrics = metrics
     self.group = group
     self.loops = Array(group.makeIterator())
     self.logger = logger
@@ -100,7 +103,7 @@ public actor PoolDirectory {
   ) -> ReplicaPool {
     ReplicaPool(
       name: name, declared: declared, definition: definition, policy: policy ?? config.policy, loops: loops,
-      upstream: config.upstream, logger: logger)
+      upstream: config.upstream, metrics: metrics, accessLog: config.admin.accessLog, logger: logger)
   }
 
   private func takeDynamicAddress() -> HostPort {

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import Synchronization
@@ -54,7 +55,15 @@ public final class ReplicaPool: Sendable {
   public let declared: Bool
   /// Health checks, ejection and retries of this pool.
   public let policy: MeshConfig.Policy
+  /// The mesh's metrics.
+  public let metrics: MeshMetrics
+  /// Whether every call forwarded is logged.
+  let accessLog: Bool
   private let state: Mutex<State>
+  private let registeredWithCore = Atomic<Bool>(false)
+  private let ejectionsCounter: Counter
+  private let probesPassed: Counter
+  private let probesFailed: Counter
   private let callsInFlight = Atomic<Int>(0)
   private let retriesInFlight = Atomic<Int>(0)
   private let loops: [any EventLoop]
@@ -68,11 +77,18 @@ public final class ReplicaPool: Sendable {
     policy: MeshConfig.Policy,
     loops: [any EventLoop],
     upstream: MeshConfig.Upstream,
+    metrics: MeshMetrics,
+    accessLog: Bool,
     logger: Logger
   ) {
     self.name = name
     self.declared = declared
     self.policy = policy
+    self.metrics = metrics
+    self.accessLog = accessLog
+    self.ejectionsCounter = metrics.counter("ejections_total", [("pool", name)])
+    self.probesPassed = metrics.counter("health_probes_total", [("pool", name), ("result", "passed")])
+    self.probesFailed = metrics.counter("health_probes_total", [("pool", name), ("result", "failed")])
     self.state = Mutex(State(definition: definition))
     self.loops = loops
     self.upstream = upstream
@@ -127,6 +143,7 @@ public final class ReplicaPool: Sendable {
       return ejected ? health : nil
     }
     if let ejected {
+      ejectionsCounter.increment()
       logger.warning(
         "replica ejected: calls keep failing",
         metadata: [
@@ -134,6 +151,33 @@ public final class ReplicaPool: Sendable {
           "mesh.ejected_for": "\(ejected.ejectedUntil.map { $0 - now } ?? .zero)",
         ])
     }
+  }
+
+  /// Counts a retry, by reason (`connect_failed`, `refused_stream`, `unavailable`, `replay`).
+  func countRetry(reason: String) {
+    metrics.counter("retries_total", [("pool", name), ("reason", reason)]).increment()
+  }
+
+  /// Calls in flight now.
+  public var callsInFlightCount: Int { callsInFlight.load(ordering: .relaxed) }
+
+  /// Whether the core has accepted this pool's agent (and not forgotten it since).
+  public var isRegisteredWithCore: Bool {
+    get { registeredWithCore.load(ordering: .relaxed) }
+  }
+
+  func setRegisteredWithCore(_ registered: Bool) {
+    registeredWithCore.store(registered, ordering: .relaxed)
+  }
+
+  /// Why the pool cannot serve the core now, or `nil` when it can: it needs its core
+  /// registration (when it has an agent definition) and one endpoint in rotation.
+  public var notReadyReason: String? {
+    let (hasDefinition, noEndpoint) = state.withLock { state in
+      (state.definition != nil, state.rotation.isEmpty ? Self.noEndpointReason(pool: name, state: state, tried: 0) : nil)
+    }
+    if hasDefinition && !isRegisteredWithCore { return "pool \"\(name)\" is not registered with the core" }
+    return noEndpoint
   }
 
   /// Counts a call in flight for the retry budget; pair with ``endCall()``.
@@ -162,6 +206,7 @@ public final class ReplicaPool: Sendable {
 
   /// Records an active probe of `endpoint`.
   func recordProbe(_ endpoint: Endpoint, passed: Bool, message: String) {
+    (passed ? probesPassed : probesFailed).increment()
     let now = ContinuousClock.now
     let change = state.withLock { state -> EndpointHealth? in
       let id = ObjectIdentifier(endpoint)

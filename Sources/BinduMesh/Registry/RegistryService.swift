@@ -55,8 +55,8 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
       throw Refusal(reason: reason)
     }
     // Probe once before answering, so the replica takes calls as soon as it is told it may.
-    let probe = try? await HealthProbe.run(endpoint, timeout: entry.pool.policy.health.timeout).get()
-    entry.pool.recordProbe(endpoint, passed: probe?.passed ?? false, message: probe?.message ?? "probe failed")
+    let probe = await HealthProbe.run(endpoint, pool: entry.pool)
+    entry.pool.recordProbe(endpoint, passed: probe.passed, message: probe.message)
     let poolDefinition = entry.pool.definition ?? definition
     let registration = registrar.register(entry, definition: poolDefinition)
     switch await registration.settled(within: config.coreWait) {

@@ -1,0 +1,49 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// The admin HTTP listener (Hummingbird): `/metrics` in the Prometheus text format, `/healthz`
+/// (the process answers), `/readyz` (200 when ready, 503 with the reasons), `/pools` (JSON).
+enum AdminServer {
+  static func make(status: MeshStatus, listen: HostPort, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void)
+    -> some Service
+  {
+    let router = Router()
+    router.get("metrics") { _, _ -> Response in
+      await status.updateGauges()
+      return Response(
+        status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+        body: .init(byteBuffer: ByteBuffer(string: status.metrics.render())))
+    }
+    router.get("healthz") { _, _ in "ok\n" }
+    router.get("readyz") { _, _ -> Response in
+      let (ready, reasons) = await status.readiness()
+      let text = ready ? "ready\n" : "not ready:\n" + reasons.map { "- \($0)\n" }.joined()
+      return Response(
+        status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "text/plain; charset=utf-8"],
+        body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+    router.get("pools") { _, _ -> Response in
+      let encoder = JSONEncoder()
+      encoder.keyEncodingStrategy = .convertToSnakeCase
+      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+      let data = try encoder.encode(await status.pools())
+      return Response(
+        status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+    var adminLogger = logger
+    adminLogger.logLevel = max(logger.logLevel, .notice)
+    return Application(
+      router: router,
+      configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "bindu-mesh"),
+      onServerRunning: { channel in
+        let port = channel.localAddress?.port ?? listen.port
+        logger.info("admin listener ready", metadata: ["mesh.listen": "\(listen.host):\(port)"])
+        await onListening(port)
+      },
+      logger: adminLogger
+    )
+  }
+}
