@@ -26,12 +26,25 @@ struct EchoReplica: AsyncParsableCommand {
   @Option(help: "Host given in the callback address.") var callbackHost = "localhost"
   @Option(help: "While this file exists, HealthCheck answers healthy=false.") var unhealthyFile: String?
   @Flag(help: "Print a line for every HandleMessages / HandleMessagesStream call.") var logCalls = false
+  @Option(help: "Serve TLS with this certificate chain (PEM).") var tlsCert: String?
+  @Option(help: "The TLS private key (PEM).") var tlsKey: String?
+  @Option(help: "Require client certificates signed by this CA (PEM).") var tlsClientCa: String?
 
   func run() async throws {
     let parts = listen.split(separator: ":")
+    var security = HTTP2ServerTransport.Posix.TransportSecurity.plaintext
+    if let tlsCert, let tlsKey {
+      security = .tls(
+        .defaults(certificateChain: [.file(path: tlsCert, format: .pem)], privateKey: .file(path: tlsKey, format: .pem)) {
+          if let ca = tlsClientCa {
+            $0.clientCertificateVerification = .noHostnameVerification
+            $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
+          }
+        })
+    }
     let server = GRPCServer(
       transport: .http2NIOPosix(
-        address: .ipv4(host: String(parts[0]), port: Int(parts[1]) ?? 0), transportSecurity: .plaintext),
+        address: .ipv4(host: String(parts[0]), port: Int(parts[1]) ?? 0), transportSecurity: security),
       services: [EchoHandler(name: name, unhealthyFile: unhealthyFile, logCalls: logCalls)]
     )
     try await withThrowingDiscardingTaskGroup { group in

@@ -22,7 +22,8 @@ struct BinduMeshCommand: AsyncParsableCommand {
       SIGTERM or SIGINT: stop accepting calls, let calls in flight finish \
       (shutdown.grace_period), unregister from the core, exit 0.
       """,
-    version: "0.1.0"
+    version: "0.1.0",
+    subcommands: [Certs.self]
   )
 
   @Option(name: .long, help: "A YAML config file (see Config/bindu-mesh.yaml).")
@@ -99,3 +100,36 @@ struct BinduMeshCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `bindu-mesh certs dev`: development certificates for trying mTLS.
+struct Certs: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Make certificates.", subcommands: [Dev.self])
+
+  struct Dev: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Make a development CA and server and client certificates signed by it (PEM).",
+      discussion: """
+        Writes ca.pem, ca-key.pem (kept and reused when the folder has them), server.pem, \
+        server-key.pem, client.pem and client-key.pem. For production, use your own PKI \
+        (cert-manager, step-ca, ...).
+        """)
+
+    @Option(help: "Folder for the files.") var out = "certs/dev"
+    @Option(help: "DNS names and IP addresses of the server certificate, comma-separated.")
+    var hosts = "localhost,127.0.0.1,::1"
+    @Option(help: "Identities of the client certificate (URIs such as SPIFFE IDs, or DNS names), comma-separated.")
+    var clientIdentities = "spiffe://bindu-mesh/dev-client"
+    @Option(help: "Validity in days.") var days = 365
+    @Flag(help: "Make a new CA even if the folder has one.") var newCA = false
+
+    func run() throws {
+      var options = DevCertificates.Options(directory: out)
+      options.hosts = hosts.split(separator: ",").map(String.init)
+      options.clientIdentities = clientIdentities.split(separator: ",").map(String.init)
+      options.days = days
+      options.newCA = newCA
+      for file in try DevCertificates.make(options) { print("wrote \(file)") }
+    }
+  }
+}

@@ -119,17 +119,18 @@ class Core:
 class Mesh:
     """bindu-mesh started from a YAML config written for the test."""
 
-    def __init__(self, workdir: Path, core_port: int, extra_yaml: str = "", registry_yaml: str = "", registry_port=None):
+    def __init__(self, workdir: Path, core_port: int, extra_yaml: str = "", registry_yaml: str = "",
+                 registry_port=None, core_host="127.0.0.1", core_yaml="", callbacks_yaml="", admin_yaml=""):
         self.workdir = workdir
         self.registry_port = registry_port or free_port()
         self.callback_port = free_port()
         self.admin_port = free_port()
         self.config_path = workdir / "bindu-mesh.yaml"
         self.config_path.write_text(
-            f"core:\n  address: 127.0.0.1:{core_port}\n  heartbeat_interval: 1s\n  retry_max_backoff: 1s\n"
+            f"core:\n  address: {core_host}:{core_port}\n  heartbeat_interval: 1s\n  retry_max_backoff: 1s\n{core_yaml}"
             f"registry:\n  listen: 127.0.0.1:{self.registry_port}\n{registry_yaml}"
-            f"callbacks:\n  first_port: {self.callback_port}\n"
-            f"admin:\n  listen: 127.0.0.1:{self.admin_port}\n" + extra_yaml
+            f"callbacks:\n  first_port: {self.callback_port}\n{callbacks_yaml}"
+            f"admin:\n  listen: 127.0.0.1:{self.admin_port}\n{admin_yaml}" + extra_yaml
         )
         self.process = None
 

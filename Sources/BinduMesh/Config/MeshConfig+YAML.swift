@@ -22,7 +22,7 @@ extension MeshConfig {
     } catch let error as YamlError {
       throw ConfigError(source: source, key: "", message: "not valid YAML: \(error)")
     }
-    let reader = YAMLReader(node: root, path: "", source: source)
+    let reader = YAMLReader(node: root, path: "", source: source, baseDirectory: baseDirectory)
     let top = try reader.mapping(keys: [
       "core", "registry", "callbacks", "upstream", "shutdown", "admin", "health", "outlier_detection", "retry",
       "pools",
@@ -37,7 +37,8 @@ extension MeshConfig {
       if let value = keys["grace_period"] { config.shutdown.gracePeriod = try value.duration() }
     }
     if let admin = top["admin"] {
-      let keys = try admin.mapping(keys: ["listen", "access_log"])
+      let keys = try admin.mapping(keys: ["listen", "access_log", "tls_reload_interval"])
+      if let value = keys["tls_reload_interval"] { config.admin.tlsReloadInterval = try value.duration() }
       if let value = keys["listen"] { config.admin.listen = try value.hostPort() }
       if let value = keys["access_log"] { config.admin.accessLog = try value.bool() }
     }
@@ -67,8 +68,9 @@ extension MeshConfig {
 extension MeshConfig.Core {
   mutating func read(_ reader: YAMLReader) throws {
     let keys = try reader.mapping(keys: [
-      "address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff",
+      "address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff", "tls",
     ])
+    if let value = keys["tls"] { tls = try MeshConfig.ClientTLS(reading: value) }
     if let value = keys["address"] { address = try value.hostPort() }
     if let value = keys["heartbeat_interval"] { heartbeatInterval = try value.duration() }
     if let value = keys["call_timeout"] { callTimeout = try value.duration() }
@@ -79,7 +81,8 @@ extension MeshConfig.Core {
 
 extension MeshConfig.Registry {
   mutating func read(_ reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks"])
+    let keys = try reader.mapping(keys: ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls"])
+    if let value = keys["tls"] { tls = try MeshConfig.ListenerTLS(reading: value) }
     if let value = keys["listen"] { listen = try value.hostPort() }
     if let value = keys["replica_timeout"] { replicaTimeout = try value.duration() }
     if let value = keys["core_wait"] { coreWait = try value.duration() }
@@ -89,7 +92,11 @@ extension MeshConfig.Registry {
 
 extension MeshConfig.Callbacks {
   mutating func read(_ reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: ["listen_host", "first_port", "max_pools", "advertise_host"])
+    let keys = try reader.mapping(keys: [
+      "listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls",
+    ])
+    if let value = keys["tls"] { tls = try MeshConfig.ListenerTLS(reading: value) }
+    if let value = keys["upstream_tls"] { upstreamTLS = try MeshConfig.ClientTLS(reading: value) }
     if let value = keys["listen_host"] { listenHost = try value.string() }
     if let value = keys["first_port"] { firstPort = try value.int(in: 0...65535) }
     if let value = keys["max_pools"] { maxPools = try value.int(in: 0...10_000) }
@@ -117,10 +124,12 @@ extension MeshConfig.Pool {
   init(reading reader: YAMLReader, baseDirectory: String, policy: MeshConfig.Policy) throws {
     let keys = try reader.mapping(keys: [
       "agent", "listen", "config", "config_file", "skills", "replicas", "dns", "dns_refresh", "health",
-      "outlier_detection", "retry",
+      "outlier_detection", "retry", "listener_tls", "upstream_tls",
     ])
     guard let agent = keys["agent"] else { throw reader.error("missing key \"agent\" (the agent's name)") }
     self.init(agent: try agent.string())
+    if let value = keys["listener_tls"] { listenerTLS = try MeshConfig.ListenerTLS(reading: value) }
+    if let value = keys["upstream_tls"] { upstreamTLS = try MeshConfig.ClientTLS(reading: value) }
     if let value = keys["listen"] { listen = try value.hostPort() }
     switch (keys["config"], keys["config_file"]) {
     case (.some(let inline), .some):
@@ -221,6 +230,44 @@ extension MeshConfig.Policy {
       if let value = keys["min_concurrent_retries"] { retry.minConcurrentRetries = try value.int(in: 0...10_000) }
       if let value = keys["on_unavailable"] { retry.onUnavailable = try value.bool() }
       if let value = keys["replay_started_calls"] { retry.replayStartedCalls = try value.bool() }
+    }
+  }
+}
+
+extension MeshConfig.ListenerTLS {
+  init(reading reader: YAMLReader) throws {
+    let keys = try reader.mapping(keys: ["cert", "key", "client_ca", "client_auth", "allowed_identities"])
+    guard let cert = keys["cert"], let key = keys["key"] else {
+      throw reader.error("a listener's TLS needs both \"cert\" and \"key\" (PEM files)")
+    }
+    var auth: ClientAuth?
+    if let value = keys["client_auth"] {
+      let text = try value.string()
+      guard let parsed = ClientAuth(rawValue: text) else {
+        throw value.error("expected one of \(ClientAuth.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(text)\"")
+      }
+      auth = parsed
+    }
+    self.init(
+      certificate: try cert.filePath(), privateKey: try key.filePath(), clientCA: try keys["client_ca"]?.filePath(),
+      clientAuth: auth, allowedIdentities: try keys["allowed_identities"]?.strings() ?? [])
+    if clientAuth != .none && clientCA == nil {
+      throw reader.error("client_auth \(clientAuth.rawValue) needs client_ca (the CA bundle client certificates chain to)")
+    }
+    if !allowedIdentities.isEmpty && clientAuth == .none {
+      throw reader.error("allowed_identities needs client certificates: set client_ca")
+    }
+  }
+}
+
+extension MeshConfig.ClientTLS {
+  init(reading reader: YAMLReader) throws {
+    let keys = try reader.mapping(keys: ["ca", "cert", "key", "server_name", "allowed_identities"])
+    self.init(
+      ca: try keys["ca"]?.filePath(), certificate: try keys["cert"]?.filePath(), privateKey: try keys["key"]?.filePath(),
+      serverName: try keys["server_name"]?.string(), allowedIdentities: try keys["allowed_identities"]?.strings() ?? [])
+    if (certificate == nil) != (privateKey == nil) {
+      throw reader.error("a client certificate needs both \"cert\" and \"key\"")
     }
   }
 }

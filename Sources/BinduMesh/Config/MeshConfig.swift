@@ -63,6 +63,8 @@ extension MeshConfig {
     public var retryInitialBackoff: Duration
     /// Longest wait between two registration attempts. Default 10 s.
     public var retryMaxBackoff: Duration
+    /// TLS to the core (or to another mesh acting as the core); `nil`: plaintext.
+    public var tls: ClientTLS? = nil
 
     /// Default values.
     public static var defaults: Self {
@@ -87,6 +89,8 @@ extension MeshConfig {
     /// Reach a replica that gave a loopback or wildcard callback host from another host at
     /// the address it connected from. Default `true`.
     public var rewriteLoopbackCallbacks: Bool
+    /// TLS on the registry listener; `nil`: plaintext.
+    public var tls: ListenerTLS? = nil
 
     /// Default values.
     public static var defaults: Self {
@@ -111,6 +115,10 @@ extension MeshConfig {
     /// Host put in the callback address given to the core. Default: the listen host, or
     /// `127.0.0.1` when that is a wildcard.
     public var advertiseHost: String?
+    /// TLS on these pools' callback listeners; `nil`: plaintext.
+    public var tls: ListenerTLS? = nil
+    /// TLS from these pools to their replicas; `nil`: plaintext.
+    public var upstreamTLS: ClientTLS? = nil
 
     /// Default values.
     public static var defaults: Self {
@@ -147,6 +155,9 @@ extension MeshConfig {
     public var listen: HostPort
     /// Log one line per call forwarded (method, status, replica, time). Default `false`.
     public var accessLog: Bool
+    /// How often certificate, key and CA files are checked for changes (SIGHUP checks at once).
+    /// Default 5 s.
+    public var tlsReloadInterval: Duration = .seconds(5)
 
     /// Default values.
     public static var defaults: Self { Self(listen: HostPort(host: "127.0.0.1", port: 9775), accessLog: false) }
@@ -181,6 +192,10 @@ extension MeshConfig {
     public var dnsRefresh: Duration = .seconds(5)
     /// This pool's health checks, ejection and retries; `nil` keeps ``MeshConfig/policy``.
     public var policy: Policy?
+    /// TLS on this pool's callback listener; `nil`: plaintext.
+    public var listenerTLS: ListenerTLS?
+    /// TLS to this pool's replicas; `nil`: plaintext.
+    public var upstreamTLS: ClientTLS?
 
     /// Creates a declared pool.
     public init(

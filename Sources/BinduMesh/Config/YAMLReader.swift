@@ -6,13 +6,15 @@ struct YAMLReader {
   let node: Node
   let path: String
   let source: String
+  /// Folder relative file names start from.
+  var baseDirectory: String = "."
 
   func error(_ message: String) -> ConfigError {
     ConfigError(source: source, position: node.mark.map { "\($0.line):\($0.column)" }, key: path, message: message)
   }
 
   private func child(_ node: Node, _ component: String) -> YAMLReader {
-    YAMLReader(node: node, path: path.isEmpty ? component : path + component, source: source)
+    YAMLReader(node: node, path: path.isEmpty ? component : path + component, source: source, baseDirectory: baseDirectory)
   }
 
   /// The entries of a mapping; any key outside `keys` is an error that lists the known keys.
@@ -23,7 +25,7 @@ struct YAMLReader {
       guard let name = key.string else { throw error("expected string keys") }
       let reader = child(value, path.isEmpty ? name : ".\(name)")
       guard keys.contains(name) else {
-        throw YAMLReader(node: key, path: reader.path, source: source)
+        throw YAMLReader(node: key, path: reader.path, source: source, baseDirectory: baseDirectory)
           .error("unknown key (expected one of: \(keys.joined(separator: ", ")))")
       }
       entries[name] = reader
@@ -42,6 +44,13 @@ struct YAMLReader {
   }
 
   func strings() throws -> [String] { try sequence().map { try $0.string() } }
+
+  /// A file path, relative ones resolved against the config file's folder.
+  func filePath() throws -> String {
+    let text = try string()
+    guard !text.isEmpty else { throw error("expected a file path") }
+    return text.hasPrefix("/") ? text : URL(fileURLWithPath: baseDirectory).appendingPathComponent(text).path
+  }
 
   func int(in range: ClosedRange<Int>) throws -> Int {
     guard let value = node.int else { throw error("expected an integer, got \(describe())") }

@@ -22,8 +22,14 @@ public final class CoreRegistrar: Service, Sendable {
 
   private let metrics: MeshMetrics
 
-  init(config: MeshConfig.Core, metrics: MeshMetrics, logger: Logger) {
+  private let security: HTTP2ClientTransport.Posix.TransportSecurity
+
+  init(
+    config: MeshConfig.Core, security: HTTP2ClientTransport.Posix.TransportSecurity, metrics: MeshMetrics,
+    logger: Logger
+  ) {
     self.config = config
+    self.security = security
     self.metrics = metrics
     self.logger = logger.with("mesh.core", "\(config.address)")
     (newRegistrations, newRegistrationsContinuation) = AsyncStream.makeStream()
@@ -58,7 +64,7 @@ public final class CoreRegistrar: Service, Sendable {
   public func run() async throws {
     let transport = try HTTP2ClientTransport.Posix(
       target: .dns(host: config.address.host, port: config.address.port),
-      transportSecurity: .plaintext
+      transportSecurity: security
     )
     try await withGRPCClient(transport: transport) { client in
       let core = Bindu_Grpc_BinduService.Client(wrapping: client)

@@ -23,13 +23,16 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   public let origin: Origin
   private let connections: [ObjectIdentifier: UpstreamConnection]
 
-  init(address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream, logger: Logger) {
+  init(
+    address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,
+    security: UpstreamSecurity?, logger: Logger
+  ) {
     self.address = address
     self.origin = origin
     var connections: [ObjectIdentifier: UpstreamConnection] = [:]
     for loop in loops {
       connections[ObjectIdentifier(loop)] = UpstreamConnection(
-        eventLoop: loop, address: address, config: config, logger: logger)
+        eventLoop: loop, address: address, config: config, security: security, logger: logger)
     }
     self.connections = connections
   }

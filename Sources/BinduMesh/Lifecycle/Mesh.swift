@@ -1,4 +1,5 @@
 import GRPCCore
+import NIOCertificateReloading
 import GRPCNIOTransportHTTP2
 import Logging
 import NIOPosix
@@ -51,7 +52,10 @@ public final class Mesh: Sendable {
     let group = MultiThreadedEventLoopGroup.singleton
     let metrics = MeshMetrics()
     let directory = PoolDirectory(config: config, group: group, metrics: metrics, logger: logger)
-    let registrar = CoreRegistrar(config: config.core, metrics: metrics, logger: logger)
+    let (coreSecurity, coreReloader) = try GRPCTransportSecurity.core(
+      config.core.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
+    let registrar = CoreRegistrar(config: config.core, security: coreSecurity, metrics: metrics, logger: logger)
+    try await directory.prepareRegistrationTLS()
     let declared = try await directory.startDeclaredPools()
     for entry in declared {
       if let definition = entry.pool.definition {
@@ -63,21 +67,30 @@ public final class Mesh: Sendable {
     }
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
     transportConfig.rpc.maxRequestPayloadSize = config.upstream.maxMessageBytes
+    let (registrySecurity, registryReloader) = try GRPCTransportSecurity.registry(
+      config.registry.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
     let registryTransport = HTTP2ServerTransport.Posix(
       address: .ipv4orv6(config.registry.listen),
-      transportSecurity: .plaintext,
+      transportSecurity: registrySecurity,
       config: transportConfig
     )
     let registry = GRPCServer(
       transport: registryTransport,
       services: [RegistryService(directory: directory, registrar: registrar, config: config.registry, logger: logger)],
-      interceptors: [ServerMetricsInterceptor(metrics: metrics)]
+      interceptors: [
+        ServerMetricsInterceptor(metrics: metrics),
+        PeerIdentityInterceptor(allowed: config.registry.tls?.allowedIdentities ?? [], logger: logger),
+      ]
     )
     let adminPort = AdminPort()
     let admin = AdminServer.make(
       status: MeshStatus(directory: directory, registrar: registrar, metrics: metrics), listen: config.admin.listen,
       logger: logger, onListening: { adminPort.set($0) })
-    var services: [any Service] = [
+    var services: [any Service] = [coreReloader, registryReloader].compactMap { $0 }
+    services += [
+      TLSReloader(
+        materials: await directory.tlsMaterials, interval: config.admin.tlsReloadInterval, metrics: metrics,
+        logger: logger),
       registrar,
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),
     ]

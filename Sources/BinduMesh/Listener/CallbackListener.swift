@@ -3,11 +3,12 @@ import NIOCore
 import NIOExtras
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
 
 /// The listener the core dials for one pool: plaintext HTTP/2 (gRPC), every stream forwarded
 /// by a ``ProxyStreamHandler``.
 ///
-/// Bind it with ``bind(pool:address:group:config:grace:logger:)``; ``shutdown(grace:)`` stops
+/// Bind it with ``bind(pool:address:group:config:grace:security:logger:)``; ``shutdown(grace:)`` stops
 /// accepting, sends GOAWAY on every connection and waits for calls in flight, at most `grace`.
 final class CallbackListener: Sendable {
   /// The pool this listener serves.
@@ -30,6 +31,7 @@ final class CallbackListener: Sendable {
     group: MultiThreadedEventLoopGroup,
     config: MeshConfig.Upstream,
     grace: Duration,
+    security: ListenerSecurity?,
     logger: Logger
   ) async throws -> CallbackListener {
     let quiescing = ServerQuiescingHelper(group: group)
@@ -46,6 +48,11 @@ final class CallbackListener: Sendable {
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           let sync = channel.pipeline.syncOperations
+          if let security {
+            try sync.addHandler(NIOSSLServerHandler(context: security.material.context))
+            try sync.addHandler(
+              PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
+          }
           let drain = ConnectionDrainHandler(grace: grace)
           let bound = NIOLoopBound(drain, eventLoop: channel.eventLoop)
           _ = try sync.configureHTTP2Pipeline(
@@ -68,7 +75,7 @@ final class CallbackListener: Sendable {
       throw MeshError.listenerFailed(pool: pool.name, address: address, reason: "no local address")
     }
     let local = HostPort(host: bound.ipAddress ?? address.host, port: port)
-    logger.info("callback listener ready", metadata: ["mesh.listen": "\(local)"])
+    logger.info("callback listener ready", metadata: ["mesh.listen": "\(local)", "mesh.tls": "\(security != nil)"])
     return CallbackListener(pool: pool, localAddress: local, quiescing: quiescing, logger: logger)
   }
 

@@ -281,6 +281,12 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   func upstreamClosed(reason: HTTP2ErrorCode?, from stream: any Channel) {
     guard case .forwarding(let endpoint, let channel) = state, channel === stream else { return }
+    // The replica enforces the deadline it was given; when it gives up at (about) our deadline,
+    // the caller's answer is DEADLINE_EXCEEDED, whichever timer fired first.
+    if let deadline, NIODeadline.now() + .milliseconds(50) >= deadline {
+      deadlineReached()
+      return
+    }
     let why = reason.map { "stream reset (\($0))" } ?? lastFailure ?? "connection closed"
     let failure = "\(endpoint.address): \(why)"
     // REFUSED_STREAM guarantees the replica did not process the call (RFC 9113 §8.7).

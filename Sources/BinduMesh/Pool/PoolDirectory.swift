@@ -28,6 +28,10 @@ public actor PoolDirectory {
   private var nextPort: Int
 
   private let metrics: MeshMetrics
+  /// Every TLS context source of the pools, for reloading.
+  public private(set) var tlsMaterials: [TLSMaterial] = []
+  private var callbacksListenerSecurity: ListenerSecurity??
+  private var callbacksUpstreamSecurity: UpstreamSecurity??
 
   init(config: MeshConfig, group: MultiThreadedEventLoopGroup, metrics: MeshMetrics, logger: Logger) {
     self.config = config
@@ -57,10 +61,13 @@ public actor PoolDirectory {
       if let json = declared.agentConfigJSON {
         definition = try AgentDefinition(configJSON: json, skills: declared.skills.map(\.definition))
       }
-      let pool = makePool(name: declared.agent, declared: true, definition: definition, policy: declared.policy)
+      let upstream = try declared.upstreamTLS.map { try upstreamSecurity($0, use: "upstream:\(declared.agent)") }
+      let pool = makePool(
+        name: declared.agent, declared: true, definition: definition, policy: declared.policy, security: upstream)
       declared.replicas.forEach(pool.addConfigured)
       let address = declared.listen ?? takeDynamicAddress()
-      let entry = try await bind(pool, at: address)
+      let listener = try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(declared.agent)") }
+      let entry = try await bind(pool, at: address, security: listener)
       entries[declared.agent] = entry
       started.append(entry)
     }
@@ -75,8 +82,9 @@ public actor PoolDirectory {
       throw MeshError.tooManyPools(limit: config.callbacks.maxPools)
     }
     madeByRegistration += 1
-    let pool = makePool(name: agent, declared: false, definition: nil, policy: nil)
-    let task = Task { try await self.bindDynamic(pool) }
+    let pool = makePool(name: agent, declared: false, definition: nil, policy: nil, security: try callbacksUpstream())
+    let listener = try callbacksListener()
+    let task = Task { try await self.bindDynamic(pool, security: listener) }
     creating[agent] = task
     defer { creating[agent] = nil }
     do {
@@ -99,11 +107,47 @@ public actor PoolDirectory {
   }
 
   private func makePool(
-    name: String, declared: Bool, definition: AgentDefinition?, policy: MeshConfig.Policy?
+    name: String, declared: Bool, definition: AgentDefinition?, policy: MeshConfig.Policy?,
+    security: UpstreamSecurity?
   ) -> ReplicaPool {
     ReplicaPool(
       name: name, declared: declared, definition: definition, policy: policy ?? config.policy, loops: loops,
-      upstream: config.upstream, metrics: metrics, accessLog: config.admin.accessLog, logger: logger)
+      upstream: config.upstream, metrics: metrics, accessLog: config.admin.accessLog, security: security,
+      logger: logger)
+  }
+
+  private func listenerSecurity(_ tls: MeshConfig.ListenerTLS, use: String) throws -> ListenerSecurity {
+    let material = try TLSMaterial.server(tls, use: use, logger: logger)
+    tlsMaterials.append(material)
+    return ListenerSecurity(material: material, allowedIdentities: tls.allowedIdentities)
+  }
+
+  private func upstreamSecurity(_ tls: MeshConfig.ClientTLS, use: String) throws -> UpstreamSecurity {
+    let material = try TLSMaterial.client(tls, use: use, logger: logger)
+    tlsMaterials.append(material)
+    return UpstreamSecurity(material: material, serverName: tls.serverName, allowedIdentities: tls.allowedIdentities)
+  }
+
+  /// TLS of listeners of pools made by registration (`callbacks.tls`), made once.
+  private func callbacksListener() throws -> ListenerSecurity? {
+    if let made = callbacksListenerSecurity { return made }
+    let made = try config.callbacks.tls.map { try listenerSecurity($0, use: "callbacks") }
+    callbacksListenerSecurity = .some(made)
+    return made
+  }
+
+  /// TLS to replicas of pools made by registration (`callbacks.upstream_tls`), made once.
+  private func callbacksUpstream() throws -> UpstreamSecurity? {
+    if let made = callbacksUpstreamSecurity { return made }
+    let made = try config.callbacks.upstreamTLS.map { try upstreamSecurity($0, use: "callbacks-upstream") }
+    callbacksUpstreamSecurity = .some(made)
+    return made
+  }
+
+  /// Builds the TLS of pools made by registration now, so bad files fail the start.
+  func prepareRegistrationTLS() throws {
+    _ = try callbacksListener()
+    _ = try callbacksUpstream()
   }
 
   private func takeDynamicAddress() -> HostPort {
@@ -114,12 +158,12 @@ public actor PoolDirectory {
   }
 
   /// Binds a pool made by registration, moving on to the next port when one is taken.
-  private func bindDynamic(_ pool: ReplicaPool) async throws -> Entry {
+  private func bindDynamic(_ pool: ReplicaPool, security: ListenerSecurity?) async throws -> Entry {
     var lastError: (any Error)?
     for _ in 0..<8 {
       let address = takeDynamicAddress()
       do {
-        return try await bind(pool, at: address)
+        return try await bind(pool, at: address, security: security)
       } catch {
         lastError = error
         logger.warning(
@@ -131,12 +175,12 @@ public actor PoolDirectory {
     throw lastError!
   }
 
-  private func bind(_ pool: ReplicaPool, at address: HostPort) async throws -> Entry {
+  private func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?) async throws -> Entry {
     let listener: CallbackListener
     do {
       listener = try await CallbackListener.bind(
         pool: pool, address: address, group: group, config: config.upstream, grace: config.shutdown.gracePeriod,
-        logger: logger)
+        security: security, logger: logger)
     } catch let error as MeshError {
       throw error
     } catch {

@@ -68,6 +68,7 @@ public final class ReplicaPool: Sendable {
   private let retriesInFlight = Atomic<Int>(0)
   private let loops: [any EventLoop]
   private let upstream: MeshConfig.Upstream
+  private let security: UpstreamSecurity?
   private let logger: Logger
 
   init(
@@ -79,8 +80,10 @@ public final class ReplicaPool: Sendable {
     upstream: MeshConfig.Upstream,
     metrics: MeshMetrics,
     accessLog: Bool,
+    security: UpstreamSecurity?,
     logger: Logger
   ) {
+    self.security = security
     self.name = name
     self.declared = declared
     self.policy = policy
@@ -333,7 +336,7 @@ public final class ReplicaPool: Sendable {
   }
 
   private func makeEndpoint(_ address: HostPort, origin: Endpoint.Origin) -> Endpoint {
-    Endpoint(address: address, origin: origin, loops: loops, config: upstream, logger: logger)
+    Endpoint(address: address, origin: origin, loops: loops, config: upstream, security: security, logger: logger)
   }
 
   private static func insert(_ endpoint: Endpoint, policy: MeshConfig.Policy, into state: inout State, now: ContinuousClock.Instant) {

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
 
 /// One multiplexed HTTP/2 connection from one event loop to one replica.
 ///
@@ -23,14 +24,19 @@ final class UpstreamConnection: @unchecked Sendable {
   let eventLoop: any EventLoop
   let address: HostPort
   private let config: MeshConfig.Upstream
+  private let security: UpstreamSecurity?
   private let logger: Logger
   private var state: State = .idle
   private var backoff: TimeAmount = .milliseconds(100)
 
-  init(eventLoop: any EventLoop, address: HostPort, config: MeshConfig.Upstream, logger: Logger) {
+  init(
+    eventLoop: any EventLoop, address: HostPort, config: MeshConfig.Upstream, security: UpstreamSecurity?,
+    logger: Logger
+  ) {
     self.eventLoop = eventLoop
     self.address = address
     self.config = config
+    self.security = security
     self.logger = logger
   }
 
@@ -85,12 +91,21 @@ final class UpstreamConnection: @unchecked Sendable {
     let liveness = UpstreamLivenessHandler(config: config, logger: logger.with("mesh.replica", "\(address)"))
     self.liveness = liveness
     let bound = NIOLoopBound(liveness, eventLoop: eventLoop)
+    let security = self.security
+    let address = self.address
+    let logger = self.logger
     let future = ClientBootstrap(group: eventLoop)
       .connectTimeout(.nanoseconds(config.connectTimeout.nanoseconds))
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           let sync = channel.pipeline.syncOperations
+          if let security {
+            try sync.addHandler(
+              NIOSSLClientHandler(context: security.material.context, serverHostname: security.serverHostname(for: address)))
+            try sync.addHandler(
+              PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "replica", logger: logger))
+          }
           _ = try sync.configureHTTP2Pipeline(
             mode: .client,
             connectionConfiguration: .mesh(upstream),

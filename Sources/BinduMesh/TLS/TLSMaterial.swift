@@ -1,0 +1,143 @@
+import Foundation
+import Logging
+import NIOSSL
+import Synchronization
+import X509
+
+/// A TLS context built from certificate, key and CA files, rebuilt when the files change.
+///
+/// Each new connection takes ``context``; connections already made keep the context they were
+/// made with. ``reloadIfChanged(force:)`` builds a new context when a file's modification time
+/// or size changed (or always, on SIGHUP); a file that cannot be used leaves the old context in
+/// force and is logged.
+public final class TLSMaterial: Sendable {
+  /// What the context is for, for logs and metrics (`callback:echo-agent`, `registry`, ...).
+  public let use: String
+  private let files: [String]
+  private let build: @Sendable () throws -> NIOSSLContext
+  private let ownCertificate: String?
+  private let state: Mutex<State>
+  private let logger: Logger
+
+  private struct State {
+    var context: NIOSSLContext
+    var stamps: [String: FileStamp]
+    var notAfter: Date?
+  }
+
+  private struct FileStamp: Equatable {
+    var modified: Date?
+    var size: Int?
+  }
+
+  /// The context for new connections.
+  public var context: NIOSSLContext { state.withLock { $0.context } }
+
+  /// When the own certificate expires, if there is one.
+  public var notAfter: Date? { state.withLock { $0.notAfter } }
+
+  /// A server context for a listener.
+  public static func server(_ tls: MeshConfig.ListenerTLS, use: String, logger: Logger) throws -> TLSMaterial {
+    try TLSMaterial(
+      use: use, files: [tls.certificate, tls.privateKey] + (tls.clientCA.map { [$0] } ?? []),
+      ownCertificate: tls.certificate, logger: logger
+    ) {
+      var configuration = TLSConfiguration.makeServerConfiguration(
+        certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) },
+        privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)))
+      configuration.applicationProtocols = ["h2"]
+      configuration.minimumTLSVersion = .tlsv12
+      if let ca = tls.clientCA {
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+      }
+      switch tls.clientAuth {
+      case .required: configuration.certificateVerification = .noHostnameVerification
+      case .optional: configuration.certificateVerification = .optionalVerification
+      case .none: configuration.certificateVerification = .none
+      }
+      return try NIOSSLContext(configuration: configuration)
+    }
+  }
+
+  /// A client context for connections to replicas or the core.
+  public static func client(_ tls: MeshConfig.ClientTLS, use: String, logger: Logger) throws -> TLSMaterial {
+    let files = [tls.ca, tls.certificate, tls.privateKey].compactMap { $0 }
+    return try TLSMaterial(use: use, files: files, ownCertificate: tls.certificate, logger: logger) {
+      var configuration = TLSConfiguration.makeClientConfiguration()
+      configuration.applicationProtocols = ["h2"]
+      configuration.minimumTLSVersion = .tlsv12
+      configuration.certificateVerification = .fullVerification
+      if let ca = tls.ca { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
+      if let certificate = tls.certificate, let key = tls.privateKey {
+        configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+        configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+      }
+      return try NIOSSLContext(configuration: configuration)
+    }
+  }
+
+  private init(
+    use: String, files: [String], ownCertificate: String?, logger: Logger,
+    build: @escaping @Sendable () throws -> NIOSSLContext
+  ) throws {
+    self.use = use
+    self.files = files
+    self.build = build
+    self.ownCertificate = ownCertificate
+    self.logger = logger.with("mesh.tls", use)
+    let stamps = Self.stamps(files)
+    let context: NIOSSLContext
+    do {
+      context = try build()
+    } catch {
+      throw TLSError(use: use, files: files, underlying: error)
+    }
+    self.state = Mutex(State(context: context, stamps: stamps, notAfter: Self.expiry(ownCertificate)))
+  }
+
+  /// Builds a new context when a file changed (or when `force`); returns whether it did.
+  @discardableResult
+  public func reloadIfChanged(force: Bool = false) -> Bool {
+    let stamps = Self.stamps(files)
+    guard force || state.withLock({ $0.stamps != stamps }) else { return false }
+    do {
+      let context = try build()
+      let notAfter = Self.expiry(ownCertificate)
+      state.withLock { $0 = State(context: context, stamps: stamps, notAfter: notAfter) }
+      logger.notice("TLS files reloaded: new connections use them", metadata: ["mesh.files": "\(files)"])
+      return true
+    } catch {
+      // Remember the stamps so a broken file is reported once, not on every check.
+      state.withLock { $0.stamps = stamps }
+      logger.error(
+        "TLS files changed but cannot be used; the previous certificate stays in use",
+        metadata: ["mesh.files": "\(files)", "error": "\(error)"])
+      return false
+    }
+  }
+
+  private static func stamps(_ files: [String]) -> [String: FileStamp] {
+    var stamps: [String: FileStamp] = [:]
+    for file in files {
+      let attributes = try? FileManager.default.attributesOfItem(atPath: file)
+      stamps[file] = FileStamp(
+        modified: attributes?[.modificationDate] as? Date, size: (attributes?[.size] as? NSNumber)?.intValue)
+    }
+    return stamps
+  }
+
+  private static func expiry(_ path: String?) -> Date? {
+    guard let path, let pem = try? String(contentsOfFile: path, encoding: .utf8),
+      let certificate = try? Certificate(pemEncoded: pem)
+    else { return nil }
+    return certificate.notValidAfter
+  }
+}
+
+/// TLS files that cannot be used, at start.
+public struct TLSError: Error, CustomStringConvertible {
+  public var use: String
+  public var files: [String]
+  public var underlying: any Error
+  public var description: String { "TLS for \(use): cannot use \(files.joined(separator: ", ")): \(underlying)" }
+}
