@@ -76,3 +76,36 @@ import Testing
     #expect(HostPort(host: "::1", port: 9).description == "[::1]:9")
   }
 }
+
+/// `Config/bindu-mesh.yaml` is the config reference: it must name every key the reader accepts,
+/// and no key the reader does not.
+@Suite struct ConfigReferenceTests {
+  let text: String = {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .appendingPathComponent("../../Config/bindu-mesh.yaml").standardized.path
+    return (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+  }()
+
+  /// Keys written at the start of a line, commented out or not.
+  var documentedKeys: Set<String> {
+    let pattern = /^[\s#]*(?:- )?([a-z_]+):/
+    return Set(text.split(separator: "\n").compactMap { line in
+      (try? pattern.firstMatch(in: String(line))).map { String($0.1) }
+    })
+  }
+
+  @Test func everyKeyIsDocumented() {
+    let missing = ConfigKeys.all.filter { path in
+      !documentedKeys.contains(String(path.split(separator: ".").last!.replacingOccurrences(of: "[]", with: "")))
+    }
+    #expect(missing.isEmpty, "keys missing from Config/bindu-mesh.yaml: \(missing)")
+  }
+
+  @Test func noUnknownKeyIsDocumented() {
+    let known = Set(ConfigKeys.all.map { String($0.split(separator: ".").last!.replacingOccurrences(of: "[]", with: "")) })
+    // Keys of the agent's own config JSON in the pool example.
+    let agentConfigKeys: Set<String> = ["deployment"]
+    let unknown = documentedKeys.subtracting(known).subtracting(agentConfigKeys)
+    #expect(unknown.isEmpty, "Config/bindu-mesh.yaml documents keys the reader does not accept: \(unknown)")
+  }
+}

@@ -23,21 +23,18 @@ extension MeshConfig {
       throw ConfigError(source: source, key: "", message: "not valid YAML: \(error)")
     }
     let reader = YAMLReader(node: root, path: "", source: source, baseDirectory: baseDirectory)
-    let top = try reader.mapping(keys: [
-      "core", "registry", "callbacks", "upstream", "shutdown", "admin", "health", "outlier_detection", "retry",
-      "pools",
-    ])
+    let top = try reader.mapping(keys: ConfigKeys.top)
     var config = MeshConfig.defaults
     if let core = top["core"] { try config.core.read(core) }
     if let registry = top["registry"] { try config.registry.read(registry) }
     if let callbacks = top["callbacks"] { try config.callbacks.read(callbacks) }
     if let upstream = top["upstream"] { try config.upstream.read(upstream) }
     if let shutdown = top["shutdown"] {
-      let keys = try shutdown.mapping(keys: ["grace_period"])
+      let keys = try shutdown.mapping(keys: ConfigKeys.shutdown)
       if let value = keys["grace_period"] { config.shutdown.gracePeriod = try value.duration() }
     }
     if let admin = top["admin"] {
-      let keys = try admin.mapping(keys: ["listen", "access_log", "tls_reload_interval"])
+      let keys = try admin.mapping(keys: ConfigKeys.admin)
       if let value = keys["tls_reload_interval"] { config.admin.tlsReloadInterval = try value.duration() }
       if let value = keys["listen"] { config.admin.listen = try value.hostPort() }
       if let value = keys["access_log"] { config.admin.accessLog = try value.bool() }
@@ -67,9 +64,7 @@ extension MeshConfig {
 
 extension MeshConfig.Core {
   mutating func read(_ reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: [
-      "address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff", "tls",
-    ])
+    let keys = try reader.mapping(keys: ConfigKeys.core)
     if let value = keys["tls"] { tls = try MeshConfig.ClientTLS(reading: value) }
     if let value = keys["address"] { address = try value.hostPort() }
     if let value = keys["heartbeat_interval"] { heartbeatInterval = try value.duration() }
@@ -81,7 +76,7 @@ extension MeshConfig.Core {
 
 extension MeshConfig.Registry {
   mutating func read(_ reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls"])
+    let keys = try reader.mapping(keys: ConfigKeys.registry)
     if let value = keys["tls"] { tls = try MeshConfig.ListenerTLS(reading: value) }
     if let value = keys["listen"] { listen = try value.hostPort() }
     if let value = keys["replica_timeout"] { replicaTimeout = try value.duration() }
@@ -92,9 +87,7 @@ extension MeshConfig.Registry {
 
 extension MeshConfig.Callbacks {
   mutating func read(_ reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: [
-      "listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls",
-    ])
+    let keys = try reader.mapping(keys: ConfigKeys.callbacks)
     if let value = keys["tls"] { tls = try MeshConfig.ListenerTLS(reading: value) }
     if let value = keys["upstream_tls"] { upstreamTLS = try MeshConfig.ClientTLS(reading: value) }
     if let value = keys["listen_host"] { listenHost = try value.string() }
@@ -106,10 +99,7 @@ extension MeshConfig.Callbacks {
 
 extension MeshConfig.Upstream {
   mutating func read(_ reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: [
-      "connect_timeout", "max_message_bytes", "max_concurrent_streams", "reconnect_max_backoff", "idle_timeout",
-      "keepalive_interval", "keepalive_timeout",
-    ])
+    let keys = try reader.mapping(keys: ConfigKeys.upstream)
     if let value = keys["connect_timeout"] { connectTimeout = try value.duration() }
     if let value = keys["max_message_bytes"] { maxMessageBytes = try value.int(in: 1...(64 << 20)) }
     if let value = keys["max_concurrent_streams"] { maxConcurrentStreams = try value.int(in: 1...100_000) }
@@ -122,10 +112,7 @@ extension MeshConfig.Upstream {
 
 extension MeshConfig.Pool {
   init(reading reader: YAMLReader, baseDirectory: String, policy: MeshConfig.Policy) throws {
-    let keys = try reader.mapping(keys: [
-      "agent", "listen", "config", "config_file", "skills", "replicas", "dns", "dns_refresh", "health",
-      "outlier_detection", "retry", "listener_tls", "upstream_tls",
-    ])
+    let keys = try reader.mapping(keys: ConfigKeys.pool)
     guard let agent = keys["agent"] else { throw reader.error("missing key \"agent\" (the agent's name)") }
     self.init(agent: try agent.string())
     if let value = keys["listener_tls"] { listenerTLS = try MeshConfig.ListenerTLS(reading: value) }
@@ -175,10 +162,7 @@ extension MeshConfig.Pool {
 
 extension MeshConfig.Skill {
   init(reading reader: YAMLReader, baseDirectory: String) throws {
-    let keys = try reader.mapping(keys: [
-      "name", "description", "tags", "input_modes", "output_modes", "version", "author", "raw_content",
-      "file", "format",
-    ])
+    let keys = try reader.mapping(keys: ConfigKeys.skill)
     guard let name = keys["name"] else { throw reader.error("missing key \"name\"") }
     self.init(name: try name.string())
     if let value = keys["description"] { description = try value.string() }
@@ -202,9 +186,7 @@ extension MeshConfig.Policy {
   /// Reads the `health`, `outlier_detection` and `retry` sections present in `keys`.
   mutating func read(_ keys: [String: YAMLReader]) throws {
     if let reader = keys["health"] {
-      let keys = try reader.mapping(keys: [
-        "interval", "timeout", "unhealthy_threshold", "healthy_threshold", "start_healthy", "panic_mode",
-      ])
+      let keys = try reader.mapping(keys: ConfigKeys.health)
       if let value = keys["interval"] { health.interval = try value.duration() }
       if let value = keys["timeout"] { health.timeout = try value.duration() }
       if let value = keys["unhealthy_threshold"] { health.unhealthyThreshold = try value.int(in: 1...100) }
@@ -213,18 +195,14 @@ extension MeshConfig.Policy {
       if let value = keys["panic_mode"] { health.panicMode = try value.bool() }
     }
     if let reader = keys["outlier_detection"] {
-      let keys = try reader.mapping(keys: [
-        "consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent",
-      ])
+      let keys = try reader.mapping(keys: ConfigKeys.outlierDetection)
       if let value = keys["consecutive_failures"] { outlierDetection.consecutiveFailures = try value.int(in: 1...10_000) }
       if let value = keys["base_ejection_time"] { outlierDetection.baseEjectionTime = try value.duration() }
       if let value = keys["max_ejection_time"] { outlierDetection.maxEjectionTime = try value.duration() }
       if let value = keys["max_ejection_percent"] { outlierDetection.maxEjectionPercent = try value.int(in: 0...100) }
     }
     if let reader = keys["retry"] {
-      let keys = try reader.mapping(keys: [
-        "max_attempts", "budget_percent", "min_concurrent_retries", "on_unavailable", "replay_started_calls",
-      ])
+      let keys = try reader.mapping(keys: ConfigKeys.retry)
       if let value = keys["max_attempts"] { retry.maxAttempts = try value.int(in: 1...10) }
       if let value = keys["budget_percent"] { retry.budgetPercent = try value.int(in: 0...100) }
       if let value = keys["min_concurrent_retries"] { retry.minConcurrentRetries = try value.int(in: 0...10_000) }
@@ -236,7 +214,7 @@ extension MeshConfig.Policy {
 
 extension MeshConfig.ListenerTLS {
   init(reading reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: ["cert", "key", "client_ca", "client_auth", "allowed_identities"])
+    let keys = try reader.mapping(keys: ConfigKeys.listenerTLS)
     guard let cert = keys["cert"], let key = keys["key"] else {
       throw reader.error("a listener's TLS needs both \"cert\" and \"key\" (PEM files)")
     }
@@ -262,7 +240,7 @@ extension MeshConfig.ListenerTLS {
 
 extension MeshConfig.ClientTLS {
   init(reading reader: YAMLReader) throws {
-    let keys = try reader.mapping(keys: ["ca", "cert", "key", "server_name", "allowed_identities"])
+    let keys = try reader.mapping(keys: ConfigKeys.clientTLS)
     self.init(
       ca: try keys["ca"]?.filePath(), certificate: try keys["cert"]?.filePath(), privateKey: try keys["key"]?.filePath(),
       serverName: try keys["server_name"]?.string(), allowedIdentities: try keys["allowed_identities"]?.strings() ?? [])
