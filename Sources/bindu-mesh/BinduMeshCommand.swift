@@ -22,7 +22,7 @@ struct BinduMeshCommand: AsyncParsableCommand {
       SIGTERM or SIGINT: stop accepting calls, let calls in flight finish \
       (shutdown.grace_period), unregister from the core, exit 0.
       """,
-    version: "0.1.0",
+    version: BinduMeshVersion.current,
     subcommands: [Certs.self]
   )
 
@@ -44,6 +44,9 @@ struct BinduMeshCommand: AsyncParsableCommand {
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
   var logLevel: Logger.Level = .info
 
+  @Flag(help: "Check the configuration (file and flags), print a summary and exit: 0 when it can be used.")
+  var check = false
+
   func run() async throws {
     var config: MeshConfig
     do {
@@ -57,6 +60,12 @@ struct BinduMeshCommand: AsyncParsableCommand {
       }
     } catch let error as ConfigError {
       throw ValidationError(error.description)
+    }
+    if check {
+      print(
+        "configuration OK: core \(config.core.address), registry \(config.registry.listen), admin \(config.admin.listen), "
+          + "\(config.pools.count) declared pool(s): \(config.pools.map(\.agent).joined(separator: ", "))")
+      return
     }
 
     let level = logLevel
