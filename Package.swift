@@ -12,6 +12,7 @@ let package = Package(
   products: [
     .executable(name: "bindu-mesh", targets: ["bindu-mesh"]),
     .executable(name: "bindu-echo-replica", targets: ["bindu-echo-replica"]),
+    .executable(name: "bindu-bench-replica", targets: ["bindu-bench-replica"]),
     .library(name: "BinduMesh", targets: ["BinduMesh"]),
   ],
   dependencies: [
@@ -94,6 +95,20 @@ let package = Package(
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    // A fast echo replica on swift-nio-http2, so benchmarks measure the proxies, not the replicas.
+    .executableTarget(
+      name: "bindu-bench-replica",
+      dependencies: [
+        "BinduContract",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: swiftSettings
     ),
