@@ -73,6 +73,21 @@ class Target:
             assert max(seen.values()) - min(seen.values()) <= 1, f"{self.name}: not round-robin: {dict(seen)}"
 
 
+def check_all(targets, attempts=30):
+    """Checks every target, giving the mesh time to bring replicas into rotation (its first
+    probe at start; after a saturating run, replicas whose probes timed out come back after
+    `health.healthy_threshold` passing probes)."""
+    for target in targets:
+        for attempt in range(attempts):
+            try:
+                target.check()
+                break
+            except AssertionError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
+
+
 def start_replicas(bin_dir, workdir, count=3):
     replicas = []
     for i in range(1, count + 1):
@@ -98,7 +113,7 @@ def start_haproxy(workdir, ports):
     listen = free_port()
     config = workdir / "haproxy.cfg"
     config.write_text(
-        "global\n  maxconn 10000\n  nbthread 2\n\ndefaults\n  mode http\n  timeout connect 5s\n"
+        "global\n  maxconn 4096\n  nbthread 2\n\ndefaults\n  mode http\n  timeout connect 5s\n"
         "  timeout client 60s\n  timeout server 60s\n\n"
         f"frontend grpc\n  bind 127.0.0.1:{listen} proto h2\n  default_backend replicas\n\n"
         "backend replicas\n  balance roundrobin\n"
@@ -118,7 +133,7 @@ def start_nginx(workdir, ports):
         "http {\n  access_log off;\n"
         f"  client_body_temp_path {workdir}/nginx; proxy_temp_path {workdir}/nginx;\n"
         f"  fastcgi_temp_path {workdir}/nginx; uwsgi_temp_path {workdir}/nginx; scgi_temp_path {workdir}/nginx;\n"
-        "  http2_max_requests 1000000;\n"
+        "  http2_max_requests 100000000;\n  keepalive_requests 100000000;\n  keepalive_timeout 300s;\n"
         "  upstream replicas {\n" + "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
         + "    keepalive 64;\n  }\n"
         f"  server {{\n    listen 127.0.0.1:{listen} http2;\n    location / {{ grpc_pass grpc://replicas; }}\n  }}\n}}\n")
@@ -184,8 +199,7 @@ def main():
             Target("nginx", nginx_port, all_pids(nginx), names),
         ]
         time.sleep(1.0)  # health probes mark the mesh's replicas healthy
-        for target in targets:
-            target.check()
+        check_all(targets)
         body = request_body(workdir)
         shapes = args.shapes.split(",")
         results = collections.defaultdict(list)  # (shape, target) -> [run]
@@ -194,8 +208,7 @@ def main():
                 order = targets[repetition % len(targets):] + targets[:repetition % len(targets)]
                 for target in order:
                     results[(shape, target.name)].append(run_h2load(target, shape, args.duration, body, workdir))
-        for target in targets:
-            target.check()
+        check_all(targets)
         print(f"\nbindu-mesh benchmark: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, "
               f"{time.strftime('%Y-%m-%d')}; {args.repetitions} x {args.duration} s per shape and configuration")
         for shape in shapes:

@@ -23,6 +23,10 @@ final class ConnectionDrainHandler: ChannelInboundHandler {
     self.context = context
   }
 
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+  }
+
   /// Counts a stream of this connection until its channel closes.
   func streamOpened(_ stream: any Channel) {
     openStreams += 1

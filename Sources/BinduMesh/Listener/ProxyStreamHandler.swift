@@ -34,7 +34,9 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   private let limits: MeshConfig.Upstream
   private var logger: Logger
   private var state = State.idle
-  private var context: ChannelHandlerContext!
+  /// Set while the handler is in its pipeline (cleared on removal: a context keeps its handler).
+  private var context: ChannelHandlerContext?
+  private var eventLoop: (any EventLoop)!
   /// The request's frames so far, kept until the replica commits so the call can move.
   private var request: [HTTP2Frame.FramePayload] = []
   private var requestHeaders = HPACKHeaders()
@@ -67,6 +69,11 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
+    self.eventLoop = context.eventLoop
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
   }
 
   // MARK: From the caller
@@ -126,7 +133,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       }
       let deadline = NIODeadline.now() + .nanoseconds(nanos)
       self.deadline = deadline
-      deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+      deadlineTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
         deadlineTimer = nil
         deadlineReached()
       }
@@ -168,8 +175,8 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     attemptStartedAt = .now
     attemptOpened = false
     state = .connecting(endpoint)
-    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    endpoint.connection(on: context.eventLoop)
+    let bound = NIOLoopBound(self, eventLoop: eventLoop)
+    endpoint.connection(on: eventLoop)
       .openStream { channel in
         channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(UpstreamStreamHandler(proxy: bound))
@@ -248,7 +255,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       guard headers.endStream else {
         responseStarted = true
         request.removeAll()  // the replica has committed: no retry from here on
-        context.write(wrapOutboundOut(payload), promise: nil)
+        context?.write(wrapOutboundOut(payload), promise: nil)
         return
       }
       let status = GRPCHeaders.status(of: headers.headers)
@@ -265,14 +272,14 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       guard let count = withinLimit(data, scanner: &responseScanner, direction: "response") else { return }
       serverMetrics?.messagesSent.increment(by: count)
       attemptMetrics?.messagesReceived.increment(by: count)
-      context.write(wrapOutboundOut(payload), promise: nil)
+      context?.write(wrapOutboundOut(payload), promise: nil)
     default:
       break
     }
   }
 
   func upstreamReadComplete(from stream: any Channel) {
-    if case .forwarding(_, let channel) = state, channel === stream { context.flush() }
+    if case .forwarding(_, let channel) = state, channel === stream { context?.flush() }
   }
 
   func upstreamFailed(_ error: any Error, from stream: any Channel) {
@@ -320,8 +327,8 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   private func answerHealth() {
     let (code, frames) = GRPCHealthAnswer.frames(for: localHealthBody ?? ByteBuffer(), pool: pool)
     localHealthBody = nil
-    for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
-    context.flush()
+    for frame in frames { context?.write(wrapOutboundOut(frame), promise: nil) }
+    context?.flush()
     end(code: code)
   }
 
@@ -337,7 +344,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   private func complete(with trailers: HTTP2Frame.FramePayload, status: Int) {
     endAttempt(code: status)
     end(code: status)
-    context.writeAndFlush(wrapOutboundOut(trailers), promise: nil)
+    context?.writeAndFlush(wrapOutboundOut(trailers), promise: nil)
   }
 
   /// Ends the call with the mesh's own status (`nil`: the caller is gone, nothing to send).
@@ -351,7 +358,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     let headers =
       responseStarted
       ? GRPCHeaders.trailers(code, message: message) : GRPCHeaders.trailersOnly(code, message: message)
-    context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+    context?.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
   }
 
   private func end(code: Int) {

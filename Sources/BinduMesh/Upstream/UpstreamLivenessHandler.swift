@@ -41,6 +41,7 @@ final class UpstreamLivenessHandler: ChannelDuplexHandler {
 
   func handlerRemoved(context: ChannelHandlerContext) {
     stopTimers()
+    self.context = nil
   }
 
   func channelInactive(context: ChannelHandlerContext) {
