@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 
 /// One replica of a pool, as the data path sees it: an address and, per event loop, one
 /// multiplexed HTTP/2 connection to it.
@@ -22,12 +23,16 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   /// How it joined the pool.
   public let origin: Origin
   private let connections: [ObjectIdentifier: UpstreamConnection]
+  /// `address` as text, for metric labels.
+  let addressText: String
+  private let clientMetricsByPath = Mutex<[String: GRPCCallMetrics]>([:])
 
   init(
     address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,
     security: UpstreamSecurity?, logger: Logger
   ) {
     self.address = address
+    self.addressText = address.description
     self.origin = origin
     var connections: [ObjectIdentifier: UpstreamConnection] = [:]
     for loop in loops {
@@ -43,6 +48,14 @@ public final class Endpoint: Sendable, CustomStringConvertible {
       preconditionFailure("event loop \(loop) is not one of the mesh's")
     }
     return connection
+  }
+
+  /// Client-side metrics of calls to `path` on this endpoint for `pool`, made once per path.
+  func clientMetrics(pool: ReplicaPool, path: String) -> GRPCCallMetrics {
+    if let known = clientMetricsByPath.withLock({ $0[path] }) { return known }
+    let made = pool.metrics.client(pool: pool.name, endpoint: addressText, path: path)
+    clientMetricsByPath.withLock { $0[path] = made }
+    return made
   }
 
   /// The connection health probes use (the first event loop's).

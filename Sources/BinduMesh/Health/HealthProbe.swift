@@ -20,7 +20,7 @@ enum HealthProbe {
   /// Probes `endpoint` for `pool`, counting the call in the pool's client metrics; never fails:
   /// errors and timeouts are a failed ``Result``.
   static func run(_ endpoint: Endpoint, pool: ReplicaPool) async -> Result {
-    let metrics = pool.metrics.client(pool: pool.name, endpoint: endpoint.address.description, path: path)
+    let metrics = endpoint.clientMetrics(pool: pool, path: path)
     metrics.started.increment()
     let started = ContinuousClock.now
     let result =

@@ -53,6 +53,7 @@ final class CallbackListener: Sendable {
             try sync.addHandler(
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
           }
+          try sync.addHandler(FlushCoalescingHandler())
           let drain = ConnectionDrainHandler(grace: grace)
           let bound = NIOLoopBound(drain, eventLoop: channel.eventLoop)
           _ = try sync.configureHTTP2Pipeline(

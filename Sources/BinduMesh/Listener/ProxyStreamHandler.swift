@@ -32,7 +32,9 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   private let pool: ReplicaPool
   private let limits: MeshConfig.Upstream
-  private var logger: Logger
+  private let poolLogger: Logger
+  /// The pool's logger with the call's method: made only when a line is logged.
+  private var logger: Logger { poolLogger.with("rpc.method", path) }
   private var state = State.idle
   /// Set while the handler is in its pipeline (cleared on removal: a context keeps its handler).
   private var context: ChannelHandlerContext?
@@ -40,6 +42,8 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   /// The request's frames so far, kept until the replica commits so the call can move.
   private var request: [HTTP2Frame.FramePayload] = []
   private var requestHeaders = HPACKHeaders()
+  /// The call's `:path`, such as `/bindu.grpc.AgentHandler/HandleMessages`.
+  private var path = ""
   private var deadline: NIODeadline?
   private var deadlineTimer: Scheduled<Void>?
   private var tried: [Endpoint] = []
@@ -62,7 +66,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   init(pool: ReplicaPool, limits: MeshConfig.Upstream, logger: Logger) {
     self.pool = pool
     self.limits = limits
-    self.logger = logger
+    self.poolLogger = logger
     self.requestScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
     self.responseScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
   }
@@ -110,10 +114,9 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   private func begin(_ headers: HTTP2Frame.FramePayload.Headers) {
     requestHeaders = headers.headers
-    let path = requestHeaders.first(name: ":path") ?? ""
-    logger[metadataKey: "rpc.method"] = "\(path)"
+    path = requestHeaders.first(name: ":path") ?? ""
     startedAt = .now
-    serverMetrics = pool.metrics.server(pool: pool.name, path: path)
+    serverMetrics = pool.serverMetrics(path: path)
     serverMetrics?.started.increment()
     if path == GRPCHealthAnswer.checkPath {
       localHealthBody = ByteBuffer()
@@ -169,8 +172,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     if let reason {
       logger.notice("retrying the call on another replica", metadata: ["mesh.replica": "\(endpoint)", "reason": "\(reason)"])
     }
-    attemptMetrics = pool.metrics.client(
-      pool: pool.name, endpoint: endpoint.address.description, path: requestHeaders.first(name: ":path") ?? "")
+    attemptMetrics = endpoint.clientMetrics(pool: pool, path: path)
     attemptMetrics?.started.increment()
     attemptStartedAt = .now
     attemptOpened = false

@@ -61,6 +61,7 @@ public final class ReplicaPool: Sendable {
   let accessLog: Bool
   private let state: Mutex<State>
   private let registeredWithCore = Atomic<Bool>(false)
+  private let serverMetricsByPath = Mutex<[String: GRPCCallMetrics]>([:])
   private let ejectionsCounter: Counter
   private let probesPassed: Counter
   private let probesFailed: Counter
@@ -138,7 +139,7 @@ public final class ReplicaPool: Sendable {
     let ejected = state.withLock { state -> EndpointHealth? in
       let id = ObjectIdentifier(endpoint)
       guard var health = state.health[id] else { return nil }
-      let ejectedCount = state.health.values.filter { $0.isEjected(at: now) }.count
+      let ejectedCount = failed ? state.health.values.reduce(0) { $0 + ($1.isEjected(at: now) ? 1 : 0) } : 0
       let limit = max(1, state.endpoints.count * policy.outlierDetection.maxEjectionPercent / 100)
       let ejected = health.call(failed: failed, now: now, mayEject: ejectedCount < limit)
       state.health[id] = health
@@ -154,6 +155,14 @@ public final class ReplicaPool: Sendable {
           "mesh.ejected_for": "\(ejected.ejectedUntil.map { $0 - now } ?? .zero)",
         ])
     }
+  }
+
+  /// Server-side metrics of calls to `path` on this pool's listener, made once per path.
+  func serverMetrics(path: String) -> GRPCCallMetrics {
+    if let known = serverMetricsByPath.withLock({ $0[path] }) { return known }
+    let made = metrics.server(pool: name, path: path)
+    serverMetricsByPath.withLock { $0[path] = made }
+    return made
   }
 
   /// Counts a retry, by reason (`connect_failed`, `refused_stream`, `unavailable`, `replay`).

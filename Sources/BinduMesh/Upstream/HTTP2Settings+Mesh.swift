@@ -15,6 +15,16 @@ extension NIOHTTP2Handler.ConnectionConfiguration {
   }
 }
 
+extension NIOHTTP2Handler.ConnectionConfiguration {
+  /// Settings of connections to replicas: as ``mesh(_:)``, without validating the header
+  /// blocks the mesh sends (they were validated when the caller sent them).
+  static func meshUpstream(_ upstream: MeshConfig.Upstream) -> Self {
+    var configuration = mesh(upstream)
+    configuration.headerBlockValidation = .disabled
+    return configuration
+  }
+}
+
 extension NIOHTTP2Handler.StreamConfiguration {
   /// Per-stream settings for both sides of the data path.
   static func mesh(_ upstream: MeshConfig.Upstream) -> Self {

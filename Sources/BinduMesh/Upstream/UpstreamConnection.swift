@@ -106,9 +106,10 @@ final class UpstreamConnection: @unchecked Sendable {
             try sync.addHandler(
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "replica", logger: logger))
           }
+          try sync.addHandler(FlushCoalescingHandler())
           _ = try sync.configureHTTP2Pipeline(
             mode: .client,
-            connectionConfiguration: .mesh(upstream),
+            connectionConfiguration: .meshUpstream(upstream),
             streamConfiguration: .mesh(upstream),
             inboundStreamInitializer: { $0.close() }
           )
