@@ -180,7 +180,7 @@ def main():
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--bin-dir", default=str(ROOT / ".build" / "release"))
     args = parser.parse_args()
-    bin_dir = Path(args.bin_dir)
+    bin_dir = Path(args.bin_dir).resolve()
     workdir = Path(tempfile.mkdtemp(prefix="bindu-mesh-bench-"))
     started = []
     try:

@@ -199,3 +199,23 @@ def test_meshes_compose_over_mtls_between_core_and_replicas(tmp_path, core, clea
     assert replica.registration["success"], replica.registration
     state, text = a2a_ask(f"http://localhost:{a2a_port}/", "through two meshes")
     assert state == "completed" and text == "[r1] through two meshes"
+
+
+def test_sighup_reloads_at_once_and_expiry_is_exported(tmp_path, cleanup, pb, d, replica):
+    import signal
+    from harness import http_get
+    port = free_port()
+    mesh = start(tmp_path, cleanup, tls_pool(port, [replica], listener_tls(d)), admin_yaml="  tls_reload_interval: 1h\n")
+    first = served_serial(port, d)
+    rotated = tmp_path / "rotated"
+    shutil.copytree(d, rotated)
+    certs.dev(rotated)
+    shutil.copy(rotated / "server-key.pem", d / "server-key.pem")
+    shutil.copy(rotated / "server.pem", d / "server.pem")
+    time.sleep(0.5)
+    assert served_serial(port, d) == first, "no reload before the interval or a signal"
+    mesh.process.send(signal.SIGHUP)
+    mesh.process.wait_line(lambda l: "TLS files reloaded" in l, timeout=10)
+    assert served_serial(port, d) == certs.serial_of((rotated / "server.pem").read_bytes())
+    status, text = http_get(f"http://127.0.0.1:{mesh.admin_port}/metrics")
+    assert 'bindu_mesh_certificate_expiry_timestamp_seconds{use="callback:echo-agent"}' in text
