@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
@@ -128,3 +129,23 @@ let package = Package(
     ),
   ]
 )
+
+// Microbenchmarks of the per-call work (ordo-one/benchmark, with allocation counts). Opt-in, so
+// ordinary builds and tests do not fetch or build the benchmark tooling:
+//   BINDU_MESH_BENCHMARKS=1 swift package benchmark
+if ProcessInfo.processInfo.environment["BINDU_MESH_BENCHMARKS"] != nil {
+  package.dependencies.append(
+    .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]))
+  package.targets.append(
+    .executableTarget(
+      name: "PerCallPath",
+      dependencies: [
+        "BinduMesh",
+        .product(name: "Benchmark", package: "benchmark"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+      ],
+      path: "Benchmarks/PerCallPath",
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ))
+}

@@ -14,15 +14,15 @@ public struct MessageFrameScanner: Sendable {
   private let limit: Int
   /// Bytes still expected for the current message body.
   private var bodyRemaining = 0
-  /// Prefix bytes read so far for the next message (0–4 while in a prefix).
-  private var prefix: [UInt8] = []
+  /// The prefix bytes read so far for the next message, and how many (0–4 while in a prefix).
+  private var prefix: UInt64 = 0
+  private var prefixCount = 0
   /// Messages whose prefix has been read.
   public private(set) var messagesStarted = 0
 
   /// Creates a scanner that refuses messages longer than `limit` bytes.
   public init(limit: Int) {
     self.limit = limit
-    self.prefix.reserveCapacity(5)
   }
 
   /// Scans one frame's bytes; returns how many new messages began in it.
@@ -37,11 +37,14 @@ public struct MessageFrameScanner: Sendable {
         index += take
         continue
       }
-      prefix.append(buffer.getInteger(at: index, as: UInt8.self)!)
+      prefix = prefix << 8 | UInt64(buffer.getInteger(at: index, as: UInt8.self)!)
+      prefixCount += 1
       index += 1
-      if prefix.count == 5 {
-        let length = Int(prefix[1]) << 24 | Int(prefix[2]) << 16 | Int(prefix[3]) << 8 | Int(prefix[4])
-        prefix.removeAll(keepingCapacity: true)
+      if prefixCount == 5 {
+        // The flag byte is above bit 32; the length is the low four bytes.
+        let length = Int(prefix & 0xFFFF_FFFF)
+        prefix = 0
+        prefixCount = 0
         guard length <= limit else { throw .tooLarge(length: length, limit: limit) }
         bodyRemaining = length
         started += 1
