@@ -4,6 +4,7 @@ Every process binds ports picked free by the test and runs in its own temporary 
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -221,3 +222,16 @@ def http_get(url, timeout=10):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def require_tool(name):
+    """The path of a tool a test needs: a test without it is skipped on a developer's machine and
+    fails in CI (where .ci/run installs it)."""
+    import pytest
+    found = shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed (.ci/run installs it from Debian)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found

@@ -4,13 +4,14 @@ import subprocess
 import time
 
 from faults import Scenario
+from harness import require_tool
 
 SLOW_PROBES = "health:\n  interval: 60s\n  timeout: 1s\n"
 
 
 def connections_to(port):
     """Established TCP connections to 127.0.0.1:port, from `ss`."""
-    out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
+    out = subprocess.run([require_tool("ss"), "-Htn", "state", "established", f"( dport = :{port} )"],
                          capture_output=True, text=True, check=True).stdout
     return len([line for line in out.splitlines() if line.strip()])
 

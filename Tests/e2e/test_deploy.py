@@ -1,28 +1,20 @@
 """The deployment files stay true to the code: Docker, Compose, Kubernetes, version."""
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import BIN_DIR, ROOT
+from harness import BIN_DIR, ROOT, require_tool
 
 DOCKER = ROOT / "Docker"
 
 
 def tool(name, venv_first=True):
-    candidates = [ROOT / ".venv" / "bin" / name] if venv_first else []
-    for candidate in candidates:
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed: .ci/run installs it")
-        pytest.skip(f"{name} is not installed (.ci/run installs it)")
-    return found
+    candidate = ROOT / ".venv" / "bin" / name
+    if venv_first and candidate.exists():
+        return str(candidate)
+    return require_tool(name)
 
 
 def check_config(path):

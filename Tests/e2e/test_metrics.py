@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from faults import Scenario
-from harness import Mesh, Replica, agent_config, free_port, http_get, wait_port
+from harness import Mesh, Replica, agent_config, free_port, http_get, require_tool, wait_port
 
 HANDLE = {"grpc_service": "bindu.grpc.AgentHandler", "grpc_method": "HandleMessages", "grpc_type": "unary"}
 EMPTY_POOL = "  - agent: empty-agent\n    listen: 127.0.0.1:{port}\n"
@@ -113,7 +113,7 @@ def test_a_real_prometheus_scrapes_the_mesh(scenario, tmp_path):
         "global:\n  scrape_interval: 1s\n"
         f"scrape_configs:\n  - job_name: bindu-mesh\n    static_configs:\n      - targets: ['127.0.0.1:{scenario.mesh.admin_port}']\n")
     prometheus = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        [require_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout=60, proc=prometheus)
