@@ -1,3 +1,5 @@
+import Foundation
+
 /// A `host:port` pair, as written in config files, flags and registrations.
 ///
 /// IPv6 hosts are written in brackets: `[::1]:3775`. The host is kept without brackets.
@@ -52,5 +54,3 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
     host == "0.0.0.0" || host == "::" || host == "[::]"
   }
 }
-
-import Foundation

@@ -1,9 +1,11 @@
 import GRPCCore
-import NIOCertificateReloading
+import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOCertificateReloading
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// A whole bindu-mesh: pools and their listeners, the registry, the core registrar.
 ///
@@ -129,7 +131,6 @@ extension GRPCNIOTransportCore.SocketAddress {
   }
 }
 
-import GRPCNIOTransportCore
 
 /// The admin listener's port, known once it is bound.
 final class AdminPort: Sendable {
@@ -155,5 +156,3 @@ final class AdminPort: Sendable {
     }
   }
 }
-
-import Synchronization

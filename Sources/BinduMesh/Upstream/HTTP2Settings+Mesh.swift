@@ -1,3 +1,4 @@
+import NIOHPACK
 import NIOHTTP2
 
 extension NIOHTTP2Handler.ConnectionConfiguration {
@@ -34,5 +35,3 @@ extension NIOHTTP2Handler.StreamConfiguration {
     return configuration
   }
 }
-
-import NIOHPACK
