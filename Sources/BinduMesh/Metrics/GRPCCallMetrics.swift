@@ -14,6 +14,8 @@ public final class GRPCCallMetrics: Sendable {
   private let labels: [(String, String)]
   private let factory: any MetricsFactory
   private let handled: Mutex<[Int: Counter]>
+  /// `grpc_code="OK"`, the common case, kept outside the lock.
+  private let handledOK: Counter
 
   init(side: String, labels: [(String, String)], factory: any MetricsFactory) {
     self.side = side
@@ -23,7 +25,9 @@ public final class GRPCCallMetrics: Sendable {
     self.messagesReceived = Counter(label: "grpc_\(side)_msg_received_total", dimensions: labels, factory: factory)
     self.messagesSent = Counter(label: "grpc_\(side)_msg_sent_total", dimensions: labels, factory: factory)
     self.handlingTime = Timer(label: "grpc_\(side)_handling_seconds", dimensions: labels, factory: factory)
-    self.handled = Mutex([:])
+    self.handledOK = Counter(
+      label: "grpc_\(side)_handled_total", dimensions: labels + [("grpc_code", GRPCStatusCode.ok.name)], factory: factory)
+    self.handled = Mutex([0: handledOK])
   }
 
   /// Records a finished call: its status code and how long it took.
@@ -33,7 +37,8 @@ public final class GRPCCallMetrics: Sendable {
   }
 
   private func handledCounter(_ code: Int) -> Counter {
-    handled.withLock { counters in
+    if code == 0 { return handledOK }
+    return handled.withLock { counters in
       if let counter = counters[code] { return counter }
       let name = GRPCStatusCode(rawValue: code)?.name ?? "Code\(code)"
       let counter = Counter(

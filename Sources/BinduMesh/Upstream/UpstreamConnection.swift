@@ -45,6 +45,16 @@ final class UpstreamConnection: @unchecked Sendable {
     _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
   ) -> EventLoopFuture<any Channel> {
     eventLoop.preconditionInEventLoop()
+    if case .ready(_, let multiplexer, let liveness) = state {
+      // The common case: the connection is up; no future chain.
+      let promise = eventLoop.makePromise(of: (any Channel).self)
+      let bound = NIOLoopBound(liveness, eventLoop: eventLoop)
+      multiplexer.createStreamChannel(promise: promise) { stream in
+        bound.value.streamOpened(stream)
+        return initializer(stream)
+      }
+      return promise.futureResult
+    }
     return ready().flatMap { multiplexer, liveness in
       let promise = self.eventLoop.makePromise(of: (any Channel).self)
       multiplexer.createStreamChannel(promise: promise) { stream in
