@@ -179,3 +179,21 @@ def test_readyz_and_grpc_health_follow_registration_and_replicas(tmp_path, core,
     assert check() == health_pb2.HealthCheckResponse.NOT_SERVING
     pools = json.loads(http_get(f"http://127.0.0.1:{mesh.admin_port}/pools")[1])
     assert pools[0]["registered_with_core"] is True and pools[0]["did"].startswith("did:")
+
+
+def test_access_log_has_one_line_per_call(tmp_path, pb):
+    scenario = Scenario(tmp_path, replicas=1, admin_yaml="  access_log: true\n")
+    try:
+        access_lines = lambda: [l for l in scenario.mesh.process.output().splitlines() if l.endswith("] call")]
+        before = len(access_lines())
+        for i in range(3):
+            scenario.ask(f"logged {i}")
+        with pytest.raises(grpc.RpcError):
+            scenario.ask("fail:logged")
+        time.sleep(0.3)
+        lines = access_lines()
+        assert len(lines) - before == 4
+        assert sum("grpc.code=OK" in l for l in lines) >= 3 and any("grpc.code=Internal" in l for l in lines)
+        assert all("rpc.method=/bindu.grpc.AgentHandler/" in l for l in lines)
+    finally:
+        scenario.stop()
