@@ -58,7 +58,7 @@ struct MeshStatus: Sendable {
             address: item.endpoint.address.description, origin: item.endpoint.originName, state: item.state,
             ejections: item.health.ejections,
             lastProbe: item.health.lastProbe.map {
-              Probe(secondsAgo: CoreRegistrar.seconds(now - $0.at), passed: $0.passed, message: $0.message)
+              Probe(secondsAgo: (now - $0.at).secondsValue, passed: $0.passed, message: $0.message)
             })
         })
     }

@@ -127,7 +127,7 @@ public final class CoreRegistrar: Service, Sendable {
           "mesh.callback": "\(registration.entry.callbackAddress)", "mesh.attempts": "\(attempts)",
         ]
         if let lostAt {
-          metadata["mesh.recovery_seconds"] = "\(Self.seconds(ContinuousClock.now - lostAt))"
+          metadata["mesh.recovery_seconds"] = "\((ContinuousClock.now - lostAt).secondsValue)"
           logger.notice("registered with the core again", metadata: metadata)
         } else {
           logger.notice("registered with the core", metadata: metadata)
@@ -226,7 +226,4 @@ public final class CoreRegistrar: Service, Sendable {
     [.unavailable, .deadlineExceeded, .resourceExhausted, .aborted, .cancelled].contains(code)
   }
 
-  static func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-  }
 }

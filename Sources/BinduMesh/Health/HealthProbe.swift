@@ -40,7 +40,7 @@ enum HealthProbe {
     let loop = connection.eventLoop
     return loop.flatSubmit {
       let promise = loop.makePromise(of: Result.self)
-      let timeLimit = TimeAmount.nanoseconds(timeout.nanoseconds)
+      let timeLimit = timeout.timeAmount
       connection.openStream { channel in
         channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(ProbeHandler(promise: promise))
@@ -124,12 +124,5 @@ private final class ProbeHandler: ChannelInboundHandler {
       return .init(passed: false, message: "malformed HealthCheckResponse")
     }
     return .init(passed: response.healthy, message: response.healthy ? "healthy" : "healthy=false: \(response.message)")
-  }
-}
-
-extension Duration {
-  /// The duration in whole nanoseconds.
-  var nanoseconds: Int64 {
-    components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
   }
 }

@@ -16,7 +16,7 @@ final class ConnectionDrainHandler: ChannelInboundHandler {
   private var context: ChannelHandlerContext?
 
   init(grace: Duration) {
-    self.grace = .nanoseconds(grace.components.seconds * 1_000_000_000 + grace.components.attoseconds / 1_000_000_000)
+    self.grace = grace.timeAmount
   }
 
   func handlerAdded(context: ChannelHandlerContext) {

@@ -372,7 +372,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
         "call",
         metadata: [
           "grpc.code": "\(GRPCStatusCode(rawValue: code)?.name ?? "\(code)")",
-          "mesh.attempts": "\(tried.count + 1)", "mesh.seconds": "\(CoreRegistrar.seconds(elapsed))",
+          "mesh.attempts": "\(tried.count + 1)", "mesh.seconds": "\(elapsed.secondsValue)",
         ])
     }
     state = .finished

@@ -105,7 +105,7 @@ final class UpstreamConnection: @unchecked Sendable {
     let address = self.address
     let logger = self.logger
     let future = ClientBootstrap(group: eventLoop)
-      .connectTimeout(.nanoseconds(config.connectTimeout.nanoseconds))
+      .connectTimeout(config.connectTimeout.timeAmount)
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
@@ -148,7 +148,7 @@ final class UpstreamConnection: @unchecked Sendable {
       case .failure(let error):
         if case .connecting = self.state {
           self.state = .backingOff(until: .now() + self.backoff, error: error)
-          let limit = TimeAmount.nanoseconds(self.config.reconnectMaxBackoff.nanoseconds)
+          let limit = self.config.reconnectMaxBackoff.timeAmount
           self.backoff = min(self.backoff * 2, limit)
         }
         self.logger.debug(

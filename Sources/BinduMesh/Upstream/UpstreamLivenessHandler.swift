@@ -23,9 +23,9 @@ final class UpstreamLivenessHandler: ChannelDuplexHandler {
   private var pingsSent: UInt64 = 0
 
   init(config: MeshConfig.Upstream, logger: Logger) {
-    self.idleTimeout = config.idleTimeout.map { .nanoseconds($0.nanoseconds) }
-    self.keepaliveInterval = config.keepaliveInterval.map { .nanoseconds($0.nanoseconds) }
-    self.keepaliveTimeout = .nanoseconds(config.keepaliveTimeout.nanoseconds)
+    self.idleTimeout = config.idleTimeout.map { $0.timeAmount }
+    self.keepaliveInterval = config.keepaliveInterval.map { $0.timeAmount }
+    self.keepaliveTimeout = config.keepaliveTimeout.timeAmount
     self.logger = logger
   }
 
