@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import Synchronization
 
 /// One replica of a pool, as the data path sees it: an address and, per event loop, one
 /// multiplexed HTTP/2 connection to it.
@@ -25,7 +24,7 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   private let connections: [ObjectIdentifier: UpstreamConnection]
   /// `address` as text, for metric labels.
   let addressText: String
-  private let clientMetricsByPath = Mutex<[String: GRPCCallMetrics]>([:])
+  private let clientMetricsByPath = CallMetricsCache()
 
   init(
     address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,
@@ -52,10 +51,7 @@ public final class Endpoint: Sendable, CustomStringConvertible {
 
   /// Client-side metrics of calls to `path` on this endpoint for `pool`, made once per path.
   func clientMetrics(pool: ReplicaPool, path: String) -> GRPCCallMetrics {
-    if let known = clientMetricsByPath.withLock({ $0[path] }) { return known }
-    let made = pool.metrics.client(pool: pool.name, endpoint: addressText, path: path)
-    clientMetricsByPath.withLock { $0[path] = made }
-    return made
+    clientMetricsByPath.metrics(path: path) { pool.metrics.client(pool: pool.name, endpoint: addressText, path: path) }
   }
 
   /// The connection health probes use (the first event loop's).

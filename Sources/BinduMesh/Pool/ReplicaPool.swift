@@ -61,7 +61,7 @@ public final class ReplicaPool: Sendable {
   let accessLog: Bool
   private let state: Mutex<State>
   private let registeredWithCore = Atomic<Bool>(false)
-  private let serverMetricsByPath = Mutex<[String: GRPCCallMetrics]>([:])
+  private let serverMetricsByPath = CallMetricsCache()
   private let ejectionsCounter: Counter
   private let probesPassed: Counter
   private let probesFailed: Counter
@@ -159,10 +159,7 @@ public final class ReplicaPool: Sendable {
 
   /// Server-side metrics of calls to `path` on this pool's listener, made once per path.
   func serverMetrics(path: String) -> GRPCCallMetrics {
-    if let known = serverMetricsByPath.withLock({ $0[path] }) { return known }
-    let made = metrics.server(pool: name, path: path)
-    serverMetricsByPath.withLock { $0[path] = made }
-    return made
+    serverMetricsByPath.metrics(path: path) { metrics.server(pool: name, path: path) }
   }
 
   /// Counts a retry, by reason (`connect_failed`, `refused_stream`, `unavailable`, `replay`).

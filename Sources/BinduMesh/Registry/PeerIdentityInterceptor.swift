@@ -18,12 +18,7 @@ struct PeerIdentityInterceptor: ServerInterceptor {
     let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
     let identity = try certificate.map { try PeerIdentity(certificate: $0) }
     guard let identity, identity.isAllowed(by: allowed) else {
-      logger.warning(
-        "TLS peer refused: its certificate names no allowed identity",
-        metadata: [
-          "mesh.peer": "\(context.remotePeer)", "mesh.peer_role": "replica",
-          "mesh.identity": "\(identity?.description ?? "no certificate")", "mesh.allowed": "\(allowed)",
-        ])
+      PeerIdentity.logRefusal(identity, peer: context.remotePeer, role: "replica", allowed: allowed, logger: logger)
       throw RPCError(code: .permissionDenied, message: "client certificate names no allowed identity")
     }
     return try await next(request, context)

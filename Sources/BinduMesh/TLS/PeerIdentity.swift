@@ -1,3 +1,4 @@
+import Logging
 import NIOSSL
 import X509
 
@@ -41,5 +42,17 @@ public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
   public var description: String {
     let names = dnsNames.map { "dns:\($0)" } + uris.map { "uri:\($0)" }
     return names.isEmpty ? "no SAN identity (serial \(serial))" : names.joined(separator: ", ")
+  }
+}
+
+extension PeerIdentity {
+  /// The one log line for a TLS peer refused by an identity allow-list.
+  static func logRefusal(_ identity: PeerIdentity?, peer: String, role: String, allowed: [String], logger: Logger) {
+    logger.warning(
+      "TLS peer refused: its certificate names no allowed identity",
+      metadata: [
+        "mesh.peer": "\(peer)", "mesh.peer_role": "\(role)",
+        "mesh.identity": "\(identity?.description ?? "no certificate")", "mesh.allowed": "\(allowed)",
+      ])
   }
 }

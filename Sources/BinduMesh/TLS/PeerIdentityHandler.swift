@@ -25,12 +25,9 @@ final class PeerIdentityHandler: ChannelInboundHandler {
       let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self).peerCertificate
       let identity = certificate.flatMap { try? PeerIdentity(derEncoded: $0.toDERBytes()) }
       guard let identity, identity.isAllowed(by: allowed) else {
-        logger.warning(
-          "TLS peer refused: its certificate names no allowed identity",
-          metadata: [
-            "mesh.peer": "\(context.channel.remoteAddress?.description ?? "?")", "mesh.peer_role": "\(peerRole)",
-            "mesh.identity": "\(identity?.description ?? "no certificate")", "mesh.allowed": "\(allowed)",
-          ])
+        PeerIdentity.logRefusal(
+          identity, peer: context.channel.remoteAddress?.description ?? "?", role: peerRole, allowed: allowed,
+          logger: logger)
         context.close(promise: nil)
         return
       }
