@@ -31,6 +31,8 @@ struct EchoReplica: AsyncParsableCommand {
   @Option(help: "Require client certificates signed by this CA (PEM).") var tlsClientCa: String?
 
   func run() async throws {
+    // Trap SIGTERM/SIGINT before anything starts, so a signal that comes early still unregisters.
+    let signals = await SignalStream()
     let parts = listen.split(separator: ":")
     var security = HTTP2ServerTransport.Posix.TransportSecurity.plaintext
     if let tlsCert, let tlsKey {
@@ -51,7 +53,6 @@ struct EchoReplica: AsyncParsableCommand {
       group.addTask { try await server.serve() }
       guard let address = try await server.listeningAddress?.ipv4 else { throw ExitCode.failure }
       say("listening on \(address.host):\(address.port)")
-      let signals = SignalStream()
       if let core {
         group.addTask {
           try await register(core: core, port: address.port, stop: signals)
@@ -107,8 +108,15 @@ struct EchoReplica: AsyncParsableCommand {
 
 /// Waits for SIGTERM or SIGINT.
 struct SignalStream: Sendable {
+  private let signals: UnixSignalsSequence
+
+  /// Installs the handlers now.
+  init() async {
+    signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+  }
+
   func wait() async {
-    for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) { return }
+    for await _ in signals { return }
   }
 }
 
