@@ -39,32 +39,36 @@ enum HealthProbe {
     let connection = endpoint.probeConnection
     let loop = connection.eventLoop
     return loop.flatSubmit {
-      let promise = loop.makePromise(of: Result.self)
-      let timeLimit = timeout.timeAmount
-      connection.openStream { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(ProbeHandler(promise: promise))
-        }
+      let probe = ProbeCall(promise: loop.makePromise(of: Result.self))
+      let send = { (stream: UpstreamStream) in
+        probe.stream = stream
+        stream.write(.headers(.init(headers: requestHeaders(endpoint, timeout: timeout))))
+        var body = ByteBuffer()
+        body.writeInteger(UInt8(0))
+        body.writeInteger(UInt32(0))
+        stream.write(.data(.init(data: .byteBuffer(body), endStream: true)))
       }
-      .whenComplete { result in
-        switch result {
-        case .failure(let error):
-          promise.succeed(Result(passed: false, message: "cannot connect: \(error)", code: GRPCStatusCode.unavailable.rawValue))
-        case .success(let channel):
-          channel.write(HTTP2Frame.FramePayload.headers(.init(headers: requestHeaders(endpoint, timeout: timeout))), promise: nil)
-          var body = ByteBuffer()
-          body.writeInteger(UInt8(0))
-          body.writeInteger(UInt32(0))
-          channel.writeAndFlush(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(body), endStream: true)), promise: nil)
-          let timer = loop.scheduleTask(in: timeLimit) {
-            promise.succeed(
-              Result(passed: false, message: "no answer within \(timeout)", code: GRPCStatusCode.deadlineExceeded.rawValue))
-            channel.close(promise: nil)
+      if let stream = connection.openStream(probe) {
+        send(stream)
+      } else {
+        connection.connect().whenComplete { result in
+          switch result {
+          case .success:
+            if let stream = connection.openStream(probe) {
+              send(stream)
+            } else {
+              probe.end(.init(passed: false, message: "the connection takes no new calls", code: GRPCStatusCode.unavailable.rawValue))
+            }
+          case .failure(let error):
+            probe.end(.init(passed: false, message: "cannot connect: \(error)", code: GRPCStatusCode.unavailable.rawValue))
           }
-          promise.futureResult.whenComplete { _ in timer.cancel() }
         }
       }
-      return promise.futureResult
+      let timer = loop.assumeIsolated().scheduleTask(in: timeout.timeAmount) {
+        probe.end(.init(passed: false, message: "no answer within \(timeout)", code: GRPCStatusCode.deadlineExceeded.rawValue))
+      }
+      probe.promise.futureResult.whenComplete { _ in timer.cancel() }
+      return probe.promise.futureResult
     }
   }
 
@@ -77,36 +81,39 @@ enum HealthProbe {
   }
 }
 
-/// Collects a `HealthCheck` response on a probe stream.
-private final class ProbeHandler: ChannelInboundHandler {
-  typealias InboundIn = HTTP2Frame.FramePayload
-
-  private let promise: EventLoopPromise<HealthProbe.Result>
+/// One probe's stream: collects the `HealthCheck` response and ends the probe once.
+private final class ProbeCall: UpstreamStreamDelegate {
+  let promise: EventLoopPromise<HealthProbe.Result>
+  var stream: UpstreamStream?
   private var body = ByteBuffer()
+  private var ended = false
 
   init(promise: EventLoopPromise<HealthProbe.Result>) {
     self.promise = promise
   }
 
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    switch unwrapInboundIn(data) {
+  /// Ends the probe with `result` (the first result wins) and resets its stream if still open.
+  func end(_ result: HealthProbe.Result) {
+    guard !ended else { return }
+    ended = true
+    stream?.cancel()
+    promise.succeed(result)
+  }
+
+  func upstreamRead(_ payload: HTTP2Frame.FramePayload) {
+    switch payload {
     case .data(let data):
       if case .byteBuffer(var buffer) = data.data { body.writeBuffer(&buffer) }
     case .headers(let headers) where headers.endStream:
-      promise.succeed(Self.result(status: GRPCHeaders.status(of: headers.headers), headers: headers.headers, body: body))
-      context.close(promise: nil)
+      end(Self.result(status: GRPCHeaders.status(of: headers.headers), headers: headers.headers, body: body))
     default:
       break
     }
   }
 
-  func channelInactive(context: ChannelHandlerContext) {
-    promise.succeed(.init(passed: false, message: "stream closed before an answer", code: GRPCStatusCode.unavailable.rawValue))
-  }
-
-  func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    promise.succeed(.init(passed: false, message: "\(error)", code: GRPCStatusCode.unavailable.rawValue))
-    context.close(promise: nil)
+  func upstreamClosed(reason: HTTP2ErrorCode?, failure: String?) {
+    let why = failure ?? reason.map { "stream reset (\($0))" } ?? "stream closed before an answer"
+    end(.init(passed: false, message: why, code: GRPCStatusCode.unavailable.rawValue))
   }
 
   private static func result(status: Int?, headers: HPACKHeaders, body: ByteBuffer) -> HealthProbe.Result {

@@ -5,8 +5,8 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
-/// The listener the core dials for one pool: plaintext HTTP/2 (gRPC), every stream forwarded
-/// by a ``ProxyStreamHandler``.
+/// The listener the core dials for one pool: HTTP/2 (gRPC), with TLS when configured; every
+/// stream is a ``ProxyCall``, routed by the connection's ``CallerConnectionHandler``.
 ///
 /// Bind it with ``bind(pool:address:group:config:grace:security:logger:)``; ``shutdown(grace:)`` stops
 /// accepting, sends GOAWAY on every connection and waits for calls in flight, at most `grace`.
@@ -53,21 +53,9 @@ final class CallbackListener: Sendable {
             try sync.addHandler(
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
           }
-          try sync.addHandler(FlushCoalescingHandler())
-          let drain = ConnectionDrainHandler(grace: grace)
-          let bound = NIOLoopBound(drain, eventLoop: channel.eventLoop)
-          _ = try sync.configureHTTP2Pipeline(
-            mode: .server,
-            connectionConfiguration: .mesh(config),
-            streamConfiguration: .mesh(config)
-          ) { stream in
-            stream.eventLoop.makeCompletedFuture {
-              bound.value.streamOpened(stream)
-              try stream.pipeline.syncOperations.addHandler(
-                ProxyStreamHandler(pool: pool, limits: config, logger: logger))
-            }
-          }
-          try sync.addHandler(drain)
+          try sync.addHandler(
+            NIOHTTP2Handler(mode: .server, connectionConfiguration: .mesh(config), streamConfiguration: .mesh(config)))
+          try sync.addHandler(CallerConnectionHandler(pool: pool, limits: config, grace: grace, logger: logger))
         }
       }
       .bind(host: address.host, port: address.port)

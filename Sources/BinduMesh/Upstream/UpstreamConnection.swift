@@ -6,16 +6,17 @@ import NIOSSL
 
 /// One multiplexed HTTP/2 connection from one event loop to one replica.
 ///
-/// Lives on its event loop: every method must be called there. It connects on first use, hands
-/// out new streams on the same connection, and connects again on the next call after the
-/// connection closes. After a failed connect it waits (100 ms, doubled up to
-/// `upstream.reconnect_max_backoff`) before trying again: calls meanwhile fail at once and move
-/// to another replica. ``drain()`` stops new streams and lets the open ones finish.
+/// Lives on its event loop: every method must be called there. It connects on first use, gives
+/// each call a stream on the same connection, and connects again after the connection closes
+/// or stops taking streams (a GOAWAY, stream IDs used up). After a failed connect it waits
+/// (100 ms, doubled up to `upstream.reconnect_max_backoff`) before trying again: calls meanwhile
+/// fail at once and move to another replica. ``drain()`` stops new streams and lets the open
+/// ones finish.
 final class UpstreamConnection: @unchecked Sendable {
   private enum State {
     case idle
-    case connecting(EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>)
-    case ready(any Channel, NIOHTTP2Handler.StreamMultiplexer, UpstreamLivenessHandler)
+    case connecting(EventLoopFuture<Void>)
+    case ready(any Channel, UpstreamStreamsHandler)
     /// The last connect failed; no new attempt before `until`.
     case backingOff(until: NIODeadline, error: any Error)
     case drained
@@ -40,67 +41,53 @@ final class UpstreamConnection: @unchecked Sendable {
     self.logger = logger
   }
 
-  /// Opens a new stream to the replica, with `initializer` setting up its pipeline.
-  func openStream(
-    _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
-  ) -> EventLoopFuture<any Channel> {
+  /// Opens a stream for `delegate` when the connection is up and takes new streams; `nil`
+  /// otherwise: ``connect()`` then opens the way.
+  func openStream(_ delegate: any UpstreamStreamDelegate) -> UpstreamStream? {
     eventLoop.preconditionInEventLoop()
-    if case .ready(_, let multiplexer, let liveness) = state {
-      // The common case: the connection is up; no future chain.
-      let promise = eventLoop.makePromise(of: (any Channel).self)
-      let bound = NIOLoopBound(liveness, eventLoop: eventLoop)
-      multiplexer.createStreamChannel(promise: promise) { stream in
-        bound.value.streamOpened(stream)
-        return initializer(stream)
-      }
-      return promise.futureResult
-    }
-    return ready().flatMap { multiplexer, liveness in
-      let promise = self.eventLoop.makePromise(of: (any Channel).self)
-      multiplexer.createStreamChannel(promise: promise) { stream in
-        liveness.value.streamOpened(stream)
-        return initializer(stream)
-      }
-      return promise.futureResult
+    guard case .ready(let channel, let streams) = state else { return nil }
+    if let stream = streams.open(delegate) { return stream }
+    // A GOAWAY or stream IDs used up: the old connection finishes its calls and closes.
+    channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+    state = .idle
+    return nil
+  }
+
+  /// Makes the connection ready: succeeds at once when it is, fails at once while draining or
+  /// backing off, and connects otherwise.
+  func connect() -> EventLoopFuture<Void> {
+    eventLoop.preconditionInEventLoop()
+    switch state {
+    case .ready:
+      return eventLoop.makeSucceededVoidFuture()
+    case .connecting(let future):
+      return future
+    case .drained:
+      return eventLoop.makeFailedFuture(UpstreamError.drained(address))
+    case .backingOff(let until, let error) where NIODeadline.now() < until:
+      return eventLoop.makeFailedFuture(UpstreamError.backingOff(address, error))
+    case .idle, .backingOff:
+      let future = dial()
+      state = .connecting(future)
+      return future
     }
   }
 
   /// Stops new streams; the connection closes when its open streams have finished.
   func drain() {
     eventLoop.preconditionInEventLoop()
-    if case .ready(let channel, _, _) = state {
+    if case .ready(let channel, _) = state {
       channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
     state = .drained
   }
 
-  private typealias Ready = (NIOHTTP2Handler.StreamMultiplexer, NIOLoopBound<UpstreamLivenessHandler>)
-
-  private func ready() -> EventLoopFuture<Ready> {
-    switch state {
-    case .ready(_, let multiplexer, let liveness):
-      return eventLoop.makeSucceededFuture((multiplexer, NIOLoopBound(liveness, eventLoop: eventLoop)))
-    case .connecting(let future):
-      return future.map { ($0, NIOLoopBound(self.liveness!, eventLoop: self.eventLoop)) }
-    case .drained:
-      return eventLoop.makeFailedFuture(UpstreamError.drained(address))
-    case .backingOff(let until, let error) where NIODeadline.now() < until:
-      return eventLoop.makeFailedFuture(UpstreamError.backingOff(address, error))
-    case .idle, .backingOff:
-      let future = connect()
-      state = .connecting(future)
-      return future.map { ($0, NIOLoopBound(self.liveness!, eventLoop: self.eventLoop)) }
-    }
-  }
-
-  /// The liveness handler of the connection being made or in use.
-  private var liveness: UpstreamLivenessHandler?
-
-  private func connect() -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+  private func dial() -> EventLoopFuture<Void> {
     let upstream = config
     let liveness = UpstreamLivenessHandler(config: config, logger: logger.with("mesh.replica", "\(address)"))
-    self.liveness = liveness
-    let bound = NIOLoopBound(liveness, eventLoop: eventLoop)
+    let activation = eventLoop.makePromise(of: Void.self)
+    let streams = UpstreamStreamsHandler(liveness: liveness, activation: activation)
+    let handlers = NIOLoopBound((liveness, streams), eventLoop: eventLoop)
     let security = self.security
     let address = self.address
     let logger = self.logger
@@ -116,34 +103,27 @@ final class UpstreamConnection: @unchecked Sendable {
             try sync.addHandler(
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "replica", logger: logger))
           }
-          try sync.addHandler(FlushCoalescingHandler())
-          _ = try sync.configureHTTP2Pipeline(
-            mode: .client,
-            connectionConfiguration: .meshUpstream(upstream),
-            streamConfiguration: .mesh(upstream),
-            inboundStreamInitializer: { $0.close() }
-          )
-          try sync.addHandler(bound.value)
+          try sync.addHandler(
+            NIOHTTP2Handler(mode: .client, connectionConfiguration: .meshUpstream(upstream), streamConfiguration: .mesh(upstream)))
+          try sync.addHandler(handlers.value.0)
+          try sync.addHandler(handlers.value.1)
         }
       }
       .connect(host: address.host, port: address.port)
-      .flatMapThrowing { channel -> (any Channel, NIOHTTP2Handler.StreamMultiplexer) in
-        let multiplexer = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
-        return (channel, multiplexer)
-      }
+      .flatMap { channel in activation.futureResult.map { channel } }
 
     future.whenComplete { result in
       switch result {
-      case .success(let (channel, multiplexer)):
+      case .success(let channel):
         if case .connecting = self.state {
-          self.state = .ready(channel, multiplexer, liveness)
+          self.state = .ready(channel, streams)
           self.backoff = .milliseconds(100)
           self.logger.debug("connected to replica", metadata: ["mesh.replica": "\(self.address)"])
         } else {
           channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { _ in
-          if case .ready(let current, _, _) = self.state, current === channel { self.state = .idle }
+          if case .ready(let current, _) = self.state, current === channel { self.state = .idle }
         }
       case .failure(let error):
         if case .connecting = self.state {
@@ -155,7 +135,7 @@ final class UpstreamConnection: @unchecked Sendable {
           "cannot connect to replica", metadata: ["mesh.replica": "\(self.address)", "error": "\(error)"])
       }
     }
-    return future.map { $0.1 }
+    return future.map { _ in }
   }
 }
 

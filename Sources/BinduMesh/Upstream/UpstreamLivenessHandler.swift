@@ -49,16 +49,15 @@ final class UpstreamLivenessHandler: ChannelDuplexHandler {
     context.fireChannelInactive()
   }
 
-  /// Counts a stream of this connection until its channel closes.
-  func streamOpened(_ stream: any Channel) {
+  /// Counts a stream opened on this connection.
+  func streamOpened() {
     openStreams += 1
     idleTimer?.cancel()
     idleTimer = nil
-    let bound = NIOLoopBound(self, eventLoop: stream.eventLoop)
-    stream.closeFuture.whenComplete { _ in bound.value.streamClosed() }
   }
 
-  private func streamClosed() {
+  /// Counts a stream of this connection that has ended.
+  func streamClosed() {
     openStreams -= 1
     guard openStreams == 0, let context else { return }
     if draining {

@@ -5,6 +5,7 @@ import NIOHTTP2
 
 /// Forwards one call from the core to one replica of the pool, frame by frame.
 ///
+/// The caller's connection (``CallerConnectionHandler``) hands the call its stream's frames.
 /// The request's HEADERS pick a replica (round-robin over the healthy ones) and open a stream
 /// on that replica's connection from this event loop. The request frames are kept until the
 /// replica commits to an answer (its response HEADERS), so a call that cannot have reached the
@@ -15,20 +16,22 @@ import NIOHTTP2
 /// `grpc-timeout` is rewritten with the time left; at the deadline the caller gets
 /// `DEADLINE_EXCEEDED` and the replica's stream is reset. Messages over the size limit end the
 /// call with `RESOURCE_EXHAUSTED`. Every attempt's outcome feeds the pool's outlier detection.
-final class ProxyStreamHandler: ChannelInboundHandler {
-  typealias InboundIn = HTTP2Frame.FramePayload
-  typealias OutboundOut = HTTP2Frame.FramePayload
-
+final class ProxyCall: UpstreamStreamDelegate {
   private enum State {
     /// Waiting for the request's HEADERS.
     case idle
     /// Opening a stream to `endpoint`.
     case connecting(Endpoint)
     /// Frames flow both ways.
-    case forwarding(Endpoint, any Channel)
+    case forwarding(Endpoint, UpstreamStream)
     /// The caller has its answer (or went away).
     case finished
   }
+
+  /// The caller's connection, and the call's stream on it.
+  private let caller: CallerConnectionHandler
+  private let streamID: HTTP2StreamID
+  private let eventLoop: any EventLoop
 
   private let pool: ReplicaPool
   private let limits: MeshConfig.Upstream
@@ -36,9 +39,6 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   /// The pool's logger with the call's method: made only when a line is logged.
   private var logger: Logger { poolLogger.with("rpc.method", path) }
   private var state = State.idle
-  /// Set while the handler is in its pipeline (cleared on removal: a context keeps its handler).
-  private var context: ChannelHandlerContext?
-  private var eventLoop: (any EventLoop)!
   /// The request's frames so far, kept until the replica commits so the call can move.
   private var request: [HTTP2Frame.FramePayload] = []
   private var requestHeaders = HPACKHeaders()
@@ -63,7 +63,13 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   /// The body of a `grpc.health.v1` Check the mesh answers itself.
   private var localHealthBody: ByteBuffer?
 
-  init(pool: ReplicaPool, limits: MeshConfig.Upstream, logger: Logger) {
+  init(
+    caller: CallerConnectionHandler, streamID: HTTP2StreamID, eventLoop: any EventLoop, pool: ReplicaPool,
+    limits: MeshConfig.Upstream, logger: Logger
+  ) {
+    self.caller = caller
+    self.streamID = streamID
+    self.eventLoop = eventLoop
     self.pool = pool
     self.limits = limits
     self.poolLogger = logger
@@ -71,19 +77,10 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     self.responseScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
   }
 
-  func handlerAdded(context: ChannelHandlerContext) {
-    self.context = context
-    self.eventLoop = context.eventLoop
-  }
-
-  func handlerRemoved(context: ChannelHandlerContext) {
-    self.context = nil
-  }
-
   // MARK: From the caller
 
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let payload = unwrapInboundIn(data)
+  /// A frame of the caller's stream.
+  func received(_ payload: HTTP2Frame.FramePayload) {
     switch payload {
     case .headers(let headers):
       if case .idle = state {
@@ -92,12 +89,13 @@ final class ProxyStreamHandler: ChannelInboundHandler {
         forward(payload)  // request trailers: rare in gRPC, passed on as they are
       }
     case .data(let data):
+      if case .finished = state { return }  // answered already: the rest of the request is dropped
       if localHealthBody != nil {
         if case .byteBuffer(var buffer) = data.data { localHealthBody!.writeBuffer(&buffer) }
         if data.endStream { answerHealth() }
         return
       }
-      guard let count = withinLimit(data, scanner: &requestScanner, direction: "request") else { return }
+      guard let count = withinLimit(data, response: false) else { return }
       serverMetrics?.messagesReceived.increment(by: count)
       forward(payload)
     default:
@@ -105,7 +103,8 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     }
   }
 
-  func channelInactive(context: ChannelHandlerContext) {
+  /// The caller's stream closed (reset, or its connection closed).
+  func callerClosed() {
     // The caller reset the stream or the connection closed: end the replica's stream too.
     if case .finished = state { return }
     logger.debug("caller went away before the answer")
@@ -177,29 +176,31 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     attemptStartedAt = .now
     attemptOpened = false
     state = .connecting(endpoint)
-    let bound = NIOLoopBound(self, eventLoop: eventLoop)
-    endpoint.connection(on: eventLoop)
-      .openStream { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(UpstreamStreamHandler(proxy: bound))
+    let connection = endpoint.connection(on: eventLoop)
+    if let stream = connection.openStream(self) {
+      opened(stream, on: endpoint)
+      return
+    }
+    connection.connect().assumeIsolated().whenComplete { [self] result in
+      guard case .connecting(let current) = state, current === endpoint else { return }
+      switch result {
+      case .success:
+        if let stream = connection.openStream(self) {
+          opened(stream, on: endpoint)
+        } else {
+          moveOn(from: endpoint, kind: "connect_failed", reason: "\(endpoint.address): the connection takes no new calls")
         }
+      case .failure(let error):
+        // Nothing was written to this replica: the call can safely go to another.
+        moveOn(from: endpoint, kind: "connect_failed", reason: "\(endpoint.address): cannot connect: \(error)")
       }
-      .assumeIsolated()
-      .whenComplete { [self] result in
-        guard case .connecting(let current) = state, current === endpoint else {
-          if case .success(let channel) = result { channel.close(promise: nil) }
-          return
-        }
-        switch result {
-        case .success(let channel):
-          state = .forwarding(endpoint, channel)
-          attemptOpened = true
-          sendRequest(to: channel)
-        case .failure(let error):
-          // Nothing was written to this replica: the call can safely go to another.
-          moveOn(from: endpoint, kind: "connect_failed", reason: "\(endpoint.address): cannot connect: \(error)")
-        }
-      }
+    }
+  }
+
+  private func opened(_ stream: UpstreamStream, on endpoint: Endpoint) {
+    state = .forwarding(endpoint, stream)
+    attemptOpened = true
+    sendRequest(to: stream)
   }
 
   /// Counts a failed attempt on `endpoint` and tries the next replica; `kind` labels the retry.
@@ -212,16 +213,15 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     attempt(retrying: reason)
   }
 
-  private func sendRequest(to channel: any Channel) {
-    for payload in request {
-      if case .headers(var headers) = payload, headers.headers.first(name: ":path") != nil {
+  private func sendRequest(to stream: UpstreamStream) {
+    for (index, payload) in request.enumerated() {
+      if index == 0, case .headers(var headers) = payload {
         headers.headers = upstreamHeaders()
-        channel.write(HTTP2Frame.FramePayload.headers(headers), promise: nil)
+        stream.write(.headers(headers))
       } else {
-        channel.write(payload, promise: nil)
+        stream.write(payload)
       }
     }
-    channel.flush()
   }
 
   /// The request headers with `grpc-timeout` set to the time left.
@@ -235,7 +235,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   private func forward(_ payload: HTTP2Frame.FramePayload) {
     if !responseStarted { request.append(payload) }
-    if case .forwarding(_, let channel) = state { channel.writeAndFlush(payload, promise: nil) }
+    if case .forwarding(_, let stream) = state { stream.write(payload) }
   }
 
   private func deadlineReached() {
@@ -250,19 +250,19 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   // MARK: From the replica
 
-  func upstreamRead(_ payload: HTTP2Frame.FramePayload, from stream: any Channel) {
-    guard case .forwarding(let endpoint, let channel) = state, channel === stream else { return }
+  func upstreamRead(_ payload: HTTP2Frame.FramePayload) {
+    guard case .forwarding(let endpoint, let stream) = state else { return }
     switch payload {
     case .headers(let headers):
       guard headers.endStream else {
         responseStarted = true
         request.removeAll()  // the replica has committed: no retry from here on
-        context?.write(wrapOutboundOut(payload), promise: nil)
+        caller.write(payload, on: streamID)
         return
       }
       let status = GRPCHeaders.status(of: headers.headers)
       if !responseStarted && status == GRPCStatusCode.unavailable.rawValue && pool.policy.retry.onUnavailable {
-        channel.close(promise: nil)
+        stream.cancel()
         moveOn(
           from: endpoint, kind: "unavailable",
           reason: "\(endpoint.address) answered UNAVAILABLE: \(headers.headers.first(name: "grpc-message") ?? "")")
@@ -271,25 +271,18 @@ final class ProxyStreamHandler: ChannelInboundHandler {
       pool.record(endpoint, failed: status == GRPCStatusCode.unavailable.rawValue)
       complete(with: payload, status: status ?? GRPCStatusCode.unknown.rawValue)
     case .data(let data):
-      guard let count = withinLimit(data, scanner: &responseScanner, direction: "response") else { return }
+      guard let count = withinLimit(data, response: true) else { return }
       serverMetrics?.messagesSent.increment(by: count)
       attemptMetrics?.messagesReceived.increment(by: count)
-      context?.write(wrapOutboundOut(payload), promise: nil)
+      caller.write(payload, on: streamID)
     default:
       break
     }
   }
 
-  func upstreamReadComplete(from stream: any Channel) {
-    if case .forwarding(_, let channel) = state, channel === stream { context?.flush() }
-  }
-
-  func upstreamFailed(_ error: any Error, from stream: any Channel) {
-    if case .forwarding(_, let channel) = state, channel === stream { lastFailure = "\(error)" }
-  }
-
-  func upstreamClosed(reason: HTTP2ErrorCode?, from stream: any Channel) {
-    guard case .forwarding(let endpoint, let channel) = state, channel === stream else { return }
+  func upstreamClosed(reason: HTTP2ErrorCode?, failure: String?) {
+    guard case .forwarding(let endpoint, _) = state else { return }
+    if let failure { lastFailure = failure }
     // The replica enforces the deadline it was given; when it gives up at (about) our deadline,
     // the caller's answer is DEADLINE_EXCEEDED, whichever timer fired first.
     if let deadline, NIODeadline.now() + .milliseconds(50) >= deadline {
@@ -312,14 +305,14 @@ final class ProxyStreamHandler: ChannelInboundHandler {
 
   /// Follows message prefixes in a DATA frame and returns how many messages began in it; ends
   /// the call with `RESOURCE_EXHAUSTED` and returns `nil` when a message is over the limit.
-  private func withinLimit(
-    _ data: HTTP2Frame.FramePayload.Data, scanner: inout MessageFrameScanner, direction: String
-  ) -> Int? {
+  private func withinLimit(_ data: HTTP2Frame.FramePayload.Data, response: Bool) -> Int? {
     guard case .byteBuffer(let buffer) = data.data else { return 0 }
     do {
-      return try scanner.scan(buffer)
+      // The scanners are accessed only while scanning: `finish` reads them.
+      return response ? try responseScanner.scan(buffer) : try requestScanner.scan(buffer)
     } catch {
       guard case .tooLarge(let length, let limit) = error else { return nil }
+      let direction = response ? "response" : "request"
       finish(.resourceExhausted, "\(direction) message of \(length) bytes is larger than the limit of \(limit)")
       return nil
     }
@@ -329,8 +322,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   private func answerHealth() {
     let (code, frames) = GRPCHealthAnswer.frames(for: localHealthBody ?? ByteBuffer(), pool: pool)
     localHealthBody = nil
-    for frame in frames { context?.write(wrapOutboundOut(frame), promise: nil) }
-    context?.flush()
+    for frame in frames { caller.write(frame, on: streamID) }
     end(code: code)
   }
 
@@ -346,12 +338,12 @@ final class ProxyStreamHandler: ChannelInboundHandler {
   private func complete(with trailers: HTTP2Frame.FramePayload, status: Int) {
     endAttempt(code: status)
     end(code: status)
-    context?.writeAndFlush(wrapOutboundOut(trailers), promise: nil)
+    caller.write(trailers, on: streamID)
   }
 
   /// Ends the call with the mesh's own status (`nil`: the caller is gone, nothing to send).
   private func finish(_ code: GRPCStatusCode?, _ message: String) {
-    if case .forwarding(_, let upstream) = state { upstream.close(promise: nil) }
+    if case .forwarding(_, let upstream) = state { upstream.cancel() }
     let status = (code ?? .cancelled).rawValue
     endAttempt(code: status)
     end(code: status)
@@ -360,7 +352,7 @@ final class ProxyStreamHandler: ChannelInboundHandler {
     let headers =
       responseStarted
       ? GRPCHeaders.trailers(code, message: message) : GRPCHeaders.trailersOnly(code, message: message)
-    context?.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+    caller.write(.headers(.init(headers: headers, endStream: true)), on: streamID)
   }
 
   private func end(code: Int) {

@@ -1,0 +1,111 @@
+import Logging
+import NIOCore
+import NIOHTTP2
+
+/// One connection from the core to a callback listener, after `NIOHTTP2Handler`: each stream
+/// the core opens is a ``ProxyCall``, and this handler routes the stream's frames to it and
+/// its answer back, gives the core back the window its DATA used, and drains the connection
+/// on shutdown.
+///
+/// Frames stay on the connection's pipeline: no channel per stream. Draining
+/// (``ChannelShouldQuiesceEvent``) sends GOAWAY and closes the connection once its last call has
+/// ended, or when `grace` runs out.
+final class CallerConnectionHandler: ChannelInboundHandler {
+  typealias InboundIn = HTTP2Frame
+  typealias OutboundOut = HTTP2Frame
+
+  private let pool: ReplicaPool
+  private let limits: MeshConfig.Upstream
+  private let grace: TimeAmount
+  private let logger: Logger
+  private let window = InboundWindowKeeper(target: NIOHTTP2Handler.ConnectionConfiguration.meshWindowSize)
+  private let flush = DeferredFlush()
+  private var context: ChannelHandlerContext?
+  private var calls: [HTTP2StreamID: ProxyCall] = [:]
+  private var lastStreamID = HTTP2StreamID.rootStream
+  private var draining = false
+
+  init(pool: ReplicaPool, limits: MeshConfig.Upstream, grace: Duration, logger: Logger) {
+    self.pool = pool
+    self.limits = limits
+    self.grace = grace.timeAmount
+    self.logger = logger
+  }
+
+  /// Sends `payload` on the caller's stream `streamID` (flushed once per event-loop tick).
+  func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID) {
+    write(HTTP2Frame(streamID: streamID, payload: payload))
+  }
+
+  private func write(_ frame: HTTP2Frame) {
+    guard let context else { return }
+    context.write(wrapOutboundOut(frame), promise: nil)
+    flush.request(context)
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let frame = unwrapInboundIn(data)
+    switch frame.payload {
+    case .headers:
+      if let call = calls[frame.streamID] {
+        call.received(frame.payload)
+        return
+      }
+      let call = ProxyCall(
+        caller: self, streamID: frame.streamID, eventLoop: context.eventLoop, pool: pool, limits: limits, logger: logger)
+      calls[frame.streamID] = call
+      lastStreamID = max(lastStreamID, frame.streamID)
+      call.received(frame.payload)
+    case .data:
+      calls[frame.streamID]?.received(frame.payload)
+    default:
+      break  // SETTINGS, PING, WINDOW_UPDATE: NIOHTTP2Handler's; RST_STREAM comes as StreamClosedEvent
+    }
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if let closed = event as? StreamClosedEvent {
+      calls.removeValue(forKey: closed.streamID)?.callerClosed()
+      if draining && calls.isEmpty { closeSoon(context) }
+    } else if let updated = event as? NIOHTTP2WindowUpdatedEvent, let update = window.windowUpdate(after: updated) {
+      write(update)
+    } else if event is ChannelShouldQuiesceEvent {
+      drain(context)
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    let open = calls
+    calls.removeAll()
+    for call in open.values { call.callerClosed() }
+    context.fireChannelInactive()
+  }
+
+  /// Tells the core no new calls are taken here (GOAWAY) and closes once the open ones end.
+  private func drain(_ context: ChannelHandlerContext) {
+    guard !draining else { return }
+    draining = true
+    write(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)))
+    if calls.isEmpty {
+      closeSoon(context)
+      return
+    }
+    let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    context.eventLoop.scheduleTask(in: grace) { loopBound.value.close(promise: nil) }
+  }
+
+  /// Closes the connection after this tick's flush, so the last frames written leave first.
+  private func closeSoon(_ context: ChannelHandlerContext) {
+    let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    context.eventLoop.execute { loopBound.value.close(promise: nil) }
+  }
+}

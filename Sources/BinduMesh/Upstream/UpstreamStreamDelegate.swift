@@ -1,0 +1,30 @@
+import NIOHTTP2
+
+/// What a stream to a replica reports to the call that opened it. Every method runs on the
+/// connection's event loop, and nothing is reported after the stream closed or was cancelled.
+protocol UpstreamStreamDelegate: AnyObject {
+  /// A frame of the replica's response: HEADERS, DATA or trailers.
+  func upstreamRead(_ payload: HTTP2Frame.FramePayload)
+
+  /// The stream ended. `reason` is the reset's code (`nil` when the stream ended normally or its
+  /// connection was lost; `.refusedStream` also when the replica's GOAWAY says it never began
+  /// the stream); `failure` says what went wrong, when known.
+  func upstreamClosed(reason: HTTP2ErrorCode?, failure: String?)
+}
+
+/// One stream to a replica, as its call holds it.
+struct UpstreamStream {
+  /// The stream's ID on its connection.
+  let id: HTTP2StreamID
+  let connection: UpstreamStreamsHandler
+
+  /// Sends `payload` on the stream (flushed once per event-loop tick).
+  func write(_ payload: HTTP2Frame.FramePayload) {
+    connection.write(HTTP2Frame(streamID: id, payload: payload))
+  }
+
+  /// Resets the stream (`CANCEL`) unless it has already closed; nothing more is reported.
+  func cancel() {
+    connection.cancel(id)
+  }
+}

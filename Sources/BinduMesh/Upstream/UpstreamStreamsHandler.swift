@@ -1,0 +1,127 @@
+import NIOCore
+import NIOHTTP2
+
+/// The streams of one connection to a replica, after `NIOHTTP2Handler`: gives each call a
+/// stream ID of its own on the shared connection, routes the replica's frames to the call by
+/// that ID, and gives the replica back the window its DATA used.
+///
+/// Frames stay on the connection's pipeline: no channel per stream. A GOAWAY from the replica
+/// stops new streams here; the streams it says it never began end with `.refusedStream`, so
+/// their calls move to another replica.
+final class UpstreamStreamsHandler: ChannelInboundHandler {
+  typealias InboundIn = HTTP2Frame
+  typealias OutboundOut = HTTP2Frame
+
+  /// Stream IDs are odd and below 2^31; a connection that has used them up is replaced.
+  private static let lastStreamID = HTTP2StreamID(Int32.max - 2)
+
+  private let liveness: UpstreamLivenessHandler
+  private let window = InboundWindowKeeper(target: NIOHTTP2Handler.ConnectionConfiguration.meshWindowSize)
+  private let flush = DeferredFlush()
+  private var context: ChannelHandlerContext?
+  private var streams: [HTTP2StreamID: any UpstreamStreamDelegate] = [:]
+  private var nextStreamID: HTTP2StreamID = 1
+  private var goingAway = false
+  /// The connection's last error, told to the calls it ends.
+  private var failure: String?
+  /// Completed when the connection is up and its HTTP/2 preface sent (frames written before
+  /// would be lost), or failed when it closes first.
+  private var activation: EventLoopPromise<Void>?
+
+  init(liveness: UpstreamLivenessHandler, activation: EventLoopPromise<Void>) {
+    self.liveness = liveness
+    self.activation = activation
+  }
+
+  /// Whether a new stream may open on this connection.
+  var acceptsStreams: Bool { context != nil && !goingAway && nextStreamID < Self.lastStreamID }
+
+  /// Opens a stream reporting to `delegate`, or `nil` when this connection takes no new streams.
+  func open(_ delegate: any UpstreamStreamDelegate) -> UpstreamStream? {
+    guard acceptsStreams else { return nil }
+    let id = nextStreamID
+    nextStreamID = id.advanced(by: 2)
+    streams[id] = delegate
+    liveness.streamOpened()
+    return UpstreamStream(id: id, connection: self)
+  }
+
+  func write(_ frame: HTTP2Frame) {
+    guard let context else { return }
+    context.write(wrapOutboundOut(frame), promise: nil)
+    flush.request(context)
+  }
+
+  func cancel(_ id: HTTP2StreamID) {
+    guard streams.removeValue(forKey: id) != nil else { return }
+    liveness.streamClosed()
+    write(HTTP2Frame(streamID: id, payload: .rstStream(.cancel)))
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+    activation?.fail(ChannelError.ioOnClosedChannel)
+    activation = nil
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    context.fireChannelActive()
+    activation?.succeed()
+    activation = nil
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let frame = unwrapInboundIn(data)
+    switch frame.payload {
+    case .headers, .data:
+      streams[frame.streamID]?.upstreamRead(frame.payload)
+    case .goAway(let lastStreamID, let code, _):
+      goingAway = true
+      let unstarted = streams.keys.filter { $0 > lastStreamID }
+      for id in unstarted {
+        close(id, reason: .refusedStream, failure: "the replica is going away (GOAWAY \(code)) and never began the call")
+      }
+    default:
+      break  // SETTINGS, PING, WINDOW_UPDATE: NIOHTTP2Handler's; RST_STREAM comes as StreamClosedEvent
+    }
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if let closed = event as? StreamClosedEvent {
+      close(closed.streamID, reason: closed.reason, failure: nil)
+    } else if let updated = event as? NIOHTTP2WindowUpdatedEvent, let update = window.windowUpdate(after: updated) {
+      write(update)
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    // A stream's error resets that stream (its call hears the code); anything else is the
+    // connection's, which NIO closes.
+    if !(error is NIOHTTP2Errors.StreamError) { failure = "\(error)" }
+    context.fireErrorCaught(error)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.context = nil
+    activation?.fail(ChannelError.ioOnClosedChannel)
+    activation = nil
+    let open = streams
+    streams.removeAll()
+    for delegate in open.values {
+      liveness.streamClosed()
+      delegate.upstreamClosed(reason: nil, failure: failure ?? "connection to the replica closed")
+    }
+    context.fireChannelInactive()
+  }
+
+  private func close(_ id: HTTP2StreamID, reason: HTTP2ErrorCode?, failure: String?) {
+    guard let delegate = streams.removeValue(forKey: id) else { return }
+    liveness.streamClosed()
+    delegate.upstreamClosed(reason: reason, failure: failure)
+  }
+}
