@@ -17,13 +17,14 @@ extension NIOHTTP2Handler.ConnectionConfiguration {
     return configuration
   }
 
-  /// Settings of connections to replicas: as ``mesh(_:)``, without validating the header
-  /// blocks the mesh sends (they were validated when the caller sent them), and with no
-  /// server push.
+  /// Settings of connections to replicas: as ``mesh(_:)``, with no server push, and without
+  /// validating header blocks and content lengths the caller's side has validated (the
+  /// replica's answers reach a caller whose own HTTP/2 stack checks them).
   static func meshUpstream(_ upstream: MeshConfig.Upstream) -> Self {
     var configuration = mesh(upstream)
     configuration.initialSettings.append(HTTP2Setting(parameter: .enablePush, value: 0))
     configuration.headerBlockValidation = .disabled
+    configuration.contentLengthValidation = .disabled
     return configuration
   }
 }

@@ -24,6 +24,8 @@ final class CallerConnectionHandler: ChannelInboundHandler {
   private var calls: [HTTP2StreamID: ProxyCall] = [:]
   private var lastStreamID = HTTP2StreamID.rootStream
   private var draining = false
+  /// The server metrics of the last method called here: calls on a connection mostly share one.
+  private var lastServerMetrics: (path: String, metrics: GRPCCallMetrics)?
 
   init(pool: ReplicaPool, limits: MeshConfig.Upstream, grace: Duration, logger: Logger) {
     self.pool = pool
@@ -35,6 +37,15 @@ final class CallerConnectionHandler: ChannelInboundHandler {
   /// Sends `payload` on the caller's stream `streamID` (flushed once per event-loop tick).
   func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID) {
     write(HTTP2Frame(streamID: streamID, payload: payload))
+  }
+
+  /// The pool's server metrics of calls to `path`, without a lock when the last call here had
+  /// the same method.
+  func serverMetrics(path: String) -> GRPCCallMetrics {
+    if let last = lastServerMetrics, last.path == path { return last.metrics }
+    let metrics = pool.serverMetrics(path: path)
+    lastServerMetrics = (path, metrics)
+    return metrics
   }
 
   private func write(_ frame: HTTP2Frame) {
@@ -72,11 +83,11 @@ final class CallerConnectionHandler: ChannelInboundHandler {
   }
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-    if let closed = event as? StreamClosedEvent {
+    if let updated = event as? NIOHTTP2WindowUpdatedEvent {
+      if let update = window.windowUpdate(after: updated) { write(update) }
+    } else if let closed = event as? StreamClosedEvent {
       calls.removeValue(forKey: closed.streamID)?.callerClosed()
       if draining && calls.isEmpty { closeSoon(context) }
-    } else if let updated = event as? NIOHTTP2WindowUpdatedEvent, let update = window.windowUpdate(after: updated) {
-      write(update)
     } else if event is ChannelShouldQuiesceEvent {
       drain(context)
     }

@@ -115,7 +115,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     requestHeaders = headers.headers
     path = requestHeaders.first(name: ":path") ?? ""
     startedAt = .now
-    serverMetrics = pool.serverMetrics(path: path)
+    serverMetrics = caller.serverMetrics(path: path)
     serverMetrics?.started.increment()
     if path == GRPCHealthAnswer.checkPath {
       localHealthBody = ByteBuffer()
@@ -171,12 +171,12 @@ final class ProxyCall: UpstreamStreamDelegate {
     if let reason {
       logger.notice("retrying the call on another replica", metadata: ["mesh.replica": "\(endpoint)", "reason": "\(reason)"])
     }
-    attemptMetrics = endpoint.clientMetrics(pool: pool, path: path)
+    let connection = endpoint.connection(on: eventLoop)
+    attemptMetrics = connection.clientMetrics(path: path) { endpoint.clientMetrics(pool: pool, path: $0) }
     attemptMetrics?.started.increment()
     attemptStartedAt = .now
     attemptOpened = false
     state = .connecting(endpoint)
-    let connection = endpoint.connection(on: eventLoop)
     if let stream = connection.openStream(self) {
       opened(stream, on: endpoint)
       return

@@ -29,6 +29,8 @@ final class UpstreamConnection: @unchecked Sendable {
   private let logger: Logger
   private var state: State = .idle
   private var backoff: TimeAmount = .milliseconds(100)
+  /// The client metrics of the last method called on this connection.
+  private var lastClientMetrics: (path: String, metrics: GRPCCallMetrics)?
 
   init(
     eventLoop: any EventLoop, address: HostPort, config: MeshConfig.Upstream, security: UpstreamSecurity?,
@@ -39,6 +41,15 @@ final class UpstreamConnection: @unchecked Sendable {
     self.config = config
     self.security = security
     self.logger = logger
+  }
+
+  /// The client metrics of calls to `path` on this connection's endpoint, without a lock when
+  /// the last call here had the same method; `lookUp` finds them otherwise.
+  func clientMetrics(path: String, lookUp: (String) -> GRPCCallMetrics) -> GRPCCallMetrics {
+    if let last = lastClientMetrics, last.path == path { return last.metrics }
+    let metrics = lookUp(path)
+    lastClientMetrics = (path, metrics)
+    return metrics
   }
 
   /// Opens a stream for `delegate` when the connection is up and takes new streams; `nil`

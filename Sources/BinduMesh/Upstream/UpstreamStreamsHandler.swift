@@ -91,10 +91,10 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
   }
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-    if let closed = event as? StreamClosedEvent {
+    if let updated = event as? NIOHTTP2WindowUpdatedEvent {
+      if let update = window.windowUpdate(after: updated) { write(update) }
+    } else if let closed = event as? StreamClosedEvent {
       close(closed.streamID, reason: closed.reason, failure: nil)
-    } else if let updated = event as? NIOHTTP2WindowUpdatedEvent, let update = window.windowUpdate(after: updated) {
-      write(update)
     }
     context.fireUserInboundEventTriggered(event)
   }
