@@ -18,10 +18,13 @@ struct BenchReplica: ParsableCommand {
   @Option(help: "Replica name, put in every answer.") var name = "replica"
   @Option(help: "Listen address, host:port (port 0: any).") var listen = "127.0.0.1:0"
   @Option(help: "Event loop threads.") var threads = 1
+  @Option(help: "Send GOAWAY on a connection after this many streams, leaving later ones unanswered (for tests).")
+  var goawayAfter: Int?
 
   func run() throws {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
     let name = self.name
+    let goawayAfter = self.goawayAfter
     let parts = listen.split(separator: ":")
     let channel = try ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)
@@ -31,10 +34,25 @@ struct BenchReplica: ParsableCommand {
         channel.eventLoop.makeCompletedFuture {
           var settings = NIOHTTP2Handler.ConnectionConfiguration()
           settings.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000)]
+          let streams = NIOLoopBound(StreamCounter(), eventLoop: channel.eventLoop)
           _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: settings, streamConfiguration: .init()
           ) { stream in
             stream.eventLoop.makeCompletedFuture {
+              streams.value.count += 1
+              if let goawayAfter {
+                // Streams after the GOAWAY's last one are never answered, as the GOAWAY says.
+                if streams.value.count > goawayAfter { return }
+                if streams.value.count == goawayAfter,
+                  let id = try? stream.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID)
+                {
+                  let goAway = HTTP2Frame.FramePayload.goAway(lastStreamID: id, errorCode: .noError, opaqueData: nil)
+                  let parent = NIOLoopBound(channel, eventLoop: channel.eventLoop)
+                  channel.eventLoop.execute {
+                    parent.value.writeAndFlush(HTTP2Frame(streamID: .rootStream, payload: goAway), promise: nil)
+                  }
+                }
+              }
               try stream.pipeline.syncOperations.addHandler(EchoStream(name: name))
             }
           }
@@ -44,6 +62,11 @@ struct BenchReplica: ParsableCommand {
     FileHandle.standardOutput.write(Data("listening on \(parts[0]):\(channel.localAddress?.port ?? 0)\n".utf8))
     try channel.closeFuture.wait()
   }
+}
+
+/// The streams a connection has opened.
+final class StreamCounter {
+  var count = 0
 }
 
 /// One call: collects the request, answers when it ends.

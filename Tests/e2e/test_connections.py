@@ -4,7 +4,9 @@ import subprocess
 import time
 
 from faults import Scenario
-from harness import require_tool
+import grpc
+
+from harness import BIN_DIR, Mesh, Process, free_port, require_tool
 
 SLOW_PROBES = "health:\n  interval: 60s\n  timeout: 1s\n"
 
@@ -41,3 +43,31 @@ def test_replica_that_stops_answering_pings_loses_its_connection(tmp_path, pb):
     finally:
         scenario.replicas[0].process.send(signal.SIGCONT)
         scenario.stop()
+
+
+def test_calls_a_replica_never_began_before_its_goaway_move_to_another(tmp_path, pb):
+    """A replica's GOAWAY names the last stream it will answer; the calls on later streams were
+    never begun, so they go to another replica instead of waiting for an answer."""
+    messages, services = pb
+    replicas = []
+    try:
+        for name, extra in (("r1", ["--goaway-after", "3"]), ("r2", [])):
+            process = Process([str(BIN_DIR / "bindu-bench-replica"), "--name", name, *extra], cwd=tmp_path, name=name)
+            replicas.append((process, int(process.wait_line(lambda l: l.startswith("listening on")).rsplit(":", 1)[1])))
+        listen = free_port()
+        pool = (f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas:\n"
+                + "".join(f"      - 127.0.0.1:{port}\n" for _, port in replicas))
+        mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=SLOW_PROBES + pool)
+        replicas.append((mesh, None))
+        mesh.start()
+        stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{listen}"))
+        calls = [stub.HandleMessages.future(
+            messages.HandleRequest(messages=[messages.ChatMessage(content=f"m{i}")]), timeout=10) for i in range(40)]
+        answers = [call.result().content for call in calls]
+        assert all(answer.endswith(f"] m{i}") for i, answer in enumerate(answers)), answers
+        moved = [l for l in mesh.process.output().splitlines() if "retrying the call on another replica" in l]
+        assert any("GOAWAY" in l for l in moved), "some calls were on streams after r1's GOAWAY"
+        assert "replica ejected" not in mesh.process.output(), "a GOAWAY is not the replica's failure"
+    finally:
+        for process, _ in reversed(replicas):
+            process.stop()

@@ -111,6 +111,10 @@ private final class ProbeCall: UpstreamStreamDelegate {
     }
   }
 
+  func upstreamNeverBegan(_ failure: String) {
+    end(.init(passed: false, message: failure, code: GRPCStatusCode.unavailable.rawValue))
+  }
+
   func upstreamClosed(reason: HTTP2ErrorCode?, failure: String?) {
     let why = failure ?? reason.map { "stream reset (\($0))" } ?? "stream closed before an answer"
     end(.init(passed: false, message: why, code: GRPCStatusCode.unavailable.rawValue))

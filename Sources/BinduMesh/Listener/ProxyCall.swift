@@ -47,7 +47,6 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var deadline: NIODeadline?
   private var deadlineTimer: Scheduled<Void>?
   private var tried: [Endpoint] = []
-  private var lastFailure: String?
   private var responseStarted = false
   private var counted = false
   private var holdsRetry = false
@@ -145,14 +144,15 @@ final class ProxyCall: UpstreamStreamDelegate {
   }
 
   /// Picks a replica not tried yet and opens a stream to it; `retrying` says why when this is
-  /// not the first attempt.
-  private func attempt(retrying reason: String?) {
+  /// not the first attempt. A `transparent` retry (the replica's GOAWAY says it never began the
+  /// call) takes nothing from the retry budget.
+  private func attempt(retrying reason: String?, transparent: Bool = false) {
     if let reason {
       guard tried.count < pool.policy.retry.maxAttempts else {
         finish(.unavailable, "pool \"\(pool.name)\": gave up after \(tried.count) attempts (last: \(reason))")
         return
       }
-      if !holdsRetry {
+      if !holdsRetry && !transparent {
         guard pool.beginRetry() else {
           finish(.unavailable, "pool \"\(pool.name)\": retry budget spent (last: \(reason))")
           return
@@ -204,13 +204,13 @@ final class ProxyCall: UpstreamStreamDelegate {
   }
 
   /// Counts a failed attempt on `endpoint` and tries the next replica; `kind` labels the retry.
-  private func moveOn(from endpoint: Endpoint, kind: String, reason: String) {
+  /// A `transparent` move (`goaway`) is not the replica's failure and spends no retry budget.
+  private func moveOn(from endpoint: Endpoint, kind: String, reason: String, transparent: Bool = false) {
     endAttempt(code: GRPCStatusCode.unavailable.rawValue)
     pool.countRetry(reason: kind)
-    pool.record(endpoint, failed: true)
+    if !transparent { pool.record(endpoint, failed: true) }
     tried.append(endpoint)
-    lastFailure = reason
-    attempt(retrying: reason)
+    attempt(retrying: reason, transparent: transparent)
   }
 
   private func sendRequest(to stream: UpstreamStream) {
@@ -280,16 +280,20 @@ final class ProxyCall: UpstreamStreamDelegate {
     }
   }
 
+  func upstreamNeverBegan(_ failure: String) {
+    guard case .forwarding(let endpoint, _) = state, !responseStarted else { return }
+    moveOn(from: endpoint, kind: "goaway", reason: "\(endpoint.address): \(failure)", transparent: true)
+  }
+
   func upstreamClosed(reason: HTTP2ErrorCode?, failure: String?) {
     guard case .forwarding(let endpoint, _) = state else { return }
-    if let failure { lastFailure = failure }
     // The replica enforces the deadline it was given; when it gives up at (about) our deadline,
     // the caller's answer is DEADLINE_EXCEEDED, whichever timer fired first.
     if let deadline, NIODeadline.now() + .milliseconds(50) >= deadline {
       deadlineReached()
       return
     }
-    let why = reason.map { "stream reset (\($0))" } ?? lastFailure ?? "connection closed"
+    let why = failure ?? reason.map { "stream reset (\($0))" } ?? "connection closed"
     let failure = "\(endpoint.address): \(why)"
     // REFUSED_STREAM guarantees the replica did not process the call (RFC 9113 §8.7).
     if !responseStarted && (reason == .refusedStream || pool.policy.retry.replayStartedCalls) {

@@ -162,7 +162,7 @@ public final class ReplicaPool: Sendable {
     serverMetricsByPath.metrics(path: path) { metrics.server(pool: name, path: path) }
   }
 
-  /// Counts a retry, by reason (`connect_failed`, `refused_stream`, `unavailable`, `replay`).
+  /// Counts a retry, by reason (`connect_failed`, `refused_stream`, `goaway`, `unavailable`, `replay`).
   func countRetry(reason: String) {
     metrics.counter("retries_total", [("pool", name), ("reason", reason)]).increment()
   }

@@ -7,9 +7,12 @@ protocol UpstreamStreamDelegate: AnyObject {
   func upstreamRead(_ payload: HTTP2Frame.FramePayload)
 
   /// The stream ended. `reason` is the reset's code (`nil` when the stream ended normally or its
-  /// connection was lost; `.refusedStream` also when the replica's GOAWAY says it never began
-  /// the stream); `failure` says what went wrong, when known.
+  /// connection was lost); `failure` says what went wrong, when known.
   func upstreamClosed(reason: HTTP2ErrorCode?, failure: String?)
+
+  /// The replica's GOAWAY names an earlier stream as its last: it never began this one, which
+  /// is closed, and no more is reported (RFC 9113 §6.8).
+  func upstreamNeverBegan(_ failure: String)
 }
 
 /// One stream to a replica, as its call holds it.

@@ -6,8 +6,8 @@ import NIOHTTP2
 /// that ID, and gives the replica back the window its DATA used.
 ///
 /// Frames stay on the connection's pipeline: no channel per stream. A GOAWAY from the replica
-/// stops new streams here; the streams it says it never began end with `.refusedStream`, so
-/// their calls move to another replica.
+/// stops new streams here; the calls on streams it says it never began move to another
+/// replica.
 final class UpstreamStreamsHandler: ChannelInboundHandler {
   typealias InboundIn = HTTP2Frame
   typealias OutboundOut = HTTP2Frame
@@ -83,7 +83,9 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
       goingAway = true
       let unstarted = streams.keys.filter { $0 > lastStreamID }
       for id in unstarted {
-        close(id, reason: .refusedStream, failure: "the replica is going away (GOAWAY \(code)) and never began the call")
+        guard let delegate = streams.removeValue(forKey: id) else { continue }
+        liveness.streamClosed()
+        delegate.upstreamNeverBegan("the replica is going away (GOAWAY \(code)) and never began the call")
       }
     default:
       break  // SETTINGS, PING, WINDOW_UPDATE: NIOHTTP2Handler's; RST_STREAM comes as StreamClosedEvent
