@@ -90,8 +90,9 @@ final class CallerConnectionHandler: ChannelInboundHandler {
       if draining && calls.isEmpty { closeSoon(context) }
     } else if event is ChannelShouldQuiesceEvent {
       drain(context)
+    } else if !(event is NIOHTTP2StreamCreatedEvent) {
+      context.fireUserInboundEventTriggered(event)
     }
-    context.fireUserInboundEventTriggered(event)
   }
 
   func channelInactive(context: ChannelHandlerContext) {

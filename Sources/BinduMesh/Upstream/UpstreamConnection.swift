@@ -116,8 +116,8 @@ final class UpstreamConnection: @unchecked Sendable {
           }
           try sync.addHandler(
             NIOHTTP2Handler(mode: .client, connectionConfiguration: .meshUpstream(upstream), streamConfiguration: .mesh(upstream)))
-          try sync.addHandler(handlers.value.0)
           try sync.addHandler(handlers.value.1)
+          try sync.addHandler(handlers.value.0)
         }
       }
       .connect(host: address.host, port: address.port)

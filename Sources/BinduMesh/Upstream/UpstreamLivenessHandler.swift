@@ -2,7 +2,8 @@ import Logging
 import NIOCore
 import NIOHTTP2
 
-/// Watches one connection to a replica, after `NIOHTTP2Handler`: closes it when it has been idle
+/// Watches one connection to a replica, after ``UpstreamStreamsHandler`` (which counts its
+/// streams here and passes on PING frames and connection events): closes it when it has been idle
 /// for `upstream.idle_timeout`, when the replica does not answer a keepalive PING within
 /// `upstream.keepalive_timeout`, and when it is draining and its last stream has ended.
 final class UpstreamLivenessHandler: ChannelDuplexHandler {

@@ -1,7 +1,8 @@
 import NIOCore
 import NIOHTTP2
 
-/// The streams of one connection to a replica, after `NIOHTTP2Handler`: gives each call a
+/// The streams of one connection to a replica, after `NIOHTTP2Handler` and before
+/// ``UpstreamLivenessHandler``: gives each call a
 /// stream ID of its own on the shared connection, routes the replica's frames to the call by
 /// that ID, and gives the replica back the window its DATA used.
 ///
@@ -87,18 +88,22 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
         liveness.streamClosed()
         delegate.upstreamNeverBegan("the replica is going away (GOAWAY \(code)) and never began the call")
       }
+    case .ping:
+      context.fireChannelRead(data)  // the liveness handler's
     default:
-      break  // SETTINGS, PING, WINDOW_UPDATE: NIOHTTP2Handler's; RST_STREAM comes as StreamClosedEvent
+      break  // SETTINGS, WINDOW_UPDATE: NIOHTTP2Handler's; RST_STREAM comes as StreamClosedEvent
     }
   }
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    // The per-stream events end here; the rest go on to the liveness handler.
     if let updated = event as? NIOHTTP2WindowUpdatedEvent {
       if let update = window.windowUpdate(after: updated) { write(update) }
     } else if let closed = event as? StreamClosedEvent {
       close(closed.streamID, reason: closed.reason, failure: nil)
+    } else if !(event is NIOHTTP2StreamCreatedEvent) {
+      context.fireUserInboundEventTriggered(event)
     }
-    context.fireUserInboundEventTriggered(event)
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
