@@ -40,7 +40,7 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var logger: Logger { poolLogger.with("rpc.method", path) }
   private var state = State.idle
   /// The request's frames so far, kept until the replica commits so the call can move.
-  private var request: [HTTP2Frame.FramePayload] = []
+  private var request = KeptRequest()
   private var requestHeaders = HPACKHeaders()
   /// The call's `:path`, such as `/bindu.grpc.AgentHandler/HandleMessages`.
   private var path = ""
@@ -139,7 +139,7 @@ final class ProxyCall: UpstreamStreamDelegate {
         deadlineReached()
       }
     }
-    request.append(.headers(headers))
+    request.keep(.headers(headers))
     attempt(retrying: nil)
   }
 
@@ -214,14 +214,10 @@ final class ProxyCall: UpstreamStreamDelegate {
   }
 
   private func sendRequest(to stream: UpstreamStream) {
-    for (index, payload) in request.enumerated() {
-      if index == 0, case .headers(var headers) = payload {
-        headers.headers = upstreamHeaders()
-        stream.write(.headers(headers))
-      } else {
-        stream.write(payload)
-      }
-    }
+    guard var headers = request.headers else { return }
+    headers.headers = upstreamHeaders()
+    stream.write(.headers(headers))
+    request.forEachFrameAfterHeaders { stream.write($0) }
   }
 
   /// The request headers with `grpc-timeout` set to the time left.
@@ -234,7 +230,7 @@ final class ProxyCall: UpstreamStreamDelegate {
   }
 
   private func forward(_ payload: HTTP2Frame.FramePayload) {
-    if !responseStarted { request.append(payload) }
+    if !responseStarted { request.keep(payload) }
     if case .forwarding(_, let stream) = state { stream.write(payload) }
   }
 

@@ -19,6 +19,8 @@ final class UpstreamLivenessHandler: ChannelDuplexHandler {
   private var openStreams = 0
   private var draining = false
   private var idleTimer: Scheduled<Void>?
+  /// When the last stream ended (or the connection opened).
+  private var idleSince = NIODeadline.now()
   private var keepaliveTimer: Scheduled<Void>?
   private var pingTimeout: Scheduled<Void>?
   private var pingsSent: UInt64 = 0
@@ -53,8 +55,6 @@ final class UpstreamLivenessHandler: ChannelDuplexHandler {
   /// Counts a stream opened on this connection.
   func streamOpened() {
     openStreams += 1
-    idleTimer?.cancel()
-    idleTimer = nil
   }
 
   /// Counts a stream of this connection that has ended.
@@ -64,6 +64,7 @@ final class UpstreamLivenessHandler: ChannelDuplexHandler {
     if draining {
       context.close(promise: nil)
     } else {
+      idleSince = .now()
       scheduleIdleTimer(context)
     }
   }
@@ -90,11 +91,19 @@ final class UpstreamLivenessHandler: ChannelDuplexHandler {
     scheduleKeepalive(context)
   }
 
-  private func scheduleIdleTimer(_ context: ChannelHandlerContext) {
+  /// Arms the idle timer unless it is armed: one timer per idle period, not one per call. When
+  /// it fires, the connection closes if it has been idle for `idleTimeout` since its last
+  /// stream ended, and the timer is armed again for the rest otherwise.
+  private func scheduleIdleTimer(_ context: ChannelHandlerContext, in delay: TimeAmount? = nil) {
     guard let idleTimeout, idleTimer == nil else { return }
-    idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [self] in
+    idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay ?? idleTimeout) { [self] in
       idleTimer = nil
-      guard openStreams == 0 else { return }
+      guard openStreams == 0 else { return }  // armed again when the last stream ends
+      let left = idleSince + idleTimeout - .now()
+      guard left <= .zero else {
+        scheduleIdleTimer(context, in: left)
+        return
+      }
       logger.debug("closing idle connection to replica")
       context.close(promise: nil)
     }
