@@ -173,6 +173,30 @@ def run_h2load(target, shape, duration, body, workdir):
     return {"rps": rps, "p50": p(0.50), "p99": p(0.99), "cpu_per_1k": cpu / max(succeeded, 1) * 1000, "requests": succeeded}
 
 
+def mallocs_per_call(target, body, workdir, calls=20000):
+    """Heap allocations per call in the target process, counted by a uprobe on libc's malloc
+    (`perf probe`, needs root); None when that is not possible here."""
+    perf = shutil.which("perf")
+    libc = next((p for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6") if Path(p).exists()), None)
+    if not perf or not libc or os.geteuid() != 0:
+        return None
+    subprocess.run([perf, "probe", "-q", "-x", libc, "malloc"], capture_output=True)
+    if "probe_libc:malloc" not in subprocess.run([perf, "probe", "-l"], capture_output=True, text=True).stdout:
+        return None
+    stat = workdir / "malloc.stat"
+    counting = subprocess.Popen([perf, "stat", "-x", ",", "-e", "probe_libc:malloc", "-p", str(target.pids[0]),
+                                 "-o", str(stat)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    subprocess.run(["h2load", "-c", "1", "-m", "16", "-n", str(calls), "-d", str(body), "-H", "content-type: application/grpc",
+                    "-H", "te: trailers", f"http://127.0.0.1:{target.port}{PATH}"], capture_output=True, timeout=120)
+    counting.send_signal(signal.SIGINT)
+    counting.wait(timeout=10)
+    for line in stat.read_text().splitlines():
+        if "probe_libc:malloc" in line and line.split(",")[0].isdigit():
+            return int(line.split(",")[0]) / calls
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=3, help="seconds of load per run (after 1 s warm-up)")
@@ -209,6 +233,7 @@ def main():
                 for target in order:
                     results[(shape, target.name)].append(run_h2load(target, shape, args.duration, body, workdir))
         check_all(targets)
+        allocations = mallocs_per_call(targets[1], body, workdir)
         print(f"\nbindu-mesh benchmark: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, "
               f"{time.strftime('%Y-%m-%d')}; {args.repetitions} x {args.duration} s per shape and configuration")
         for shape in shapes:
@@ -224,6 +249,8 @@ def main():
                       f"{statistics.median(ratios):>8.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
                       f"{statistics.median(r['p50'] for r in runs):>8.2f} {statistics.median(r['p99'] for r in runs):>8.2f} "
                       f"{statistics.median(r['cpu_per_1k'] for r in runs):>9.3f} {rss:>7}")
+        if allocations is not None:
+            print(f"\nbindu-mesh heap allocations per call (libc malloc, uprobe; 1 x 16): {allocations:.1f}")
     finally:
         for process in reversed(started):
             process.stop(signal.SIGTERM)
