@@ -8,8 +8,8 @@ import UnixSignals
 /// An `AgentHandler` replica for demos, tests and benchmarks.
 ///
 /// `HandleMessages` answers `[<name>] <last message>`; `HandleMessagesStream` sends one chunk per
-/// word of the last message. A last message `sleep:<ms> ...` waits that long first. Request
-/// metadata `x-echo-*` comes back as response metadata. With `--core`, it registers with that
+/// word of the last message (`flood:<n>`: n messages of 64 KiB). A last message `sleep:<ms> ...`
+/// waits that long first. Request metadata `x-echo-*` comes back as response metadata. With `--core`, it registers with that
 /// address (a Bindu core or bindu-mesh) as an SDK does, heartbeats, and unregisters on SIGTERM.
 @main
 struct EchoReplica: AsyncParsableCommand {
@@ -142,6 +142,9 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
     request: ServerRequest<Bindu_Grpc_HandleRequest>, context: ServerContext
   ) async throws -> StreamingServerResponse<Bindu_Grpc_HandleResponse> {
     let text = try await prepare(request.message)
+    if text.hasPrefix("flood:"), let count = Int(text.dropFirst(6)) {
+      return flood(count, metadata: echoedMetadata(request.metadata))
+    }
     let words = text.split(separator: " ").map(String.init)
     return StreamingServerResponse(metadata: echoedMetadata(request.metadata)) { writer in
       for (index, word) in words.enumerated() {
@@ -151,6 +154,21 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
             $0.isFinal = index == words.count - 1
             $0.metadata = ["replica": name, "index": "\(index)"]
           })
+      }
+      return ["x-replica": "\(name)"]
+    }
+  }
+
+  /// `count` messages of 64 KiB each, as fast as the stream takes them.
+  private func flood(_ count: Int, metadata: Metadata) -> StreamingServerResponse<Bindu_Grpc_HandleResponse> {
+    let chunk = String(repeating: "x", count: 64 * 1024)
+    return StreamingServerResponse(metadata: metadata) { writer in
+      for index in 0..<count {
+        try await writer.write(.with {
+          $0.content = chunk
+          $0.isFinal = index == count - 1
+          $0.metadata = ["index": "\(index)"]
+        })
       }
       return ["x-replica": "\(name)"]
     }

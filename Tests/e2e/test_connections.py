@@ -71,3 +71,32 @@ def test_calls_a_replica_never_began_before_its_goaway_move_to_another(tmp_path,
     finally:
         for process, _ in reversed(replicas):
             process.stop()
+
+
+def rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_caller_that_stops_reading_stops_the_replica_instead_of_filling_the_mesh(tmp_path, pb):
+    """Backpressure: a replica streaming 192 MiB to a caller that pauses is held back by flow
+    control (the mesh gives the replica window only as the caller takes the data), so the mesh
+    holds about one window, not the stream; nothing is lost when the caller reads again."""
+    scenario = Scenario(tmp_path, replicas=1, policy_yaml=SLOW_PROBES)
+    try:
+        pid = scenario.mesh.process.proc.pid
+        before = rss_mb(pid)
+        request = scenario.messages.HandleRequest(messages=[scenario.messages.ChatMessage(content="flood:3000")])
+        stream = scenario.stub.HandleMessagesStream(request, timeout=120)
+        first = next(stream)
+        time.sleep(2.0)  # the caller reads nothing meanwhile
+        paused = rss_mb(pid)
+        rest = list(stream)
+        assert paused - before < 64, f"the mesh buffered the stream: {before:.0f} MB -> {paused:.0f} MB"
+        chunks = [first] + rest
+        assert len(chunks) == 3000 and [int(c.metadata["index"]) for c in chunks] == list(range(3000))
+        assert all(len(c.content) == 64 * 1024 for c in chunks) and chunks[-1].is_final
+    finally:
+        scenario.stop()

@@ -34,9 +34,10 @@ final class CallerConnectionHandler: ChannelInboundHandler {
     self.logger = logger
   }
 
-  /// Sends `payload` on the caller's stream `streamID` (flushed once per event-loop tick).
-  func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID) {
-    write(HTTP2Frame(streamID: streamID, payload: payload))
+  /// Sends `payload` on the caller's stream `streamID` (flushed once per event-loop tick);
+  /// `promise` completes once it is written.
+  func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
+    write(HTTP2Frame(streamID: streamID, payload: payload), promise: promise)
   }
 
   /// The pool's server metrics of calls to `path`, without a lock when the last call here had
@@ -48,9 +49,12 @@ final class CallerConnectionHandler: ChannelInboundHandler {
     return metrics
   }
 
-  private func write(_ frame: HTTP2Frame) {
-    guard let context else { return }
-    context.write(wrapOutboundOut(frame), promise: nil)
+  private func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>? = nil) {
+    guard let context else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    context.write(wrapOutboundOut(frame), promise: promise)
     flush.request(context)
   }
 

@@ -41,6 +41,9 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var state = State.idle
   /// The request's frames so far, kept until the replica commits so the call can move.
   private var request = KeptRequest()
+  /// The flow-control windows of the caller's stream (request) and the replica's (response).
+  private var requestWindow = ForwardingWindow()
+  private var responseWindow = ForwardingWindow()
   private var requestHeaders = HPACKHeaders()
   /// The call's `:path`, such as `/bindu.grpc.AgentHandler/HandleMessages`.
   private var path = ""
@@ -96,7 +99,7 @@ final class ProxyCall: UpstreamStreamDelegate {
       }
       guard let count = withinLimit(data, response: false) else { return }
       serverMetrics?.messagesReceived.increment(by: count)
-      forward(payload)
+      forward(payload, windowBack: requestWindow.received(data))
     default:
       break
     }
@@ -229,9 +232,27 @@ final class ProxyCall: UpstreamStreamDelegate {
     return headers
   }
 
-  private func forward(_ payload: HTTP2Frame.FramePayload) {
+  /// Sends a request frame to the replica (keeping it until the replica commits); `windowBack`
+  /// bytes of window go back to the caller once it is written.
+  private func forward(_ payload: HTTP2Frame.FramePayload, windowBack: Int? = nil) {
     if !responseStarted { request.keep(payload) }
-    if case .forwarding(_, let stream) = state { stream.write(payload) }
+    guard case .forwarding(_, let stream) = state else {
+      // Kept until a replica's stream opens (bounded by the message limit): nothing to wait for.
+      if let windowBack { giveWindow(windowBack) }
+      return
+    }
+    guard let windowBack else {
+      stream.write(payload)
+      return
+    }
+    let written = eventLoop.makePromise(of: Void.self)
+    stream.write(payload, promise: written)
+    written.futureResult.assumeIsolated().whenComplete { [self] _ in giveWindow(windowBack) }
+  }
+
+  /// Gives the caller `bytes` of its stream's window back.
+  private func giveWindow(_ bytes: Int) {
+    caller.write(.windowUpdate(windowSizeIncrement: bytes), on: streamID)
   }
 
   private func deadlineReached() {
@@ -270,7 +291,16 @@ final class ProxyCall: UpstreamStreamDelegate {
       guard let count = withinLimit(data, response: true) else { return }
       serverMetrics?.messagesSent.increment(by: count)
       attemptMetrics?.messagesReceived.increment(by: count)
-      caller.write(payload, on: streamID)
+      guard let windowBack = responseWindow.received(data) else {
+        caller.write(payload, on: streamID)
+        return
+      }
+      // The replica gets its window back once the caller's connection has taken the data.
+      let written = eventLoop.makePromise(of: Void.self)
+      caller.write(payload, on: streamID, promise: written)
+      written.futureResult.assumeIsolated().whenSuccess {
+        stream.write(.windowUpdate(windowSizeIncrement: windowBack))
+      }
     default:
       break
     }

@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP2
 
 /// What a stream to a replica reports to the call that opened it. Every method runs on the
@@ -21,9 +22,10 @@ struct UpstreamStream {
   let id: HTTP2StreamID
   let connection: UpstreamStreamsHandler
 
-  /// Sends `payload` on the stream (flushed once per event-loop tick).
-  func write(_ payload: HTTP2Frame.FramePayload) {
-    connection.write(HTTP2Frame(streamID: id, payload: payload))
+  /// Sends `payload` on the stream (flushed once per event-loop tick); `promise` completes once
+  /// it is written.
+  func write(_ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
+    connection.write(HTTP2Frame(streamID: id, payload: payload), promise: promise)
   }
 
   /// Resets the stream (`CANCEL`) unless it has already closed; nothing more is reported.

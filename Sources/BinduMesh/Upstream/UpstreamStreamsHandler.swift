@@ -47,9 +47,12 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
     return UpstreamStream(id: id, connection: self)
   }
 
-  func write(_ frame: HTTP2Frame) {
-    guard let context else { return }
-    context.write(wrapOutboundOut(frame), promise: nil)
+  func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>? = nil) {
+    guard let context else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    context.write(wrapOutboundOut(frame), promise: promise)
     flush.request(context)
   }
 

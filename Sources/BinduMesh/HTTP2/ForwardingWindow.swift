@@ -1,0 +1,32 @@
+import NIOHTTP2
+
+/// The flow-control window of one stream whose DATA the mesh forwards to another connection.
+///
+/// The sender gets its window back only once what it sent has been written on the other side:
+/// the frame that completes a batch (half the window the mesh offers) is written with a promise,
+/// and since a connection writes in order, its completion means every byte before it has left
+/// too. A reader that stops reading so stops the sender after one window (backpressure), and
+/// the mesh holds at most about one window per stream. Calls under half a window never need a
+/// promise.
+struct ForwardingWindow {
+  /// Bytes given back at once.
+  static let batch = NIOHTTP2Handler.ConnectionConfiguration.meshWindowSize / 2
+  private var unreturned = 0
+
+  /// Counts a DATA frame; returns the bytes to give back once it has been written onwards, when
+  /// a batch is due.
+  mutating func received(_ data: HTTP2Frame.FramePayload.Data) -> Int? {
+    unreturned += data.flowControlledLength
+    guard unreturned >= Self.batch else { return nil }
+    defer { unreturned = 0 }
+    return unreturned
+  }
+}
+
+extension HTTP2Frame.FramePayload.Data {
+  /// The bytes this frame takes from the flow-control window: its data, padding and the
+  /// padding's length byte (RFC 9113 §6.9.1).
+  var flowControlledLength: Int {
+    data.readableBytes + (paddingBytes.map { $0 + 1 } ?? 0)
+  }
+}
