@@ -97,7 +97,7 @@ final class UpstreamConnection: @unchecked Sendable {
     let upstream = config
     let liveness = UpstreamLivenessHandler(config: config, logger: logger.with("mesh.replica", "\(address)"))
     let activation = eventLoop.makePromise(of: Void.self)
-    let streams = UpstreamStreamsHandler(liveness: liveness, activation: activation)
+    let streams = UpstreamStreamsHandler(liveness: liveness, activation: activation, awaitsHandshake: security != nil)
     let handlers = NIOLoopBound((liveness, streams), eventLoop: eventLoop)
     let security = self.security
     let address = self.address
@@ -154,8 +154,13 @@ final class UpstreamConnection: @unchecked Sendable {
 enum UpstreamError: Error, CustomStringConvertible {
   case drained(HostPort)
   case backingOff(HostPort, any Error)
+  case closedBeforeReady(tls: Bool)
   var description: String {
     switch self {
+    case .closedBeforeReady(let tls):
+      tls
+        ? "the connection closed before it was ready: TLS handshake failed or the replica's identity was refused (see the log)"
+        : "the connection closed before it was ready"
     case .drained(let address): "replica \(address) is leaving the pool"
     case .backingOff(let address, let error): "waiting before connecting to \(address) again (last: \(error))"
     }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP2
+import NIOTLS
 
 /// The streams of one connection to a replica, after `NIOHTTP2Handler` and before
 /// ``UpstreamLivenessHandler``: gives each call a
@@ -26,12 +27,15 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
   /// The connection's last error, told to the calls it ends.
   private var failure: String?
   /// Completed when the connection is up and its HTTP/2 preface sent (frames written before
-  /// would be lost), or failed when it closes first.
+  /// would be lost) and, with TLS, the handshake done and the replica's identity accepted; failed
+  /// when it closes first, so a call that could not reach the replica moves to another.
   private var activation: EventLoopPromise<Void>?
+  private let awaitsHandshake: Bool
 
-  init(liveness: UpstreamLivenessHandler, activation: EventLoopPromise<Void>) {
+  init(liveness: UpstreamLivenessHandler, activation: EventLoopPromise<Void>, awaitsHandshake: Bool) {
     self.liveness = liveness
     self.activation = activation
+    self.awaitsHandshake = awaitsHandshake
   }
 
   /// Whether a new stream may open on this connection.
@@ -68,13 +72,21 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
 
   func handlerRemoved(context: ChannelHandlerContext) {
     self.context = nil
-    activation?.fail(ChannelError.ioOnClosedChannel)
-    activation = nil
+    failActivation()
   }
 
   func channelActive(context: ChannelHandlerContext) {
     context.fireChannelActive()
+    if !awaitsHandshake { succeedActivation() }
+  }
+
+  private func succeedActivation() {
     activation?.succeed()
+    activation = nil
+  }
+
+  private func failActivation() {
+    activation?.fail(UpstreamError.closedBeforeReady(tls: awaitsHandshake))
     activation = nil
   }
 
@@ -100,7 +112,10 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     // The per-stream events end here; the rest go on to the liveness handler.
-    if let updated = event as? NIOHTTP2WindowUpdatedEvent {
+    if case TLSUserEvent.handshakeCompleted = event {
+      succeedActivation()  // after PeerIdentityHandler, which passes this on only for an allowed peer
+      context.fireUserInboundEventTriggered(event)
+    } else if let updated = event as? NIOHTTP2WindowUpdatedEvent {
       if let update = window.windowUpdate(after: updated) { write(update) }
     } else if let closed = event as? StreamClosedEvent {
       close(closed.streamID, reason: closed.reason, failure: nil)
@@ -118,8 +133,7 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
 
   func channelInactive(context: ChannelHandlerContext) {
     self.context = nil
-    activation?.fail(ChannelError.ioOnClosedChannel)
-    activation = nil
+    failActivation()
     let open = streams
     streams.removeAll()
     for delegate in open.values {
