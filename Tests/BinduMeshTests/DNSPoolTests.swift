@@ -26,7 +26,7 @@ import Testing
       config.policy.health.interval = .milliseconds(100)
       try await withMesh(config, resolver: resolver) { callbackPort in
         try await withGRPCClient(
-          transport: .http2NIOPosix(target: .ipv4(host: "127.0.0.1", port: callbackPort), transportSecurity: .plaintext)
+          transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: callbackPort), transportSecurity: .plaintext)
         ) { grpc in
           let client = Bindu_Grpc_AgentHandler.Client(wrapping: grpc)
           try await eventually { try await answeringHosts(client) == ["127.0.0.1", "127.0.0.2"] }

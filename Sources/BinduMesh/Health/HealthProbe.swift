@@ -51,7 +51,7 @@ enum HealthProbe {
       if let stream = connection.openStream(probe) {
         send(stream)
       } else {
-        connection.connect().whenComplete { result in
+        connection.connect().assumeIsolated().whenComplete { result in
           switch result {
           case .success:
             if let stream = connection.openStream(probe) {

@@ -123,7 +123,7 @@ final class UpstreamConnection: @unchecked Sendable {
       .connect(host: address.host, port: address.port)
       .flatMap { channel in activation.futureResult.map { channel } }
 
-    future.whenComplete { result in
+    future.assumeIsolated().whenComplete { result in
       switch result {
       case .success(let channel):
         if case .connecting = self.state {
