@@ -1,0 +1,57 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import Testing
+
+@testable import BinduMesh
+
+/// The per-call bookkeeping of forwarding: flow-control windows given back, request frames kept
+/// for a retry.
+@Suite struct ForwardingTests {
+  private func data(_ bytes: Int, padding: Int? = nil) -> HTTP2Frame.FramePayload.Data {
+    .init(data: .byteBuffer(ByteBuffer(repeating: 0x61, count: bytes)), paddingBytes: padding)
+  }
+
+  @Test func windowComesBackInBatchesOfHalfTheStreamWindow() {
+    var window = ForwardingWindow()
+    let batch = ForwardingWindow.batch
+    #expect(batch == (1 << 20) / 2)
+    // A unary call far under half a window never needs its window back.
+    #expect(window.received(data(16_384)) == nil)
+    #expect(window.received(data(batch - 16_384 - 1)) == nil)
+    // The frame that completes a batch carries everything received so far.
+    #expect(window.received(data(1)) == batch)
+    #expect(window.received(data(100)) == nil)
+    #expect(window.received(data(batch)) == batch + 100)
+  }
+
+  @Test func paddingCountsAgainstTheWindow() {
+    #expect(data(10).flowControlledLength == 10)
+    #expect(data(10, padding: 5).flowControlledLength == 16)  // the pad length byte counts too
+    var window = ForwardingWindow()
+    #expect(window.received(data(ForwardingWindow.batch - 6, padding: 5)) == ForwardingWindow.batch)
+  }
+
+  @Test func keptRequestReplaysHeadersThenFramesInOrder() {
+    var kept = KeptRequest()
+    let headers: HPACKHeaders = [":path": "/bindu.grpc.AgentHandler/HandleMessages"]
+    kept.keep(.headers(.init(headers: headers)))
+    for bytes in [1, 2, 3] { kept.keep(.data(data(bytes))) }
+    kept.keep(.headers(.init(headers: ["x-trailer": "1"], endStream: true)))
+    #expect(kept.headers?.headers.first(name: ":path") == "/bindu.grpc.AgentHandler/HandleMessages")
+    var replayed: [String] = []
+    kept.forEachFrameAfterHeaders { payload in
+      switch payload {
+      case .data(let frame): replayed.append("data \(frame.flowControlledLength)")
+      case .headers(let frame): replayed.append("headers \(frame.endStream)")
+      default: replayed.append("other")
+      }
+    }
+    #expect(replayed == ["data 1", "data 2", "data 3", "headers true"])
+    kept.removeAll()
+    #expect(kept.headers == nil)
+    var none = 0
+    kept.forEachFrameAfterHeaders { _ in none += 1 }
+    #expect(none == 0)
+  }
+}
