@@ -201,17 +201,23 @@ def test_meshes_compose_over_mtls_between_core_and_replicas(tmp_path, core, clea
     assert state == "completed" and text == "[r1] through two meshes"
 
 
+def rotate_server_certificate(tmp_path, d):
+    """Issues a new server certificate from the same CA into `d`; returns where it was made."""
+    rotated = tmp_path / "rotated"
+    shutil.copytree(d, rotated)
+    certs.dev(rotated)
+    shutil.copy(rotated / "server-key.pem", d / "server-key.pem")
+    shutil.copy(rotated / "server.pem", d / "server.pem")
+    return rotated
+
+
 def test_sighup_reloads_at_once_and_expiry_is_exported(tmp_path, cleanup, pb, d, replica):
     import signal
     from harness import http_get
     port = free_port()
     mesh = start(tmp_path, cleanup, tls_pool(port, [replica], listener_tls(d)), admin_yaml="  tls_reload_interval: 1h\n")
     first = served_serial(port, d)
-    rotated = tmp_path / "rotated"
-    shutil.copytree(d, rotated)
-    certs.dev(rotated)
-    shutil.copy(rotated / "server-key.pem", d / "server-key.pem")
-    shutil.copy(rotated / "server.pem", d / "server.pem")
+    rotated = rotate_server_certificate(tmp_path, d)
     time.sleep(0.5)
     assert served_serial(port, d) == first, "no reload before the interval or a signal"
     mesh.process.send(signal.SIGHUP)
@@ -219,3 +225,23 @@ def test_sighup_reloads_at_once_and_expiry_is_exported(tmp_path, cleanup, pb, d,
     assert served_serial(port, d) == certs.serial_of((rotated / "server.pem").read_bytes())
     status, text = http_get(f"http://127.0.0.1:{mesh.admin_port}/metrics")
     assert 'bindu_mesh_certificate_expiry_timestamp_seconds{use="callback:echo-agent"}' in text
+
+
+def test_sighup_reloads_the_registry_certificate_and_its_expiry_is_exported(tmp_path, cleanup, pb, d):
+    import signal
+    from harness import http_get
+    registry_tls = f"  tls:\n    cert: {d}/server.pem\n    key: {d}/server-key.pem\n    client_ca: {d}/ca.pem\n"
+    workdir = tmp_path / "mesh"
+    workdir.mkdir()
+    mesh = Mesh(workdir, core_port=free_port(), registry_yaml=registry_tls, admin_yaml="  tls_reload_interval: 1h\n")
+    cleanup.append(mesh)
+    mesh.start()
+    first = served_serial(mesh.registry_port, d)
+    rotated = rotate_server_certificate(tmp_path, d)
+    time.sleep(0.5)
+    assert served_serial(mesh.registry_port, d) == first, "no reload before the interval or a signal"
+    mesh.process.send(signal.SIGHUP)
+    mesh.process.wait_line(lambda l: "TLS files reloaded" in l and "server.pem" in l, timeout=10)
+    assert served_serial(mesh.registry_port, d) == certs.serial_of((rotated / "server.pem").read_bytes())
+    status, text = http_get(f"http://127.0.0.1:{mesh.admin_port}/metrics")
+    assert 'bindu_mesh_certificate_expiry_timestamp_seconds{use="registry"}' in text

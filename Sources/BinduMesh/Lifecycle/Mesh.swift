@@ -88,11 +88,12 @@ public final class Mesh: Sendable {
     let admin = AdminServer.make(
       status: MeshStatus(directory: directory, registrar: registrar, metrics: metrics), listen: config.admin.listen,
       logger: logger, onListening: { adminPort.set($0) })
-    var services: [any Service] = [coreReloader, registryReloader].compactMap { $0 }
+    let grpcCertificates = [coreReloader, registryReloader].compactMap { $0 }
+    var services: [any Service] = grpcCertificates.map(\.reloader)
     services += [
       TLSReloader(
-        materials: await directory.tlsMaterials, interval: config.admin.tlsReloadInterval, metrics: metrics,
-        logger: logger),
+        materials: await directory.tlsMaterials, grpcCertificates: grpcCertificates,
+        interval: config.admin.tlsReloadInterval, metrics: metrics, logger: logger),
       registrar,
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),
     ]

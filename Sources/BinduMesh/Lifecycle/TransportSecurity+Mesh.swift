@@ -4,12 +4,13 @@ import Logging
 import NIOCertificateReloading
 
 /// TLS of the grpc-swift parts (the registry listener, the client to the core), with a
-/// `TimedCertificateReloader` each so their certificates reload without a restart.
+/// `TimedCertificateReloader` each so their certificates reload without a restart (a `Service`
+/// to run; ``TLSReloader`` also reloads it on SIGHUP).
 enum GRPCTransportSecurity {
   /// The registry's transport security and its reloader (a `Service` to run), or plaintext.
   static func registry(
     _ tls: MeshConfig.ListenerTLS?, reloadInterval: Duration, logger: Logger
-  ) throws -> (HTTP2ServerTransport.Posix.TransportSecurity, TimedCertificateReloader?) {
+  ) throws -> (HTTP2ServerTransport.Posix.TransportSecurity, GRPCCertificateReloader?) {
     guard let tls else { return (.plaintext, nil) }
     guard tls.clientAuth != .optional else {
       throw TLSError(
@@ -27,13 +28,13 @@ enum GRPCTransportSecurity {
         if let ca = tls.clientCA { config.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
         config.certificateReloader = reloader
       })
-    return (security, reloader)
+    return (security, GRPCCertificateReloader(use: "registry", certificate: tls.certificate, reloader: reloader))
   }
 
   /// The transport security of the client to the core and its reloader, or plaintext.
   static func core(
     _ tls: MeshConfig.ClientTLS?, reloadInterval: Duration, logger: Logger
-  ) throws -> (HTTP2ClientTransport.Posix.TransportSecurity, TimedCertificateReloader?) {
+  ) throws -> (HTTP2ClientTransport.Posix.TransportSecurity, GRPCCertificateReloader?) {
     guard let tls else { return (.plaintext, nil) }
     guard tls.allowedIdentities.isEmpty else {
       throw TLSError(
@@ -41,9 +42,11 @@ enum GRPCTransportSecurity {
         underlying: ConfigError(
           source: "core.tls", key: "allowed_identities", message: "not supported for the core: use server_name"))
     }
-    var reloader: TimedCertificateReloader?
+    var reloader: GRPCCertificateReloader?
     if let certificate = tls.certificate, let key = tls.privateKey {
-      reloader = try Self.reloader(certificate: certificate, key: key, interval: reloadInterval, logger: logger)
+      reloader = GRPCCertificateReloader(
+        use: "core", certificate: certificate,
+        reloader: try Self.reloader(certificate: certificate, key: key, interval: reloadInterval, logger: logger))
     }
     let security = HTTP2ClientTransport.Posix.TransportSecurity.tls(
       .defaults { config in
@@ -53,7 +56,7 @@ enum GRPCTransportSecurity {
           config.privateKey = .file(path: key, format: .pem)
         }
         config.serverCertificateVerification = .fullVerification
-        config.certificateReloader = reloader
+        config.certificateReloader = reloader?.reloader
       })
     return (security, reloader)
   }

@@ -126,7 +126,8 @@ public final class TLSMaterial: Sendable {
     return stamps
   }
 
-  private static func expiry(_ path: String?) -> Date? {
+  /// When the certificate in the PEM file at `path` stops being valid, if it can be read.
+  static func expiry(_ path: String?) -> Date? {
     guard let path, let pem = try? String(contentsOfFile: path, encoding: .utf8),
       let certificate = try? Certificate(pemEncoded: pem)
     else { return nil }

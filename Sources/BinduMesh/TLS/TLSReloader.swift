@@ -4,15 +4,17 @@ import ServiceLifecycle
 import UnixSignals
 
 /// Reloads every ``TLSMaterial`` whose files changed, every `admin.tls_reload_interval` and at
-/// once on SIGHUP, and keeps the certificate expiry gauges current.
+/// once on SIGHUP, reloads the grpc-swift parts' certificates on SIGHUP (their reloaders also
+/// poll on their own), and keeps the certificate expiry gauges current.
 struct TLSReloader: Service {
   let materials: [TLSMaterial]
+  let grpcCertificates: [GRPCCertificateReloader]
   let interval: Duration
   let metrics: MeshMetrics
   let logger: Logger
 
   func run() async throws {
-    guard !materials.isEmpty else {
+    guard !materials.isEmpty || !grpcCertificates.isEmpty else {
       try? await gracefulShutdown()
       return
     }
@@ -23,22 +25,40 @@ struct TLSReloader: Service {
         for await _ in signals.cancelOnGracefulShutdown() {
           logger.notice("SIGHUP: reloading TLS files")
           materials.forEach { $0.reloadIfChanged(force: true) }
+          reloadGRPCCertificates()
           updateGauges()
         }
       }
       while !Task.isShuttingDownGracefully {
         do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) } } catch { break }
-        if materials.map({ $0.reloadIfChanged() }).contains(true) { updateGauges() }
+        // The gRPC parts' reloaders poll on their own; the gauges follow their files.
+        _ = materials.map { $0.reloadIfChanged() }
+        updateGauges()
       }
       group.cancelAll()
     }
   }
 
+  private func reloadGRPCCertificates() {
+    for certificate in grpcCertificates {
+      do {
+        try certificate.reloader.reload()
+        logger.notice(
+          "TLS files reloaded: new connections use them", metadata: ["mesh.files": "[\(certificate.certificate)]"])
+      } catch {
+        logger.error(
+          "TLS files cannot be used; the previous certificate stays in use",
+          metadata: ["mesh.files": "[\(certificate.certificate)]", "error": "\(error)"])
+      }
+    }
+  }
+
   private func updateGauges() {
-    for material in materials {
-      guard let notAfter = material.notAfter else { continue }
-      metrics.gauge("certificate_expiry_timestamp_seconds", [("use", material.use)])
-        .record(notAfter.timeIntervalSince1970)
+    let expiries =
+      materials.map { ($0.use, $0.notAfter) } + grpcCertificates.map { ($0.use, $0.notAfter) }
+    for (use, notAfter) in expiries {
+      guard let notAfter else { continue }
+      metrics.gauge("certificate_expiry_timestamp_seconds", [("use", use)]).record(notAfter.timeIntervalSince1970)
     }
   }
 }
