@@ -9,13 +9,16 @@ import NIOHTTP2
 /// The request's HEADERS pick a replica (round-robin over the healthy ones) and open a stream
 /// on that replica's connection from this event loop. The request frames are kept until the
 /// replica commits to an answer (its response HEADERS), so a call that cannot have reached the
-/// handler — no connection, a stream refused by the replica, or (when the pool says so)
-/// `UNAVAILABLE` before any response — moves to another replica, at most `retry.max_attempts`
-/// times and within the pool's retry budget. A call that may have run is never replayed unless
+/// handler — no connection, a stream refused by the replica, a stream after the last one its
+/// GOAWAY names (without spending retry budget), or (when the pool says so) `UNAVAILABLE` before
+/// any response — moves to another replica, at most `retry.max_attempts` times and within the
+/// pool's retry budget. A call that may have run is never replayed unless
 /// `retry.replay_started_calls`. The response's HEADERS, DATA and trailers go back unchanged.
 /// `grpc-timeout` is rewritten with the time left; at the deadline the caller gets
 /// `DEADLINE_EXCEEDED` and the replica's stream is reset. Messages over the size limit end the
 /// call with `RESOURCE_EXHAUSTED`. Every attempt's outcome feeds the pool's outlier detection.
+/// Each direction's stream window goes back to its sender as the data is written onwards
+/// (``ForwardingWindow``), so a slow reader holds back its writer, not the mesh's memory.
 final class ProxyCall: UpstreamStreamDelegate {
   private enum State {
     /// Waiting for the request's HEADERS.
