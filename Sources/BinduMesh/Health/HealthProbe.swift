@@ -51,14 +51,10 @@ enum HealthProbe {
       if let stream = connection.openStream(probe) {
         send(stream)
       } else {
-        connection.connect().assumeIsolated().whenComplete { result in
+        connection.openStreamAfterConnecting(probe) { result in
           switch result {
-          case .success:
-            if let stream = connection.openStream(probe) {
-              send(stream)
-            } else {
-              probe.end(.init(passed: false, message: "the connection takes no new calls", code: GRPCStatusCode.unavailable.rawValue))
-            }
+          case .success(let stream):
+            send(stream)
           case .failure(let error):
             probe.end(.init(passed: false, message: "cannot connect: \(error)", code: GRPCStatusCode.unavailable.rawValue))
           }

@@ -4,8 +4,8 @@ import NIOHTTP2
 
 /// One connection from the core to a callback listener, after `NIOHTTP2Handler`: each stream
 /// the core opens is a ``ProxyCall``, and this handler routes the stream's frames to it and
-/// its answer back, gives the core back the window its DATA used, and drains the connection
-/// on shutdown.
+/// its answer back (through a ``FrameWriter``, which also returns the connection's window), and
+/// drains the connection on shutdown.
 ///
 /// Frames stay on the connection's pipeline: no channel per stream. Draining
 /// (``ChannelShouldQuiesceEvent``) sends GOAWAY and closes the connection once its last call has
@@ -18,9 +18,7 @@ final class CallerConnectionHandler: ChannelInboundHandler {
   private let limits: MeshConfig.Upstream
   private let grace: TimeAmount
   private let logger: Logger
-  private let window = InboundWindowKeeper(target: NIOHTTP2Handler.ConnectionConfiguration.meshWindowSize)
-  private let flush = DeferredFlush()
-  private var context: ChannelHandlerContext?
+  private let writer = FrameWriter()
   private var calls: [HTTP2StreamID: ProxyCall] = [:]
   private var lastStreamID = HTTP2StreamID.rootStream
   private var draining = false
@@ -37,7 +35,7 @@ final class CallerConnectionHandler: ChannelInboundHandler {
   /// Sends `payload` on the caller's stream `streamID` (flushed once per event-loop tick);
   /// `promise` completes once it is written.
   func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
-    write(HTTP2Frame(streamID: streamID, payload: payload), promise: promise)
+    writer.write(HTTP2Frame(streamID: streamID, payload: payload), promise: promise)
   }
 
   /// The pool's server metrics of calls to `path`, without a lock when the last call here had
@@ -49,21 +47,12 @@ final class CallerConnectionHandler: ChannelInboundHandler {
     return metrics
   }
 
-  private func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>? = nil) {
-    guard let context else {
-      promise?.fail(ChannelError.ioOnClosedChannel)
-      return
-    }
-    context.write(wrapOutboundOut(frame), promise: promise)
-    flush.request(context)
-  }
-
   func handlerAdded(context: ChannelHandlerContext) {
-    self.context = context
+    writer.attach(context)
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
-    self.context = nil
+    writer.detach()
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -88,7 +77,7 @@ final class CallerConnectionHandler: ChannelInboundHandler {
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     if let updated = event as? NIOHTTP2WindowUpdatedEvent {
-      if let update = window.windowUpdate(after: updated) { write(update) }
+      writer.returnConnectionWindow(after: updated)
     } else if let closed = event as? StreamClosedEvent {
       calls.removeValue(forKey: closed.streamID)?.callerClosed()
       if draining && calls.isEmpty { closeSoon(context) }
@@ -110,7 +99,8 @@ final class CallerConnectionHandler: ChannelInboundHandler {
   private func drain(_ context: ChannelHandlerContext) {
     guard !draining else { return }
     draining = true
-    write(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)))
+    writer.write(
+      HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)))
     if calls.isEmpty {
       closeSoon(context)
       return

@@ -187,15 +187,14 @@ final class ProxyCall: UpstreamStreamDelegate {
       opened(stream, on: endpoint)
       return
     }
-    connection.connect().assumeIsolated().whenComplete { [self] result in
-      guard case .connecting(let current) = state, current === endpoint else { return }
+    connection.openStreamAfterConnecting(self) { [self] result in
+      guard case .connecting(let current) = state, current === endpoint else {
+        if case .success(let stream) = result { stream.cancel() }  // the call has moved on or ended
+        return
+      }
       switch result {
-      case .success:
-        if let stream = connection.openStream(self) {
-          opened(stream, on: endpoint)
-        } else {
-          moveOn(from: endpoint, kind: "connect_failed", reason: "\(endpoint.address): the connection takes no new calls")
-        }
+      case .success(let stream):
+        opened(stream, on: endpoint)
       case .failure(let error):
         // Nothing was written to this replica: the call can safely go to another.
         moveOn(from: endpoint, kind: "connect_failed", reason: "\(endpoint.address): cannot connect: \(error)")

@@ -53,7 +53,7 @@ final class UpstreamConnection: @unchecked Sendable {
   }
 
   /// Opens a stream for `delegate` when the connection is up and takes new streams; `nil`
-  /// otherwise: ``connect()`` then opens the way.
+  /// otherwise: ``openStreamAfterConnecting(_:then:)`` then opens the way.
   func openStream(_ delegate: any UpstreamStreamDelegate) -> UpstreamStream? {
     eventLoop.preconditionInEventLoop()
     guard case .ready(let channel, let streams) = state else { return nil }
@@ -64,9 +64,21 @@ final class UpstreamConnection: @unchecked Sendable {
     return nil
   }
 
-  /// Makes the connection ready: succeeds at once when it is, fails at once while draining or
-  /// backing off, and connects otherwise.
-  func connect() -> EventLoopFuture<Void> {
+  /// Connects (at once when ready, failing at once while draining or backing off), then opens
+  /// a stream for `delegate`; `then` gets the stream, or why there is none — nothing has been
+  /// sent to the replica in that case.
+  func openStreamAfterConnecting(
+    _ delegate: any UpstreamStreamDelegate, then: @escaping (Result<UpstreamStream, any Error>) -> Void
+  ) {
+    connect().assumeIsolated().whenComplete { result in
+      then(
+        result.flatMap {
+          self.openStream(delegate).map { .success($0) } ?? .failure(UpstreamError.takesNoNewStreams(self.address))
+        })
+    }
+  }
+
+  private func connect() -> EventLoopFuture<Void> {
     eventLoop.preconditionInEventLoop()
     switch state {
     case .ready:
@@ -155,8 +167,10 @@ enum UpstreamError: Error, CustomStringConvertible {
   case drained(HostPort)
   case backingOff(HostPort, any Error)
   case closedBeforeReady(tls: Bool)
+  case takesNoNewStreams(HostPort)
   var description: String {
     switch self {
+    case .takesNoNewStreams(let address): "the connection to \(address) takes no new calls"
     case .closedBeforeReady(let tls):
       tls
         ? "the connection closed before it was ready: TLS handshake failed or the replica's identity was refused (see the log)"

@@ -3,9 +3,9 @@ import NIOHTTP2
 import NIOTLS
 
 /// The streams of one connection to a replica, after `NIOHTTP2Handler` and before
-/// ``UpstreamLivenessHandler``: gives each call a
-/// stream ID of its own on the shared connection, routes the replica's frames to the call by
-/// that ID, and gives the replica back the window its DATA used.
+/// ``UpstreamLivenessHandler``: gives each call a stream ID of its own on the shared
+/// connection, routes the replica's frames to the call by that ID, and writes the calls' frames
+/// (through a ``FrameWriter``, which also returns the connection's window).
 ///
 /// Frames stay on the connection's pipeline: no channel per stream. A GOAWAY from the replica
 /// stops new streams here; the calls on streams it says it never began move to another
@@ -15,12 +15,10 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
   typealias OutboundOut = HTTP2Frame
 
   /// Stream IDs are odd and below 2^31; a connection that has used them up is replaced.
-  private static let lastStreamID = HTTP2StreamID(Int32.max - 2)
+  private static let lastUsableStreamID = HTTP2StreamID(Int32.max - 2)
 
   private let liveness: UpstreamLivenessHandler
-  private let window = InboundWindowKeeper(target: NIOHTTP2Handler.ConnectionConfiguration.meshWindowSize)
-  private let flush = DeferredFlush()
-  private var context: ChannelHandlerContext?
+  private let writer = FrameWriter()
   private var streams: [HTTP2StreamID: any UpstreamStreamDelegate] = [:]
   private var nextStreamID: HTTP2StreamID = 1
   private var goingAway = false
@@ -39,7 +37,7 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
   }
 
   /// Whether a new stream may open on this connection.
-  var acceptsStreams: Bool { context != nil && !goingAway && nextStreamID < Self.lastStreamID }
+  var acceptsStreams: Bool { writer.isAttached && !goingAway && nextStreamID < Self.lastUsableStreamID }
 
   /// Opens a stream reporting to `delegate`, or `nil` when this connection takes no new streams.
   func open(_ delegate: any UpstreamStreamDelegate) -> UpstreamStream? {
@@ -52,26 +50,20 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
   }
 
   func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>? = nil) {
-    guard let context else {
-      promise?.fail(ChannelError.ioOnClosedChannel)
-      return
-    }
-    context.write(wrapOutboundOut(frame), promise: promise)
-    flush.request(context)
+    writer.write(frame, promise: promise)
   }
 
   func cancel(_ id: HTTP2StreamID) {
-    guard streams.removeValue(forKey: id) != nil else { return }
-    liveness.streamClosed()
+    guard remove(id) != nil else { return }
     write(HTTP2Frame(streamID: id, payload: .rstStream(.cancel)))
   }
 
   func handlerAdded(context: ChannelHandlerContext) {
-    self.context = context
+    writer.attach(context)
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
-    self.context = nil
+    writer.detach()
     failActivation()
   }
 
@@ -97,11 +89,8 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
       streams[frame.streamID]?.upstreamRead(frame.payload)
     case .goAway(let lastStreamID, let code, _):
       goingAway = true
-      let unstarted = streams.keys.filter { $0 > lastStreamID }
-      for id in unstarted {
-        guard let delegate = streams.removeValue(forKey: id) else { continue }
-        liveness.streamClosed()
-        delegate.upstreamNeverBegan("the replica is going away (GOAWAY \(code)) and never began the call")
+      for id in streams.keys where id > lastStreamID {
+        remove(id)?.upstreamNeverBegan("the replica is going away (GOAWAY \(code)) and never began the call")
       }
     case .ping:
       context.fireChannelRead(data)  // the liveness handler's
@@ -116,9 +105,9 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
       succeedActivation()  // after PeerIdentityHandler, which passes this on only for an allowed peer
       context.fireUserInboundEventTriggered(event)
     } else if let updated = event as? NIOHTTP2WindowUpdatedEvent {
-      if let update = window.windowUpdate(after: updated) { write(update) }
+      writer.returnConnectionWindow(after: updated)
     } else if let closed = event as? StreamClosedEvent {
-      close(closed.streamID, reason: closed.reason, failure: nil)
+      remove(closed.streamID)?.upstreamClosed(reason: closed.reason, failure: nil)
     } else if !(event is NIOHTTP2StreamCreatedEvent) {
       context.fireUserInboundEventTriggered(event)
     }
@@ -132,20 +121,19 @@ final class UpstreamStreamsHandler: ChannelInboundHandler {
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    self.context = nil
+    writer.detach()
     failActivation()
-    let open = streams
-    streams.removeAll()
-    for delegate in open.values {
-      liveness.streamClosed()
-      delegate.upstreamClosed(reason: nil, failure: failure ?? "connection to the replica closed")
+    for id in streams.keys {
+      remove(id)?.upstreamClosed(reason: nil, failure: failure ?? "connection to the replica closed")
     }
     context.fireChannelInactive()
   }
 
-  private func close(_ id: HTTP2StreamID, reason: HTTP2ErrorCode?, failure: String?) {
-    guard let delegate = streams.removeValue(forKey: id) else { return }
+  /// Forgets stream `id` and counts it closed; returns whom it reported to, if it was open.
+  @discardableResult
+  private func remove(_ id: HTTP2StreamID) -> (any UpstreamStreamDelegate)? {
+    guard let delegate = streams.removeValue(forKey: id) else { return nil }
     liveness.streamClosed()
-    delegate.upstreamClosed(reason: reason, failure: failure)
+    return delegate
   }
 }
