@@ -10,7 +10,7 @@ import NIOHTTP2
 /// promise.
 struct ForwardingWindow {
   /// Bytes given back at once.
-  static let batch = NIOHTTP2Handler.ConnectionConfiguration.meshWindowSize / 2
+  static let batch = HTTP2Connection.Configuration.meshWindowSize / 2
   private var unreturned = 0
 
   /// Counts a DATA frame; returns the bytes to give back once it has been written onwards, when

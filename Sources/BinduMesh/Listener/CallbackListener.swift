@@ -1,7 +1,6 @@
 import Logging
 import NIOCore
 import NIOExtras
-import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
@@ -53,9 +52,11 @@ final class CallbackListener: Sendable {
             try sync.addHandler(
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
           }
-          try sync.addHandler(
-            NIOHTTP2Handler(mode: .server, connectionConfiguration: .mesh(config), streamConfiguration: .mesh(config)))
-          try sync.addHandler(CallerConnectionHandler(pool: pool, limits: config, grace: grace, logger: logger))
+          let caller = CallerConnectionHandler(
+            pool: pool, limits: config, grace: grace, eventLoop: channel.eventLoop, logger: logger)
+          let connection = HTTP2Connection(mode: .server, configuration: .mesh(config), delegate: caller)
+          caller.connection = connection
+          try sync.addHandler(connection)
         }
       }
       .bind(host: address.host, port: address.port)

@@ -2,40 +2,42 @@ import Logging
 import NIOCore
 import NIOHTTP2
 
-/// One connection from the core to a callback listener, after `NIOHTTP2Handler`: each stream
-/// the core opens is a ``ProxyCall``, and this handler routes the stream's frames to it and
-/// its answer back (through a ``FrameWriter``, which also returns the connection's window), and
-/// drains the connection on shutdown.
+/// One connection from the core to a callback listener, as its ``HTTP2Connection``'s delegate:
+/// each stream the core opens is a ``ProxyCall``, and this handler routes the stream's frames
+/// to it and its answer back, and drains the connection on shutdown.
 ///
-/// Frames stay on the connection's pipeline: no channel per stream. Draining
-/// (``ChannelShouldQuiesceEvent``) sends GOAWAY and closes the connection once its last call has
-/// ended, or when `grace` runs out.
-final class CallerConnectionHandler: ChannelInboundHandler {
-  typealias InboundIn = HTTP2Frame
-  typealias OutboundOut = HTTP2Frame
-
+/// Frames stay on the connection: no channel per stream. Draining (``ChannelShouldQuiesceEvent``)
+/// sends GOAWAY and closes the connection once its last call has ended, or when `grace` runs out.
+final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private let pool: ReplicaPool
   private let limits: MeshConfig.Upstream
   private let grace: TimeAmount
   private let logger: Logger
-  private let writer = FrameWriter()
+  private let eventLoop: any EventLoop
+  /// The connection this handler routes; set once, right after both are made.
+  var connection: HTTP2Connection?
   private var calls: [HTTP2StreamID: ProxyCall] = [:]
   private var lastStreamID = HTTP2StreamID.rootStream
   private var draining = false
   /// The server metrics of the last method called here: calls on a connection mostly share one.
   private var lastServerMetrics: (path: String, metrics: GRPCCallMetrics)?
 
-  init(pool: ReplicaPool, limits: MeshConfig.Upstream, grace: Duration, logger: Logger) {
+  init(pool: ReplicaPool, limits: MeshConfig.Upstream, grace: Duration, eventLoop: any EventLoop, logger: Logger) {
     self.pool = pool
     self.limits = limits
     self.grace = grace.timeAmount
+    self.eventLoop = eventLoop
     self.logger = logger
   }
 
   /// Sends `payload` on the caller's stream `streamID` (flushed once per event-loop tick);
   /// `promise` completes once it is written.
   func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
-    writer.write(HTTP2Frame(streamID: streamID, payload: payload), promise: promise)
+    guard let connection else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    connection.write(payload, on: streamID, promise: promise)
   }
 
   /// The pool's server metrics of calls to `path`, without a lock when the last call here had
@@ -47,71 +49,59 @@ final class CallerConnectionHandler: ChannelInboundHandler {
     return metrics
   }
 
-  func handlerAdded(context: ChannelHandlerContext) {
-    writer.attach(context)
-  }
+  func connectionActive() {}
 
-  func handlerRemoved(context: ChannelHandlerContext) {
-    writer.detach()
-  }
-
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let frame = unwrapInboundIn(data)
-    switch frame.payload {
-    case .headers:
-      if let call = calls[frame.streamID] {
-        call.received(frame.payload)
-        return
-      }
-      let call = ProxyCall(
-        caller: self, streamID: frame.streamID, eventLoop: context.eventLoop, pool: pool, limits: limits, logger: logger)
-      calls[frame.streamID] = call
-      lastStreamID = max(lastStreamID, frame.streamID)
-      call.received(frame.payload)
-    case .data:
-      calls[frame.streamID]?.received(frame.payload)
-    default:
-      break  // SETTINGS, PING, WINDOW_UPDATE: NIOHTTP2Handler's; RST_STREAM comes as StreamClosedEvent
+  func received(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID) {
+    if let call = calls[streamID] {
+      call.received(payload)
+      return
     }
+    guard case .headers = payload else { return }
+    let call = ProxyCall(
+      caller: self, streamID: streamID, eventLoop: eventLoop, pool: pool, limits: limits, logger: logger)
+    calls[streamID] = call
+    lastStreamID = max(lastStreamID, streamID)
+    call.received(payload)
   }
 
-  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-    if let updated = event as? NIOHTTP2WindowUpdatedEvent {
-      writer.returnConnectionWindow(after: updated)
-    } else if let closed = event as? StreamClosedEvent {
-      calls.removeValue(forKey: closed.streamID)?.callerClosed()
-      if draining && calls.isEmpty { closeSoon(context) }
-    } else if event is ChannelShouldQuiesceEvent {
-      drain(context)
-    } else if !(event is NIOHTTP2StreamCreatedEvent) {
-      context.fireUserInboundEventTriggered(event)
-    }
+  func streamClosed(_ streamID: HTTP2StreamID, reason: HTTP2ErrorCode?) {
+    calls.removeValue(forKey: streamID)?.callerClosed()
+    if draining && calls.isEmpty { closeSoon() }
   }
 
-  func channelInactive(context: ChannelHandlerContext) {
+  func receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {}
+
+  func receivedPingAck(_ data: HTTP2PingData) {}
+
+  func receivedEvent(_ event: Any) {
+    if event is ChannelShouldQuiesceEvent { drain() }
+  }
+
+  func connectionFailed(_ reason: String) {
+    logger.debug("caller connection failed", metadata: ["error": "\(reason)"])
+  }
+
+  func connectionInactive() {
     let open = calls
     calls.removeAll()
     for call in open.values { call.callerClosed() }
-    context.fireChannelInactive()
+    connection = nil
   }
 
   /// Tells the core no new calls are taken here (GOAWAY) and closes once the open ones end.
-  private func drain(_ context: ChannelHandlerContext) {
-    guard !draining else { return }
+  private func drain() {
+    guard !draining, let connection else { return }
     draining = true
-    writer.write(
-      HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)))
+    connection.write(.goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil), on: .rootStream)
     if calls.isEmpty {
-      closeSoon(context)
+      closeSoon()
       return
     }
-    let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-    context.eventLoop.scheduleTask(in: grace) { loopBound.value.close(promise: nil) }
+    eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in self.connection?.close() }
   }
 
-  /// Closes the connection after this tick's flush, so the last frames written leave first.
-  private func closeSoon(_ context: ChannelHandlerContext) {
-    let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-    context.eventLoop.execute { loopBound.value.close(promise: nil) }
+  /// Closes the connection after this tick's frames are written.
+  private func closeSoon() {
+    eventLoop.assumeIsolated().execute { [self] in connection?.close() }
   }
 }

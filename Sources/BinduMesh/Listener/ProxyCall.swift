@@ -354,8 +354,8 @@ final class ProxyCall: UpstreamStreamDelegate {
   private func answerHealth() {
     let (code, frames) = GRPCHealthAnswer.frames(for: localHealthBody ?? ByteBuffer(), pool: pool)
     localHealthBody = nil
+    end(code: code)  // before the last frame, which may close the stream
     for frame in frames { caller.write(frame, on: streamID) }
-    end(code: code)
   }
 
   /// Records the end of the current attempt on a replica.

@@ -58,6 +58,7 @@ final class UpstreamConnection: @unchecked Sendable {
     eventLoop.preconditionInEventLoop()
     guard case .ready(let channel, let streams) = state else { return nil }
     if let stream = streams.open(delegate) { return stream }
+    if streams.acceptsStreams && streams.isAtCapacity { return nil }  // a slot frees when a stream ends
     // A GOAWAY or stream IDs used up: the old connection finishes its calls and closes.
     channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     state = .idle
@@ -65,16 +66,25 @@ final class UpstreamConnection: @unchecked Sendable {
   }
 
   /// Connects (at once when ready, failing at once while draining or backing off), then opens
-  /// a stream for `delegate`; `then` gets the stream, or why there is none — nothing has been
-  /// sent to the replica in that case.
+  /// a stream for `delegate`, waiting for one to end while the replica's concurrency limit is
+  /// reached; `then` gets the stream, or why there is none — nothing has been sent to the
+  /// replica in that case.
   func openStreamAfterConnecting(
     _ delegate: any UpstreamStreamDelegate, then: @escaping (Result<UpstreamStream, any Error>) -> Void
   ) {
     connect().assumeIsolated().whenComplete { result in
-      then(
-        result.flatMap {
-          self.openStream(delegate).map { .success($0) } ?? .failure(UpstreamError.takesNoNewStreams(self.address))
-        })
+      switch result {
+      case .failure(let error):
+        then(.failure(error))
+      case .success:
+        if let stream = self.openStream(delegate) {
+          then(.success(stream))
+        } else if case .ready(_, let streams) = self.state, streams.acceptsStreams, streams.isAtCapacity {
+          streams.whenStreamSlotFrees { self.openStreamAfterConnecting(delegate, then: then) }
+        } else {
+          then(.failure(UpstreamError.takesNoNewStreams(self.address)))
+        }
+      }
     }
   }
 
@@ -107,10 +117,11 @@ final class UpstreamConnection: @unchecked Sendable {
 
   private func dial() -> EventLoopFuture<Void> {
     let upstream = config
-    let liveness = UpstreamLivenessHandler(config: config, logger: logger.with("mesh.replica", "\(address)"))
+    let liveness = UpstreamLiveness(config: config, logger: logger.with("mesh.replica", "\(address)"))
     let activation = eventLoop.makePromise(of: Void.self)
-    let streams = UpstreamStreamsHandler(liveness: liveness, activation: activation, awaitsHandshake: security != nil)
-    let handlers = NIOLoopBound((liveness, streams), eventLoop: eventLoop)
+    let streams = UpstreamStreamsHandler(
+      liveness: liveness, eventLoop: eventLoop, activation: activation, awaitsHandshake: security != nil)
+    let handlers = NIOLoopBound(streams, eventLoop: eventLoop)
     let security = self.security
     let address = self.address
     let logger = self.logger
@@ -126,10 +137,9 @@ final class UpstreamConnection: @unchecked Sendable {
             try sync.addHandler(
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "replica", logger: logger))
           }
-          try sync.addHandler(
-            NIOHTTP2Handler(mode: .client, connectionConfiguration: .meshUpstream(upstream), streamConfiguration: .mesh(upstream)))
-          try sync.addHandler(handlers.value.1)
-          try sync.addHandler(handlers.value.0)
+          let connection = HTTP2Connection(mode: .client, configuration: .mesh(upstream), delegate: handlers.value)
+          handlers.value.connection = connection
+          try sync.addHandler(connection)
         }
       }
       .connect(host: address.host, port: address.port)

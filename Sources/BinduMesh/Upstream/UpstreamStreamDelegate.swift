@@ -25,7 +25,7 @@ struct UpstreamStream {
   /// Sends `payload` on the stream (flushed once per event-loop tick); `promise` completes once
   /// it is written.
   func write(_ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
-    connection.write(HTTP2Frame(streamID: id, payload: payload), promise: promise)
+    connection.write(payload, on: id, promise: promise)
   }
 
   /// Resets the stream (`CANCEL`) unless it has already closed; nothing more is reported.

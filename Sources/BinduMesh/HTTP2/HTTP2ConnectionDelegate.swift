@@ -1,0 +1,33 @@
+import NIOHTTP2
+
+/// What an ``HTTP2Connection`` reports to whoever routes its streams (``CallerConnectionHandler``
+/// on the core's side, ``UpstreamStreamsHandler`` on a replica's). Every method runs on the
+/// connection's event loop.
+protocol HTTP2ConnectionDelegate: AnyObject {
+  /// The connection is up and its preface and SETTINGS are written.
+  func connectionActive()
+
+  /// HEADERS (a whole header block) or DATA of a stream. On a server, the first HEADERS of a
+  /// stream opens it.
+  func received(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID)
+
+  /// A stream closed: both sides ended it (`reason` `nil`), or the peer reset it (`reason` is the
+  /// code), or this side reset it because the peer broke its flow control.
+  func streamClosed(_ streamID: HTTP2StreamID, reason: HTTP2ErrorCode?)
+
+  /// The peer's GOAWAY. The connection has already forgotten the streams this side opened above
+  /// `lastStreamID`; the peer never began them.
+  func receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode)
+
+  /// The peer acknowledged a PING.
+  func receivedPingAck(_ data: HTTP2PingData)
+
+  /// A user event that reached the connection (TLS handshake, quiescing, ...).
+  func receivedEvent(_ event: Any)
+
+  /// The connection failed: a protocol violation by the peer or an I/O error. It is closing.
+  func connectionFailed(_ reason: String)
+
+  /// The connection closed; every stream on it is gone.
+  func connectionInactive()
+}

@@ -1,0 +1,28 @@
+import NIOCore
+import NIOHTTP2
+
+/// What an ``HTTP2Connection`` knows of one open stream: its flow-control windows, which sides
+/// have ended it, and the frames waiting for window.
+struct HTTP2StreamState {
+  /// A frame waiting to be written, with the promise its writer asked for.
+  struct Waiting {
+    var payload: HTTP2Frame.FramePayload
+    var promise: EventLoopPromise<Void>?
+  }
+
+  /// Bytes the peer still accepts on this stream.
+  var outboundWindow: Int
+  /// Bytes this side still accepts on this stream.
+  var inboundWindow: Int
+  /// This side has sent END_STREAM (or is about to: it waits in ``waiting``).
+  var localEnded = false
+  /// The peer has sent END_STREAM.
+  var remoteEnded = false
+  /// Frames held back by flow control, in order: once one waits, every later frame waits too.
+  var waiting: [Waiting] = []
+
+  init(outboundWindow: Int, inboundWindow: Int) {
+    self.outboundWindow = outboundWindow
+    self.inboundWindow = inboundWindow
+  }
+}

@@ -1,0 +1,152 @@
+"""The callback listener's HTTP/2, spoken by hand (hyperframe, hpack) and by a strict client
+(h2): header blocks across CONTINUATION frames, the caller's flow-control windows honoured, and
+a peer that breaks the protocol answered with GOAWAY and the right code while other calls go on."""
+import socket
+import struct
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import hpack
+import pytest
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame,
+                              WindowUpdateFrame)
+
+from faults import Scenario
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+PATH = "/bindu.grpc.AgentHandler/HandleMessages"
+PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, COMPRESSION_ERROR = 0x1, 0x3, 0x6, 0x9
+
+
+@pytest.fixture
+def scenario(tmp_path, pb):
+    scenario = Scenario(tmp_path, replicas=1, policy_yaml="health:\n  interval: 60s\n  timeout: 1s\n")
+    yield scenario
+    scenario.stop()
+
+
+def grpc_body(scenario, text):
+    payload = scenario.messages.HandleRequest(
+        messages=[scenario.messages.ChatMessage(role="user", content=text)]).SerializeToString()
+    return b"\x00" + struct.pack(">I", len(payload)) + payload
+
+
+def answer_text(scenario, body):
+    assert body[0] == 0 and struct.unpack(">I", body[1:5])[0] == len(body) - 5
+    return scenario.messages.HandleResponse.FromString(body[5:]).content
+
+
+def request_headers(scenario, **extra):
+    return [(":method", "POST"), (":scheme", "http"), (":path", PATH), (":authority", f"127.0.0.1:{scenario.listen}"),
+            ("content-type", "application/grpc"), ("te", "trailers"), *extra.items()]
+
+
+def read_frames(sock, stop):
+    """Frames from `sock` until `stop(frame)` is true or the connection closes."""
+    frames, buffered = [], b""
+    while True:
+        while len(buffered) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(buffered[:9]))
+            if len(buffered) < 9 + length:
+                break
+            frame.parse_body(memoryview(buffered[9:9 + length]))
+            buffered = buffered[9 + length:]
+            frames.append(frame)
+            if stop(frame):
+                return frames
+        chunk = sock.recv(65536)
+        if not chunk:
+            return frames
+        buffered += chunk
+
+
+def closed(sock):
+    """Whether the peer closed `sock` (a reset counts: it closed with bytes of ours unread)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_header_block_across_continuation_frames_reaches_the_replica(scenario):
+    block = hpack.Encoder().encode(request_headers(scenario, **{"x-padding": "p" * 3000}))
+    thirds = [block[:len(block) // 3], block[len(block) // 3:2 * len(block) // 3], block[2 * len(block) // 3:]]
+    headers = HeadersFrame(1, data=thirds[0])
+    first = ContinuationFrame(1, data=thirds[1])
+    last = ContinuationFrame(1, data=thirds[2], flags=["END_HEADERS"])
+    data = DataFrame(1, data=grpc_body(scenario, "continued"), flags=["END_STREAM"])
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + b"".join(
+            f.serialize() for f in (headers, first, last, data)))
+        frames = read_frames(sock, lambda f: isinstance(f, HeadersFrame) and "END_STREAM" in f.flags)
+    decoder = hpack.Decoder()
+    blocks = [dict(decoder.decode(f.data)) for f in frames if isinstance(f, HeadersFrame)]
+    body = b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
+    assert blocks[0][":status"] == "200" and blocks[-1]["grpc-status"] == "0", blocks
+    assert answer_text(scenario, body) == "[r1] continued"
+
+
+def test_the_callers_flow_control_windows_hold_back_a_large_answer(scenario):
+    """A strict client (h2) offers a 1,000-byte stream window and a 65,535-byte connection window
+    and gives them back only as it reads: the mesh must send a 200 kB answer within them (h2
+    fails the connection otherwise), and all of it arrives."""
+    text = "w" * 200_000
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        conn.send_headers(1, request_headers(scenario))
+        body = grpc_body(scenario, text)
+        sent = 0
+        answer, trailers, ended, largest = b"", {}, False, 0
+        while not ended:
+            # The request too goes out as the mesh's windows allow.
+            while sent < len(body) and conn.local_flow_control_window(1) > 0:
+                size = min(len(body) - sent, conn.local_flow_control_window(1), conn.max_outbound_frame_size)
+                conn.send_data(1, body[sent:sent + size], end_stream=sent + size == len(body))
+                sent += size
+            sock.sendall(conn.data_to_send())
+            chunk = sock.recv(65536)
+            assert chunk, "the mesh closed the connection"
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.DataReceived):
+                    answer += event.data
+                    largest = max(largest, len(event.data))
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers = dict(event.headers)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+                elif isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                    pytest.fail(f"the call failed: {event}")
+            sock.sendall(conn.data_to_send())
+    assert trailers.get("grpc-status") == "0", trailers
+    assert answer_text(scenario, answer) == f"[r1] {text}"
+    assert largest <= 1000, "no DATA frame larger than the stream's window"
+
+
+@pytest.mark.parametrize("name, frames, code", [
+    ("not HTTP/2", b"GET / HTTP/1.1\r\nHost: mesh\r\n\r\n", PROTOCOL_ERROR),
+    ("a frame over the announced size", PREFACE + SettingsFrame(0).serialize()
+     + struct.pack(">I", 20_000)[1:] + b"\x00\x00" + struct.pack(">I", 1) + b"x" * 20_000, FRAME_SIZE_ERROR),
+    ("a header block that is not HPACK", PREFACE + SettingsFrame(0).serialize()
+     + HeadersFrame(1, data=b"\xff\xff\xff\xff\xff", flags=["END_HEADERS"]).serialize(), COMPRESSION_ERROR),
+    ("CONTINUATION with no HEADERS", PREFACE + SettingsFrame(0).serialize()
+     + ContinuationFrame(1, data=b"\x82", flags=["END_HEADERS"]).serialize(), PROTOCOL_ERROR),
+    ("DATA on a stream never opened", PREFACE + SettingsFrame(0).serialize()
+     + DataFrame(5, data=b"x").serialize(), PROTOCOL_ERROR),
+    ("a connection window over 2^31-1", PREFACE + SettingsFrame(0).serialize()
+     + WindowUpdateFrame(0, window_increment=2**31 - 1).serialize(), FLOW_CONTROL_ERROR),
+])
+def test_a_peer_that_breaks_the_protocol_gets_goaway_and_other_calls_go_on(scenario, name, frames, code):
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sock.sendall(frames)
+        received = read_frames(sock, lambda f: isinstance(f, GoAwayFrame))
+        assert closed(sock), f"{name}: the connection must close"
+    goaways = [f for f in received if isinstance(f, GoAwayFrame)]
+    assert goaways and goaways[0].error_code == code, f"{name}: {received}"
+    assert scenario.ask("still here").endswith("still here")
+    assert scenario.mesh.process.proc.poll() is None
