@@ -2,13 +2,16 @@ import NIOCore
 import NIOHTTP2
 
 extension ByteBuffer {
-  /// Writes a frame header (RFC 9113 §4.1).
+  /// Writes a frame header (RFC 9113 §4.1), in one access to the buffer.
   mutating func writeHTTP2FrameHeader(length: Int, kind: HTTP2FrameKind, flags: UInt8 = 0, streamID: HTTP2StreamID) {
-    writeInteger(UInt16(truncatingIfNeeded: length >> 8))
-    writeInteger(UInt8(truncatingIfNeeded: length))
-    writeInteger(kind.rawValue)
-    writeInteger(flags)
-    writeInteger(UInt32(Int32(streamID)))
+    // Length (24 bits), type, flags and stream ID, big-endian: one 64-bit and one 8-bit store.
+    let id = UInt64(UInt32(Int32(streamID)))
+    let head = UInt64(length & 0xFF_FFFF) << 40 | UInt64(kind.rawValue) << 32 | UInt64(flags) << 24 | id >> 8
+    writeWithUnsafeMutableBytes(minimumWritableBytes: 9) { bytes in
+      bytes.storeBytes(of: head.bigEndian, toByteOffset: 0, as: UInt64.self)
+      bytes.storeBytes(of: UInt8(truncatingIfNeeded: id), toByteOffset: 8, as: UInt8.self)
+      return 9
+    }
   }
 
   /// Sets the length field of the frame header written at `index`.

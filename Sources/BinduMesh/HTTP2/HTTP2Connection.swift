@@ -53,10 +53,9 @@ final class HTTP2Connection: ChannelInboundHandler {
   private var context: ChannelHandlerContext?
   private var reader: HTTP2FrameReader
   private var decoder: HPACKDecoder
-  private var encoder: HPACKEncoder
   private var partialHeaders: PartialHeaderBlock?
 
-  private var streams: [HTTP2StreamID: HTTP2StreamState] = [:]
+  private var streams = StreamIDMap<HTTP2StreamState>()
   /// Streams with frames waiting for the connection's window, in the order they began waiting.
   private var blockedStreams: [HTTP2StreamID] = []
   /// Client: the ID of the next stream this side opens. Server: the highest the peer opened.
@@ -87,7 +86,6 @@ final class HTTP2Connection: ChannelInboundHandler {
     self.decoder = HPACKDecoder(
       allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
       maxHeaderListSize: configuration.maxHeaderListSize)
-    self.encoder = HPACKEncoder(allocator: ByteBufferAllocator(), useHuffmanEncoding: false)
   }
 
   // MARK: State the delegates read
@@ -226,7 +224,7 @@ final class HTTP2Connection: ChannelInboundHandler {
       inboundConnectionWindow = configuration.windowSize
       scheduleFlush()
     }
-    let data = try unpadded(frame)
+    let (data, padding) = try unpadded(frame)
     guard var stream = streams[frame.streamID] else {
       try checkNotIdle(frame.streamID, "DATA")
       return  // a stream already closed or reset: its late frames are dropped
@@ -243,13 +241,14 @@ final class HTTP2Connection: ChannelInboundHandler {
     let endStream = frame.has(HTTP2FrameFlag.endStream)
     stream.remoteEnded = endStream
     streams[frame.streamID] = stream
-    delegate?.received(.data(.init(data: .byteBuffer(data), endStream: endStream)), on: frame.streamID)
+    // The padding counts in the window the delegate gives back (``ForwardingWindow``).
+    delegate?.received(.data(.init(data: .byteBuffer(data), endStream: endStream, paddingBytes: padding)), on: frame.streamID)
     if endStream { closeIfEnded(frame.streamID) }
   }
 
   private func readHeaders(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) {
     guard frame.streamID != .rootStream else { throw HTTP2ConnectionError(.protocolError, "HEADERS on stream 0") }
-    var block = try unpadded(frame)
+    var (block, _) = try unpadded(frame)
     if frame.has(HTTP2FrameFlag.priority) {
       guard block.readableBytes >= 5 else { throw HTTP2ConnectionError(.frameSizeError, "HEADERS too short for its priority") }
       block.moveReaderIndex(forwardBy: 5)
@@ -339,8 +338,6 @@ final class HTTP2Connection: ChannelInboundHandler {
     while let parameter = payload.readInteger(as: UInt16.self), let raw = payload.readInteger(as: UInt32.self) {
       let value = Int(raw)
       switch parameter {
-      case 0x1:  // HEADER_TABLE_SIZE: the encoder's table stays within the peer's
-        try? encoder.setDynamicTableSize(min(value, HPACKEncoder.defaultDynamicTableSize))
       case 0x2:
         guard value <= 1 else { throw HTTP2ConnectionError(.protocolError, "SETTINGS_ENABLE_PUSH of \(value)") }
       case 0x3:
@@ -351,15 +348,16 @@ final class HTTP2Connection: ChannelInboundHandler {
         }
         let change = value - peerInitialWindow
         peerInitialWindow = value
-        for id in streams.keys { streams[id]!.outboundWindow += change }
-        if change > 0 { writeWaitingFrames(of: Array(streams.keys)) }
+        let ids = streams.ids
+        for id in ids { streams[id]!.outboundWindow += change }
+        if change > 0 { writeWaitingFrames(of: ids) }
       case 0x5:
         guard (HTTP2Protocol.defaultMaxFrameSize...HTTP2Protocol.maxFrameSizeLimit).contains(value) else {
           throw HTTP2ConnectionError(.protocolError, "SETTINGS_MAX_FRAME_SIZE of \(value)")
         }
         peerMaxFrameSize = value
       default:
-        break  // MAX_HEADER_LIST_SIZE is advisory; unknown settings are ignored
+        break  // HEADER_TABLE_SIZE: the encoder keeps no table; MAX_HEADER_LIST_SIZE is advisory
       }
     }
     output.writeHTTP2FrameHeader(length: 0, kind: .settings, flags: HTTP2FrameFlag.ack, streamID: .rootStream)
@@ -388,7 +386,7 @@ final class HTTP2Connection: ChannelInboundHandler {
     goAwayReceived = true
     let lastStreamID = HTTP2StreamID(Int32(bitPattern: last & 0x7FFF_FFFF))
     if mode == .client {
-      for id in streams.keys where id > lastStreamID { remove(id) }
+      for id in streams.ids where id > lastStreamID { remove(id) }
     }
     delegate?.receivedGoAway(lastStreamID: lastStreamID, errorCode: HTTP2ErrorCode(networkCode: Int(code)))
   }
@@ -420,14 +418,15 @@ final class HTTP2Connection: ChannelInboundHandler {
     if !stream.waiting.isEmpty { writeWaitingFrames(of: [frame.streamID]) }
   }
 
-  /// A frame's payload without its padding (RFC 9113 §6.1).
-  private func unpadded(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) -> ByteBuffer {
-    guard frame.has(HTTP2FrameFlag.padded) else { return frame.payload }
+  /// A frame's payload without its padding, and the padding's length if it has some
+  /// (RFC 9113 §6.1).
+  private func unpadded(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) -> (ByteBuffer, Int?) {
+    guard frame.has(HTTP2FrameFlag.padded) else { return (frame.payload, nil) }
     var payload = frame.payload
     guard let padding = payload.readInteger(as: UInt8.self), Int(padding) <= payload.readableBytes else {
       throw HTTP2ConnectionError(.protocolError, "padding longer than its frame")
     }
-    return payload.readSlice(length: payload.readableBytes - Int(padding))!
+    return (payload.readSlice(length: payload.readableBytes - Int(padding))!, Int(padding))
   }
 
   /// A frame on a stream that was never opened is a connection error (RFC 9113 §5.1, idle).
@@ -605,13 +604,7 @@ final class HTTP2Connection: ChannelInboundHandler {
     let start = output.writerIndex
     let flags = HTTP2FrameFlag.endHeaders | (headers.endStream ? HTTP2FrameFlag.endStream : 0)
     output.writeHTTP2FrameHeader(length: 0, kind: .headers, flags: flags, streamID: streamID)
-    do {
-      try encoder.encode(headers: headers.headers, to: &output)
-    } catch {
-      output.moveWriterIndex(to: start)
-      reset(streamID, .internalError, notifying: true)
-      return
-    }
+    HeaderBlockEncoder.encode(headers.headers, to: &output)
     let length = output.writerIndex - start - HTTP2Protocol.frameHeaderLength
     guard length > peerMaxFrameSize else {
       output.setHTTP2FrameLength(length, at: start)
@@ -671,8 +664,8 @@ final class HTTP2Connection: ChannelInboundHandler {
   }
 
   private func failWaitingFrames() {
-    for stream in streams.values {
-      for frame in stream.waiting { frame.promise?.fail(ChannelError.ioOnClosedChannel) }
+    for id in streams.ids {
+      for frame in streams[id]!.waiting { frame.promise?.fail(ChannelError.ioOnClosedChannel) }
     }
   }
 

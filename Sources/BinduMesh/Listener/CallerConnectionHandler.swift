@@ -16,7 +16,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private let eventLoop: any EventLoop
   /// The connection this handler routes; set once, right after both are made.
   var connection: HTTP2Connection?
-  private var calls: [HTTP2StreamID: ProxyCall] = [:]
+  private var calls = StreamIDMap<ProxyCall>()
   private var lastStreamID = HTTP2StreamID.rootStream
   private var draining = false
   /// The server metrics of the last method called here: calls on a connection mostly share one.
@@ -84,7 +84,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   func connectionInactive() {
     let open = calls
     calls.removeAll()
-    for call in open.values { call.callerClosed() }
+    for id in open.ids { open[id]!.callerClosed() }
     connection = nil
   }
 

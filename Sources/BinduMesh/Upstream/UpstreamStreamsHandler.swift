@@ -15,7 +15,7 @@ final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
   private let eventLoop: any EventLoop
   /// The connection this handler routes; set once, right after both are made.
   var connection: HTTP2Connection?
-  private var streams: [HTTP2StreamID: any UpstreamStreamDelegate] = [:]
+  private var streams = StreamIDMap<any UpstreamStreamDelegate>()
   /// Opens waiting for a stream to end, when the replica's concurrency limit is reached.
   private var waitingForSlot: [() -> Void] = []
   /// The connection's last error, told to the calls it ends.
@@ -84,7 +84,7 @@ final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
   }
 
   func receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {
-    for id in streams.keys where id > lastStreamID {
+    for id in streams.ids where id > lastStreamID {
       remove(id)?.upstreamNeverBegan("the replica is going away (GOAWAY \(errorCode)) and never began the call")
     }
     runWaitingForSlot()  // they open elsewhere now
@@ -109,7 +109,7 @@ final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
   func connectionInactive() {
     liveness.stop()
     failActivation()
-    for id in streams.keys {
+    for id in streams.ids {
       remove(id)?.upstreamClosed(reason: nil, failure: failure ?? "connection to the replica closed")
     }
     runWaitingForSlot()
