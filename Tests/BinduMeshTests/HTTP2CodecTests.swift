@@ -46,11 +46,64 @@ import Testing
   }
 
   @Test func staticTableEntriesAreIndexedWholeOrByName() {
-    #expect(HeaderBlockEncoder.staticIndex(name: ":status", value: "200") == (8, 8))
-    #expect(HeaderBlockEncoder.staticIndex(name: ":status", value: "503") == (8, nil))
-    #expect(HeaderBlockEncoder.staticIndex(name: ":path", value: "/index.html") == (4, 5))
-    #expect(HeaderBlockEncoder.staticIndex(name: "content-type", value: "application/grpc") == (31, nil))
-    #expect(HeaderBlockEncoder.staticIndex(name: "grpc-status", value: "0") == (nil, nil))
-    #expect(HeaderBlockEncoder.staticIndex(name: String(repeating: "n", count: 40), value: "") == (nil, nil))
+    #expect(HPACKStaticTable.index(name: ":status", value: "200") == (8, 8))
+    #expect(HPACKStaticTable.index(name: ":status", value: "503") == (8, nil))
+    #expect(HPACKStaticTable.index(name: ":path", value: "/index.html") == (4, 5))
+    #expect(HPACKStaticTable.index(name: "content-type", value: "application/grpc") == (31, nil))
+    #expect(HPACKStaticTable.index(name: "grpc-status", value: "0") == (nil, nil))
+    #expect(HPACKStaticTable.index(name: String(repeating: "n", count: 40), value: "") == (nil, nil))
+  }
+
+  @Test func decoderFollowsAPeersTableAndHuffmanCodeThroughManyBlocks() throws {
+    // The peer: NIOHPACK's encoder, with Huffman coding and its dynamic table.
+    var encoder = HPACKEncoder(allocator: ByteBufferAllocator(), useHuffmanEncoding: true)
+    var decoder = HeaderBlockDecoder(maxHeaderListSize: 1 << 20)
+    var generator = SystemRandomNumberGenerator()
+    let names = [":path", "content-type", "grpc-timeout", "x-trace", "user-agent", "x-binary-bin", "te"]
+    for block in 0..<500 {
+      var headers = HPACKHeaders()
+      for _ in 0..<Int.random(in: 1...8, using: &generator) {
+        let name = names.randomElement(using: &generator)!
+        // Values repeat (table hits) or are new (literals, evictions); every byte value occurs.
+        let value = Bool.random(using: &generator)
+          ? "v\(Int.random(in: 0..<20, using: &generator))"
+          : String(decoding: (0..<Int.random(in: 0...300, using: &generator)).map { _ in UInt8.random(in: 0x20...0x7E, using: &generator) }, as: UTF8.self)
+        let indexing: HPACKIndexing = [.indexable, .nonIndexable, .neverIndexed].randomElement(using: &generator)!
+        headers.add(name: name, value: value, indexing: indexing)
+      }
+      if block % 97 == 0 { try encoder.setDynamicTableSize([0, 512, 4096].randomElement(using: &generator)!) }
+      var bytes = ByteBuffer()
+      try encoder.encode(headers: headers, to: &bytes)
+      let decoded = try decoder.decode(&bytes)
+      #expect(decoded.map { "\($0.name): \($0.value)" } == headers.map { "\($0.name): \($0.value)" })
+    }
+  }
+
+  @Test func decoderReadsTheRFCsHuffmanExample() throws {
+    // RFC 7541 C.4.1.
+    var block = ByteBuffer(bytes: [
+      0x82, 0x86, 0x84, 0x41, 0x8C, 0xF1, 0xE3, 0xC2, 0xE5, 0xF2, 0x3A, 0x6B, 0xA0, 0xAB, 0x90, 0xF4, 0xFF,
+    ])
+    var decoder = HeaderBlockDecoder(maxHeaderListSize: 16_384)
+    let headers = try decoder.decode(&block)
+    #expect(headers.map { "\($0.name): \($0.value)" } == [":method: GET", ":scheme: http", ":path: /", ":authority: www.example.com"])
+  }
+
+  @Test func decoderRefusesMalformedBlocks() {
+    let malformed: [[UInt8]] = [
+      [0xBE],  // index 62 with an empty table
+      [0x80],  // index 0
+      [0x3F, 0xE2, 0x1F],  // a table size of 4097, over the limit
+      [0x00, 0x85, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00],  // Huffman with padding of over 7 bits / EOS
+      [0x00, 0x81, 0x00, 0x00],  // Huffman padding that is not all ones
+      [0x40, 0x0A, 0x61],  // a string running past the block
+      [0x00, 0x01, 0xC3, 0x00],  // a name that is not ASCII
+      [0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],  // an integer without end
+    ]
+    for bytes in malformed {
+      var block = ByteBuffer(bytes: bytes)
+      var decoder = HeaderBlockDecoder(maxHeaderListSize: 16_384)
+      #expect(throws: HeaderBlockDecoder.Failure.self, "\(bytes)") { try decoder.decode(&block) }
+    }
   }
 }

@@ -52,7 +52,7 @@ final class HTTP2Connection: ChannelInboundHandler {
   private var delegate: (any HTTP2ConnectionDelegate)?
   private var context: ChannelHandlerContext?
   private var reader: HTTP2FrameReader
-  private var decoder: HPACKDecoder
+  private var decoder: HeaderBlockDecoder
   private var partialHeaders: PartialHeaderBlock?
 
   private var streams = StreamIDMap<HTTP2StreamState>()
@@ -83,9 +83,7 @@ final class HTTP2Connection: ChannelInboundHandler {
     self.configuration = configuration
     self.delegate = delegate
     self.reader = HTTP2FrameReader(expectsPreface: mode == .server)
-    self.decoder = HPACKDecoder(
-      allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
-      maxHeaderListSize: configuration.maxHeaderListSize)
+    self.decoder = HeaderBlockDecoder(maxHeaderListSize: configuration.maxHeaderListSize)
   }
 
   // MARK: State the delegates read
@@ -284,9 +282,17 @@ final class HTTP2Connection: ChannelInboundHandler {
     // Every block is decoded, even one that is dropped: HPACK's table depends on it.
     let headers: HPACKHeaders
     do {
-      headers = try decoder.decodeHeaders(from: &block)
+      headers = try decoder.decode(&block)
     } catch {
-      throw HTTP2ConnectionError(.compressionError, "header block: \(error)")
+      switch error {
+      case .malformed(let reason):
+        throw HTTP2ConnectionError(.compressionError, "header block: \(reason)")
+      case .tooLarge:
+        // Refused, the connection goes on: the block was decoded, so HPACK's table is in step.
+        if mode == .server && streamID > lastPeerStreamID { lastPeerStreamID = streamID }
+        reset(streamID, .protocolError, notifying: true)
+        return
+      }
     }
     let payload = HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: endStream))
     if var stream = streams[streamID] {
