@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 
 /// One replica of a pool, as the data path sees it: an address and, per event loop, one
 /// multiplexed HTTP/2 connection to it.
@@ -25,6 +26,9 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   /// `address` as text, for metric labels.
   let addressText: String
   private let clientMetricsByPath = CallMetricsCache()
+  /// Whether the last call recorded here failed: until a success resets it, the pool counts
+  /// every outcome (``ReplicaPool/record(_:failed:)``); after it, successes need no lock.
+  let hasRecentFailures = Atomic<Bool>(false)
 
   init(
     address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,

@@ -32,6 +32,7 @@ struct HeaderBlockDecoder {
   /// Decodes a whole header block.
   mutating func decode(_ block: inout ByteBuffer) throws(Failure) -> HPACKHeaders {
     var headers = HPACKHeaders()
+    headers.reserveCapacity(8)  // a gRPC call's headers, in one allocation
     var listSize = 0
     while let first = block.getInteger(at: block.readerIndex, as: UInt8.self) {
       let name: String

@@ -60,10 +60,10 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var responseScanner: MessageFrameScanner
   /// Metrics of the call the core made, and when it began.
   private var serverMetrics: GRPCCallMetrics?
-  private var startedAt = ContinuousClock.now
+  private var startedAt: ContinuousClock.Instant
   /// Metrics of the current attempt on a replica, and when it began.
   private var attemptMetrics: GRPCCallMetrics?
-  private var attemptStartedAt = ContinuousClock.now
+  private var attemptStartedAt: ContinuousClock.Instant
   private var attemptOpened = false
   /// The body of a `grpc.health.v1` Check the mesh answers itself.
   private var localHealthBody: ByteBuffer?
@@ -80,6 +80,8 @@ final class ProxyCall: UpstreamStreamDelegate {
     self.poolLogger = logger
     self.requestScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
     self.responseScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
+    self.startedAt = .now  // the call begins with the HEADERS that made it
+    self.attemptStartedAt = startedAt
   }
 
   // MARK: From the caller
@@ -119,7 +121,6 @@ final class ProxyCall: UpstreamStreamDelegate {
   private func begin(_ headers: HTTP2Frame.FramePayload.Headers) {
     requestHeaders = headers.headers
     path = requestHeaders.first(name: ":path") ?? ""
-    startedAt = .now
     serverMetrics = caller.serverMetrics(path: path)
     serverMetrics?.started.increment()
     if path == GRPCHealthAnswer.checkPath {
@@ -180,7 +181,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     let connection = endpoint.connection(on: eventLoop)
     attemptMetrics = connection.clientMetrics(path: path) { endpoint.clientMetrics(pool: pool, path: $0) }
     attemptMetrics?.started.increment()
-    attemptStartedAt = .now
+    if !tried.isEmpty { attemptStartedAt = .now }  // the first attempt starts with the call
     attemptOpened = false
     state = .connecting(endpoint)
     if let stream = connection.openStream(self) {

@@ -135,6 +135,9 @@ public final class ReplicaPool: Sendable {
   /// Records how a call on `endpoint` went (`failed`: it could not reach the handler, was
   /// reset, answered `UNAVAILABLE` or timed out), ejecting the endpoint after too many failures.
   public func record(_ endpoint: Endpoint, failed: Bool) {
+    // A success after a success changes nothing: no lock, no clock (most calls).
+    guard failed || endpoint.hasRecentFailures.load(ordering: .relaxed) else { return }
+    endpoint.hasRecentFailures.store(failed, ordering: .relaxed)
     let now = ContinuousClock.now
     let ejected = state.withLock { state -> EndpointHealth? in
       let id = ObjectIdentifier(endpoint)
