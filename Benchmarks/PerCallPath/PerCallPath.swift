@@ -40,6 +40,31 @@ let benchmarks: @Sendable () -> Void = {
     }
   }
 
+  Benchmark("Encode the request's header block for a replica") { benchmark in
+    var block = ByteBuffer()
+    for _ in benchmark.scaledIterations {
+      block.clear()
+      HeaderBlockEncoder.encode(request, to: &block)
+      blackHole(block)
+    }
+  }
+
+  // A peer's later calls send their headers by index into its dynamic table.
+  var peerBlock = ByteBuffer()
+  var peerEncoder = HPACKEncoder(allocator: ByteBufferAllocator())
+  try! peerEncoder.encode(headers: request, to: &peerBlock)
+  var decoder = HeaderBlockDecoder(maxHeaderListSize: 16_384)
+  _ = try! decoder.decode(&peerBlock)
+  peerBlock.clear()
+  try! peerEncoder.encode(headers: request, to: &peerBlock)
+  Benchmark("Decode a caller's header block, indexed after its first call") { benchmark in
+    var decoder = decoder
+    for _ in benchmark.scaledIterations {
+      var block = peerBlock
+      blackHole(try decoder.decode(&block))
+    }
+  }
+
   Benchmark("Read grpc-status from trailers") { benchmark in
     let trailers: HPACKHeaders = ["grpc-status": "0", "grpc-message": ""]
     for _ in benchmark.scaledIterations {

@@ -20,11 +20,14 @@ struct BenchReplica: ParsableCommand {
   @Option(help: "Event loop threads.") var threads = 1
   @Option(help: "Send GOAWAY on a connection after this many streams, leaving later ones unanswered (for tests).")
   var goawayAfter: Int?
+  @Option(help: "Most streams open at once on a connection (SETTINGS_MAX_CONCURRENT_STREAMS).")
+  var maxConcurrentStreams = 1000
 
   func run() throws {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
     let name = self.name
     let goawayAfter = self.goawayAfter
+    let maxConcurrentStreams = self.maxConcurrentStreams
     let parts = listen.split(separator: ":")
     let channel = try ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)
@@ -33,7 +36,7 @@ struct BenchReplica: ParsableCommand {
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           var settings = NIOHTTP2Handler.ConnectionConfiguration()
-          settings.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000)]
+          settings.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams)]
           let streams = NIOLoopBound(StreamCounter(), eventLoop: channel.eventLoop)
           _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: settings, streamConfiguration: .init()

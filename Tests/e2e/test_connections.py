@@ -73,6 +73,33 @@ def test_calls_a_replica_never_began_before_its_goaway_move_to_another(tmp_path,
             process.stop()
 
 
+def test_calls_over_a_replicas_stream_limit_wait_for_a_stream_instead_of_failing(tmp_path, pb):
+    """A replica that takes one stream at a time (SETTINGS_MAX_CONCURRENT_STREAMS 1) and is the
+    only one: concurrent calls wait on the mesh's connection for its stream to end, rather than
+    being refused by the replica with nowhere else to go."""
+    messages, services = pb
+    replica = Process([str(BIN_DIR / "bindu-bench-replica"), "--name", "r1", "--max-concurrent-streams", "1"],
+                      cwd=tmp_path, name="r1")
+    mesh = None
+    try:
+        port = int(replica.wait_line(lambda l: l.startswith("listening on")).rsplit(":", 1)[1])
+        listen = free_port()
+        pool = f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas: [127.0.0.1:{port}]\n"
+        mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=SLOW_PROBES + pool)
+        mesh.start()
+        stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{listen}"))
+        assert stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="first")]),
+                                   timeout=10).content == "[r1] first"
+        calls = [stub.HandleMessages.future(
+            messages.HandleRequest(messages=[messages.ChatMessage(content=f"m{i}")]), timeout=10) for i in range(40)]
+        assert [call.result().content for call in calls] == [f"[r1] m{i}" for i in range(40)]
+        assert "retrying the call" not in mesh.process.output(), "no call was refused by the replica"
+    finally:
+        if mesh:
+            mesh.stop()
+        replica.stop()
+
+
 def rss_mb(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):

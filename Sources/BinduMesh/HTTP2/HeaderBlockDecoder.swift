@@ -5,9 +5,9 @@ import NIOHPACK
 ///
 /// The table holds decoded strings, so a header the peer sends by index (most of a gRPC call's,
 /// after the first) costs no decoding and no allocation: the list shares the table's strings.
-struct HeaderBlockDecoder {
+public struct HeaderBlockDecoder: Sendable {
   /// Why a header block is refused.
-  enum Failure: Error {
+  public enum Failure: Error {
     /// The block breaks HPACK: the connection's decoding state is lost (COMPRESSION_ERROR).
     case malformed(String)
     /// The block decoded, but its list is larger than this side accepts: the stream is refused,
@@ -23,14 +23,14 @@ struct HeaderBlockDecoder {
   private let tableSizeLimit: Int
   private let maxHeaderListSize: Int
 
-  init(tableSizeLimit: Int = 4096, maxHeaderListSize: Int) {
+  public init(tableSizeLimit: Int = 4096, maxHeaderListSize: Int) {
     self.maxTableSize = tableSizeLimit
     self.tableSizeLimit = tableSizeLimit
     self.maxHeaderListSize = maxHeaderListSize
   }
 
   /// Decodes a whole header block.
-  mutating func decode(_ block: inout ByteBuffer) throws(Failure) -> HPACKHeaders {
+  public mutating func decode(_ block: inout ByteBuffer) throws(Failure) -> HPACKHeaders {
     var headers = HPACKHeaders()
     headers.reserveCapacity(8)  // a gRPC call's headers, in one allocation
     var listSize = 0
