@@ -10,8 +10,8 @@ import h2.events
 import h2.settings
 import hpack
 import pytest
-from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame,
-                              WindowUpdateFrame)
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame,
+                              SettingsFrame, WindowUpdateFrame)
 
 from faults import Scenario
 
@@ -86,6 +86,21 @@ def test_a_header_block_across_continuation_frames_reaches_the_replica(scenario)
     body = b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
     assert blocks[0][":status"] == "200" and blocks[-1]["grpc-status"] == "0", blocks
     assert answer_text(scenario, body) == "[r1] continued"
+
+
+def test_an_answer_before_the_request_ends_is_followed_by_rst_stream_no_error(scenario):
+    """The mesh answers `Health/Watch` at once (UNIMPLEMENTED) while the caller has not ended its
+    request: it asks the caller to stop sending (RST_STREAM NO_ERROR) and keeps no stream open."""
+    headers = request_headers(scenario)
+    headers[2] = (":path", "/grpc.health.v1.Health/Watch")
+    block = hpack.Encoder().encode(headers)
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + HeadersFrame(1, data=block, flags=["END_HEADERS"]).serialize())
+        frames = read_frames(sock, lambda f: isinstance(f, RstStreamFrame))
+    on_stream = [f for f in frames if f.stream_id == 1]
+    assert isinstance(on_stream[0], HeadersFrame) and "END_STREAM" in on_stream[0].flags
+    assert dict(hpack.Decoder().decode(on_stream[0].data))["grpc-status"] == "12"
+    assert isinstance(on_stream[-1], RstStreamFrame) and on_stream[-1].error_code == 0
 
 
 def test_the_callers_flow_control_windows_hold_back_a_large_answer(scenario):

@@ -147,6 +147,7 @@ extension HTTP2Connection {
       return
     }
     var stream = HTTP2StreamState(outboundWindow: peerInitialWindow, inboundWindow: configuration.windowSize)
+    stream.opened = true
     stream.remoteEnded = endStream
     streams[streamID] = stream
     delegate?.received(payload, on: streamID)

@@ -45,6 +45,12 @@ extension HTTP2Connection {
       writeOrWait(payload, on: streamID, promise: promise)
       if endStream { closeIfEnded(streamID) }
     case .rstStream(let code):
+      // A stream whose HEADERS never left is forgotten: to the peer it was never opened.
+      guard let stream = streams[streamID], stream.opened else {
+        remove(streamID)
+        promise?.succeed()
+        return
+      }
       remove(streamID)
       writeReset(streamID, code)
       keep(promise)
@@ -84,6 +90,7 @@ extension HTTP2Connection {
   func writeOrWait(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>?) {
     switch payload {
     case .headers(let headers):
+      streams[streamID]!.opened = true
       writeHeaders(headers, on: streamID)
       keep(promise)
     case .data(let data):

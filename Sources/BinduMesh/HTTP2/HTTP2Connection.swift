@@ -168,8 +168,15 @@ final class HTTP2Connection: ChannelInboundHandler {
   // MARK: Streams ending
 
   /// Forgets a stream both sides have ended and tells the delegate.
+  ///
+  /// A server whose response is complete before the request asks the client to stop sending
+  /// with RST_STREAM `NO_ERROR` (RFC 9113 §8.1), so no stream waits on a request nobody reads.
   func closeIfEnded(_ streamID: HTTP2StreamID) {
-    guard let stream = streams[streamID], stream.localEnded, stream.remoteEnded, stream.waiting.isEmpty else { return }
+    guard let stream = streams[streamID], stream.localEnded, stream.waiting.isEmpty else { return }
+    if !stream.remoteEnded {
+      guard mode == .server else { return }
+      writeReset(streamID, .noError)
+    }
     streams.removeValue(forKey: streamID)
     delegate?.streamClosed(streamID, reason: nil)
   }

@@ -14,6 +14,8 @@ struct HTTP2StreamState {
   var outboundWindow: Int
   /// Bytes this side still accepts on this stream.
   var inboundWindow: Int
+  /// The stream's first HEADERS have been sent or received: the peer knows it.
+  var opened = false
   /// This side has sent END_STREAM (or is about to: it waits in ``waiting``).
   var localEnded = false
   /// The peer has sent END_STREAM.
