@@ -109,7 +109,7 @@ final class HTTP2Connection: ChannelInboundHandler {
 
   func handlerRemoved(context: ChannelHandlerContext) {
     self.context = nil
-    failWaitingFrames()
+    failEverythingPending()
     delegate?.connectionInactive()  // a connection that never became active ends here
     delegate = nil  // the delegate keeps this connection to write: end the cycle
   }
@@ -120,14 +120,9 @@ final class HTTP2Connection: ChannelInboundHandler {
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    failWaitingFrames()
-    streams.removeAll()
-    blockedStreams.removeAll()
-    let promises = outputPromises
-    outputPromises.removeAll()
-    for promise in promises { promise.fail(ChannelError.ioOnClosedChannel) }
+    self.context = nil  // from here on, writes fail at once
+    failEverythingPending()
     delegate?.connectionInactive()
-    self.context = nil
     delegate = nil
     context.fireChannelInactive()
   }
@@ -196,10 +191,16 @@ final class HTTP2Connection: ChannelInboundHandler {
     return true
   }
 
-  func failWaitingFrames() {
+  /// Fails every write not yet done and forgets the streams (the connection is gone).
+  func failEverythingPending() {
     for id in streams.ids {
       for frame in streams[id]!.waiting { frame.promise?.fail(ChannelError.ioOnClosedChannel) }
     }
+    streams.removeAll()
+    blockedStreams.removeAll()
+    let promises = outputPromises
+    outputPromises.removeAll()
+    for promise in promises { promise.fail(ChannelError.ioOnClosedChannel) }
   }
 
   /// Ends the connection for a protocol violation: GOAWAY with its code, then close.
