@@ -1,6 +1,7 @@
 """The callback listener's HTTP/2, spoken by hand (hyperframe, hpack) and by a strict client
 (h2): header blocks across CONTINUATION frames, the caller's flow-control windows honoured, and
 a peer that breaks the protocol answered with GOAWAY and the right code while other calls go on."""
+import random
 import socket
 import struct
 
@@ -165,3 +166,30 @@ def test_a_peer_that_breaks_the_protocol_gets_goaway_and_other_calls_go_on(scena
     assert goaways and goaways[0].error_code == code, f"{name}: {received}"
     assert scenario.ask("still here").endswith("still here")
     assert scenario.mesh.process.proc.poll() is None
+
+
+def test_random_frames_never_take_the_mesh_down(scenario):
+    """300 connections, each a valid preface and SETTINGS followed by random frames (every type,
+    random flags, stream IDs and payloads, some valid HEADERS among them): the mesh answers each
+    as HTTP/2 says, and keeps serving calls."""
+    rng = random.Random(7)
+    block = hpack.Encoder().encode(request_headers(scenario))
+    for _ in range(300):
+        frames = b""
+        for _ in range(rng.randint(1, 8)):
+            kind = rng.randint(0, 10)
+            stream = rng.choice([0, 1, 1, 3, 2, rng.randint(0, 2**31 - 1)])
+            flags = rng.choice([0, 0x1, 0x4, 0x5, 0x8, 0x20, 0x2D, rng.randint(0, 255)])
+            payload = (block if kind == 1 and rng.random() < 0.5
+                       else bytes(rng.randint(0, 255) for _ in range(rng.choice([0, 1, 4, 5, 8, 9, rng.randint(0, 64)]))))
+            frames += struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+        with socket.create_connection(("127.0.0.1", scenario.listen), timeout=2) as sock:
+            sock.sendall(PREFACE + SettingsFrame(0).serialize() + frames)
+            sock.settimeout(0.05)
+            try:
+                while sock.recv(65536):
+                    pass
+            except (socket.timeout, ConnectionResetError):
+                pass
+        assert scenario.mesh.process.proc.poll() is None, f"the mesh died on {frames.hex()}"
+    assert scenario.ask("after the noise").endswith("after the noise")
