@@ -16,8 +16,12 @@ extension ByteBuffer {
 
   /// Sets the length field of the frame header written at `index`.
   mutating func setHTTP2FrameLength(_ length: Int, at index: Int) {
-    setInteger(UInt16(truncatingIfNeeded: length >> 8), at: index)
-    setInteger(UInt8(truncatingIfNeeded: length), at: index + 2)
+    let offset = index - readerIndex
+    withUnsafeMutableReadableBytes { bytes in
+      bytes[offset] = UInt8(truncatingIfNeeded: length >> 16)
+      bytes[offset + 1] = UInt8(truncatingIfNeeded: length >> 8)
+      bytes[offset + 2] = UInt8(truncatingIfNeeded: length)
+    }
   }
 
   /// Writes a frame whose payload is one 32-bit integer: RST_STREAM, WINDOW_UPDATE.

@@ -22,6 +22,9 @@ public struct HeaderBlockDecoder: Sendable {
   /// The most the peer may set the table to: this side's SETTINGS_HEADER_TABLE_SIZE.
   private let tableSizeLimit: Int
   private let maxHeaderListSize: Int
+  /// The last few short Huffman-coded literals and their decoding.
+  private var recentHuffmanStrings: [(encoded: [UInt8], decoded: String)] = Array(repeating: ([], ""), count: 4)
+  private var nextRecentHuffmanString = 0
 
   public init(tableSizeLimit: Int = 4096, maxHeaderListSize: Int) {
     self.maxTableSize = tableSizeLimit
@@ -70,7 +73,7 @@ public struct HeaderBlockDecoder: Sendable {
     return table[table.index(table.startIndex, offsetBy: table.count - 1 - age)]
   }
 
-  private func readLiteral(_ block: inout ByteBuffer, prefix: Int) throws(Failure) -> (name: String, value: String) {
+  private mutating func readLiteral(_ block: inout ByteBuffer, prefix: Int) throws(Failure) -> (name: String, value: String) {
     let nameIndex = try readInteger(&block, prefix: prefix)
     guard nameIndex == 0 else { return (try entry(at: nameIndex).name, try readString(&block)) }
     let name = try readString(&block)
@@ -93,17 +96,27 @@ public struct HeaderBlockDecoder: Sendable {
     }
   }
 
-  private func readString(_ block: inout ByteBuffer) throws(Failure) -> String {
+  private mutating func readString(_ block: inout ByteBuffer) throws(Failure) -> String {
     guard let first = block.getInteger(at: block.readerIndex, as: UInt8.self) else {
       throw .malformed("a header block ends before a string")
     }
     let length = try readInteger(&block, prefix: 7)
     guard var bytes = block.readSlice(length: length) else { throw .malformed("a string runs past its header block") }
     guard first & 0x80 != 0 else { return bytes.readString(length: length)! }
-    do {
-      return try bytes.withUnsafeReadableBytes { raw throws(HPACKHuffman.DecodingError) in try HPACKHuffman.decode(raw) }
-    } catch {
-      throw .malformed("a malformed Huffman-coded string")
+    return try bytes.withUnsafeReadableBytes { raw throws(Failure) in
+      // A peer that sends a value as a literal sends the same one call after call.
+      if let known = recentHuffmanStrings.first(where: { $0.encoded.elementsEqual(raw) }) { return known.decoded }
+      let decoded: String
+      do {
+        decoded = try HPACKHuffman.decode(raw)
+      } catch {
+        throw .malformed("a malformed Huffman-coded string")
+      }
+      if raw.count <= 64 {
+        recentHuffmanStrings[nextRecentHuffmanString] = (Array(raw), decoded)
+        nextRecentHuffmanString = (nextRecentHuffmanString + 1) % recentHuffmanStrings.count
+      }
+      return decoded
     }
   }
 
