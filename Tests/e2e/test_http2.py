@@ -4,6 +4,7 @@ a peer that breaks the protocol answered with GOAWAY and the right code while ot
 import random
 import socket
 import struct
+import time
 
 import h2.config
 import h2.connection
@@ -18,7 +19,7 @@ from faults import Scenario
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 PATH = "/bindu.grpc.AgentHandler/HandleMessages"
-PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, COMPRESSION_ERROR = 0x1, 0x3, 0x6, 0x9
+PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x1, 0x3, 0x6, 0x9, 0xB
 
 
 @pytest.fixture
@@ -45,7 +46,8 @@ def request_headers(scenario, **extra):
 
 
 def read_frames(sock, stop):
-    """Frames from `sock` until `stop(frame)` is true or the connection closes."""
+    """Frames from `sock` until `stop(frame)` is true, the connection closes or the socket's
+    timeout passes."""
     frames, buffered = [], b""
     while True:
         while len(buffered) >= 9:
@@ -57,7 +59,10 @@ def read_frames(sock, stop):
             frames.append(frame)
             if stop(frame):
                 return frames
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return frames
         if not chunk:
             return frames
         buffered += chunk
@@ -166,6 +171,32 @@ def test_a_peer_that_breaks_the_protocol_gets_goaway_and_other_calls_go_on(scena
     assert goaways and goaways[0].error_code == code, f"{name}: {received}"
     assert scenario.ask("still here").endswith("still here")
     assert scenario.mesh.process.proc.poll() is None
+
+
+def test_a_flood_of_stream_resets_ends_the_connection_with_enhance_your_calm(scenario):
+    """10,000 RST_STREAM frames in 30 s are allowed on a connection (a proxy's caller cancels
+    calls); the 10,001st ends it, as a guard against "rapid reset" floods."""
+    block = hpack.Encoder().encode(request_headers(scenario))
+    reset = RstStreamFrame(1, error_code=8).serialize()
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + HeadersFrame(1, data=block, flags=["END_HEADERS"]).serialize()
+                     + reset * 10_000)
+        sock.sendall(HeadersFrame(3, data=block, flags=["END_HEADERS"]).serialize())
+        time.sleep(0.5)
+        assert not [f for f in read_frames_for(sock, 0.5) if isinstance(f, GoAwayFrame)], "10,000 resets are allowed"
+        sock.sendall(reset)
+        goaways = [f for f in read_frames(sock, lambda f: isinstance(f, GoAwayFrame)) if isinstance(f, GoAwayFrame)]
+    assert goaways and goaways[0].error_code == ENHANCE_YOUR_CALM
+    assert scenario.ask("still here").endswith("still here")
+
+
+def read_frames_for(sock, seconds):
+    """The frames that arrive on `sock` within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        return read_frames(sock, lambda f: False)
+    finally:
+        sock.settimeout(10)
 
 
 def test_random_frames_never_take_the_mesh_down(scenario):

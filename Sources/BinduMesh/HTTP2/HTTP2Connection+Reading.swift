@@ -158,6 +158,16 @@ extension HTTP2Connection {
     guard frame.streamID != .rootStream, payload.readableBytes == 4, let code = payload.readInteger(as: UInt32.self) else {
       throw HTTP2ConnectionError(.protocolError, "malformed RST_STREAM frame")
     }
+    let now = NIODeadline.now()
+    if now - resetWindowStart > configuration.resetWindow {
+      resetWindowStart = now
+      resetsInWindow = 0
+    }
+    resetsInWindow += 1
+    guard resetsInWindow <= configuration.maxResetsPerWindow else {
+      throw HTTP2ConnectionError(
+        .enhanceYourCalm, "over \(configuration.maxResetsPerWindow) RST_STREAM frames in \(configuration.resetWindow)")
+    }
     guard remove(frame.streamID) else {
       try checkNotIdle(frame.streamID, "RST_STREAM")
       return

@@ -31,6 +31,11 @@ final class HTTP2Connection: ChannelInboundHandler {
     var windowSize = 1 << 20
     /// The largest header list accepted.
     var maxHeaderListSize = HPACKDecoder.defaultMaxHeaderListSize
+    /// RST_STREAM frames the peer may send within `resetWindow`; one more ends the connection
+    /// (ENHANCE_YOUR_CALM). A peer that opens and resets streams in a loop ("rapid reset")
+    /// would otherwise cost the mesh a call to a replica per stream, for free.
+    var maxResetsPerWindow = 10_000
+    var resetWindow = TimeAmount.seconds(30)
   }
 
   enum Mode {
@@ -66,6 +71,9 @@ final class HTTP2Connection: ChannelInboundHandler {
   var started = false
   /// A protocol violation ended the connection: nothing more is read.
   var failed = false
+  /// The peer's RST_STREAM frames since `resetWindowStart`.
+  var resetsInWindow = 0
+  var resetWindowStart = NIODeadline.now()
 
   var outboundConnectionWindow = HTTP2Protocol.defaultWindow
   var inboundConnectionWindow = HTTP2Protocol.defaultWindow
