@@ -146,8 +146,7 @@ extension HTTP2Connection {
       writeReset(streamID, .refusedStream)
       return
     }
-    var stream = HTTP2StreamState(outboundWindow: peerInitialWindow, inboundWindow: configuration.windowSize)
-    stream.opened = true
+    var stream = newStream(opened: true)
     stream.remoteEnded = endStream
     streams[streamID] = stream
     delegate?.received(payload, on: streamID)

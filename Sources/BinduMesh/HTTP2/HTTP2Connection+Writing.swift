@@ -10,7 +10,7 @@ extension HTTP2Connection {
     guard mode == .client, acceptsStreams, !isAtCapacity else { return nil }
     let id = nextStreamID
     nextStreamID = id.advanced(by: 2)
-    streams[id] = HTTP2StreamState(outboundWindow: peerInitialWindow, inboundWindow: configuration.windowSize)
+    streams[id] = newStream(opened: false)
     return id
   }
 
@@ -46,12 +46,12 @@ extension HTTP2Connection {
       if endStream { closeIfEnded(streamID) }
     case .rstStream(let code):
       // A stream whose HEADERS never left is forgotten: to the peer it was never opened.
-      guard let stream = streams[streamID], stream.opened else {
-        remove(streamID)
+      let opened = streams[streamID]?.opened ?? false
+      remove(streamID)
+      guard opened else {
         promise?.succeed()
         return
       }
-      remove(streamID)
       writeReset(streamID, code)
       keep(promise)
     case .windowUpdate(let increment):
@@ -79,11 +79,17 @@ extension HTTP2Connection {
     }
   }
 
-  /// Closes the connection after this tick's frames are written.
+  /// Writes what this tick has encoded and closes the connection.
   func close() {
     guard let context else { return }
     flush()
     context.close(promise: nil)
+  }
+
+  /// Closes the connection once the current tick's work is done, so a close never runs inside
+  /// a call's own write and the last frames written leave first.
+  func closeSoon() {
+    context?.eventLoop.assumeIsolated().execute { [self] in close() }
   }
 
   /// Writes HEADERS at once, and DATA as far as both windows allow; the rest waits.

@@ -168,6 +168,13 @@ final class HTTP2Connection: ChannelInboundHandler {
     delegate?.connectionActive()
   }
 
+  /// A new stream's state, with the windows both sides announced.
+  func newStream(opened: Bool) -> HTTP2StreamState {
+    var stream = HTTP2StreamState(outboundWindow: peerInitialWindow, inboundWindow: configuration.windowSize)
+    stream.opened = opened
+    return stream
+  }
+
   // MARK: Streams ending
 
   /// Forgets a stream both sides have ended and tells the delegate.

@@ -66,7 +66,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
 
   func streamClosed(_ streamID: HTTP2StreamID, reason: HTTP2ErrorCode?) {
     calls.removeValue(forKey: streamID)?.callerClosed()
-    if draining && calls.isEmpty { closeSoon() }
+    if draining && calls.isEmpty { connection?.closeSoon() }
   }
 
   func receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {}
@@ -94,14 +94,9 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
     draining = true
     connection.write(.goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil), on: .rootStream)
     if calls.isEmpty {
-      closeSoon()
+      connection.closeSoon()
       return
     }
     eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in self.connection?.close() }
-  }
-
-  /// Closes the connection after this tick's frames are written.
-  private func closeSoon() {
-    eventLoop.assumeIsolated().execute { [self] in connection?.close() }
   }
 }

@@ -58,7 +58,7 @@ final class UpstreamConnection: @unchecked Sendable {
     eventLoop.preconditionInEventLoop()
     guard case .ready(let channel, let streams) = state else { return nil }
     if let stream = streams.open(delegate) { return stream }
-    if streams.acceptsStreams && streams.isAtCapacity { return nil }  // a slot frees when a stream ends
+    if streams.waitsForStreamSlot { return nil }  // a slot frees when a stream ends
     // A GOAWAY or stream IDs used up: the old connection finishes its calls and closes.
     channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     state = .idle
@@ -79,7 +79,7 @@ final class UpstreamConnection: @unchecked Sendable {
       case .success:
         if let stream = self.openStream(delegate) {
           then(.success(stream))
-        } else if case .ready(_, let streams) = self.state, streams.acceptsStreams, streams.isAtCapacity {
+        } else if case .ready(_, let streams) = self.state, streams.waitsForStreamSlot {
           streams.whenStreamSlotFrees { self.openStreamAfterConnecting(delegate, then: then) }
         } else {
           then(.failure(UpstreamError.takesNoNewStreams(self.address)))

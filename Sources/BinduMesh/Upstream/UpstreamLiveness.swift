@@ -59,7 +59,7 @@ final class UpstreamLiveness {
     openStreams -= 1
     guard openStreams == 0 else { return }
     if draining {
-      closeSoon()
+      connection?.closeSoon()
     } else {
       idleSince = .now()
       scheduleIdleTimer()
@@ -76,12 +76,7 @@ final class UpstreamLiveness {
   /// No new streams: the connection closes once its last stream has ended.
   func drain() {
     draining = true
-    if openStreams == 0 { closeSoon() }
-  }
-
-  /// Closes after this tick, so a close never runs inside a call's own write.
-  private func closeSoon() {
-    eventLoop?.assumeIsolated().execute { [self] in connection?.close() }
+    if openStreams == 0 { connection?.closeSoon() }
   }
 
   /// Arms the idle timer unless it is armed: one timer per idle period, not one per call. When

@@ -33,12 +33,9 @@ final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
     self.awaitsHandshake = awaitsHandshake
   }
 
-  /// Whether a new stream may open on this connection, now or once one ends (no GOAWAY, stream
-  /// IDs left).
-  var acceptsStreams: Bool { connection?.acceptsStreams ?? false }
-
-  /// Whether the replica's concurrency limit keeps new streams waiting.
-  var isAtCapacity: Bool { connection?.isAtCapacity ?? false }
+  /// Whether a new stream must wait for one to end: the connection takes new streams (no
+  /// GOAWAY, stream IDs left) but is at the replica's SETTINGS_MAX_CONCURRENT_STREAMS.
+  var waitsForStreamSlot: Bool { connection.map { $0.acceptsStreams && $0.isAtCapacity } ?? false }
 
   /// Opens a stream reporting to `delegate`, or `nil` when this connection takes no new
   /// streams now.
