@@ -31,8 +31,14 @@ struct HTTP2FrameReader {
     if buffered.readableBytes == 0 {
       buffered = bytes
     } else {
+      // The rest of a frame and the new bytes, in a buffer of just their size. Appending to the
+      // old read's buffer, which frames still forwarded share, would copy its whole storage and
+      // grow it by each read: a long stream of frames split across reads kept growing it.
       var bytes = bytes
-      buffered.writeBuffer(&bytes)
+      var joined = ByteBufferAllocator().buffer(capacity: buffered.readableBytes + bytes.readableBytes)
+      joined.writeBuffer(&buffered)
+      joined.writeBuffer(&bytes)
+      buffered = joined
     }
   }
 
