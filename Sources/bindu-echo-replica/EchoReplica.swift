@@ -3,6 +3,7 @@ import BinduContract
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Synchronization
 import UnixSignals
 
 /// An `AgentHandler` replica for demos, tests and benchmarks.
@@ -11,6 +12,10 @@ import UnixSignals
 /// word of the last message (`flood:<n>`: n messages of 64 KiB). A last message `sleep:<ms> ...`
 /// waits that long first. Request metadata `x-echo-*` comes back as response metadata. With `--core`, it registers with that
 /// address (a Bindu core or bindu-mesh) as an SDK does, heartbeats, and unregisters on SIGTERM.
+/// `--heartbeat-interval 0 --no-unregister` behaves like the Kotlin SDK (registers once, never
+/// heartbeats, never unregisters); `--no-unregister` alone like the TypeScript SDK (heartbeats,
+/// ignores the answer, never registers again). With `--log-calls`, a call that starts while
+/// others run prints `overlap <calls running>`.
 @main
 struct EchoReplica: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -26,6 +31,7 @@ struct EchoReplica: AsyncParsableCommand {
   @Option(help: "Host given in the callback address.") var callbackHost = "localhost"
   @Option(help: "While this file exists, HealthCheck answers healthy=false.") var unhealthyFile: String?
   @Flag(help: "Print a line for every HandleMessages / HandleMessagesStream call.") var logCalls = false
+  @Flag(help: "Never call UnregisterAgent (as the shipped SDKs).") var noUnregister = false
   @Option(help: "Serve TLS with this certificate chain (PEM).") var tlsCert: String?
   @Option(help: "The TLS private key (PEM).") var tlsKey: String?
   @Option(help: "Require client certificates signed by this CA (PEM).") var tlsClientCa: String?
@@ -93,6 +99,7 @@ struct EchoReplica: AsyncParsableCommand {
           group.addTask {
             while !Task.isCancelled {
               try? await Task.sleep(for: .seconds(heartbeatInterval))
+              // The answer is ignored, as the TypeScript SDK does.
               _ = try? await service.heartbeat(.with { $0.agentID = response.agentID })
             }
           }
@@ -100,6 +107,7 @@ struct EchoReplica: AsyncParsableCommand {
         await stop.wait()
         group.cancelAll()
       }
+      if noUnregister { return }
       let bye = try await service.unregisterAgent(.with { $0.agentID = response.agentID })
       say("unregistered success=\(bye.success)")
     }
@@ -126,6 +134,8 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
   let name: String
   let unhealthyFile: String?
   let logCalls: Bool
+  /// Calls running now, to report overlapping calls.
+  let running = Running()
 
   func handleMessages(
     request: ServerRequest<Bindu_Grpc_HandleRequest>, context: ServerContext
@@ -198,7 +208,12 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
   /// The last message's text, after its `sleep:<ms>` prefix has been slept; `fail:<code>` throws.
   private func prepare(_ request: Bindu_Grpc_HandleRequest) async throws -> String {
     var text = request.messages.last?.content ?? ""
-    if logCalls { say("call \(text.prefix(80))") }
+    if logCalls {
+      say("call \(text.prefix(80))")
+      let now = running.begin()
+      if now > 1 { say("overlap \(now)") }
+    }
+    defer { if logCalls { running.end() } }
     if text.hasPrefix("sleep:"), let space = text.firstIndex(of: " ") ?? Optional(text.endIndex),
       let ms = Int(text[text.index(text.startIndex, offsetBy: 6)..<space])
     {
@@ -218,6 +233,14 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
     }
     return echoed
   }
+}
+
+/// A count of calls running.
+final class Running: Sendable {
+  private let count = Atomic<Int>(0)
+  /// Counts a call in; returns how many run now.
+  func begin() -> Int { count.add(1, ordering: .relaxed).newValue }
+  func end() { count.subtract(1, ordering: .relaxed) }
 }
 
 /// Prints a line at once (tests read these lines from a pipe).

@@ -41,6 +41,11 @@ struct BinduMeshCommand: AsyncParsableCommand {
   )
   var callbackListen: String?
 
+  @Option(
+    name: .customLong("state-dir"),
+    help: "Folder where the registry is kept across restarts (made if missing). Overrides state.dir.")
+  var stateDir: String?
+
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
   var logLevel: Logger.Level = .info
 
@@ -53,6 +58,10 @@ struct BinduMeshCommand: AsyncParsableCommand {
       config = try self.config.map { try MeshConfig.load(file: $0) } ?? .defaults
       if let value = coreAddress { config.core.address = try Self.hostPort(value, flag: "--core-address") }
       if let value = registryListen { config.registry.listen = try Self.hostPort(value, flag: "--registry-listen") }
+      if let value = stateDir {
+        guard !value.isEmpty else { throw ConfigError(source: "--state-dir", key: "", message: "expected a folder path") }
+        config.state.dir = value
+      }
       if let value = callbackListen {
         let address = try Self.hostPort(value, flag: "--callback-listen")
         config.callbacks.listenHost = address.host

@@ -108,7 +108,7 @@ def test_mesh_registers_again_after_the_core_restarts(tmp_path, core, cleanup):
     assert agent_card(url)["capabilities"]["extensions"][0]["uri"] == replicas[0].registration["did"]
 
 
-def test_replicas_that_unregister_or_stop_heartbeating_get_no_more_calls(tmp_path, core, cleanup, pb):
+def test_replicas_that_unregister_or_answer_neither_heartbeat_nor_probe_get_no_more_calls(tmp_path, core, cleanup, pb):
     messages, services = pb
     mesh = start_mesh(tmp_path, core, cleanup, registry_yaml="  replica_timeout: 2s\n")
     config = agent_config(a2a_port=free_port())
@@ -125,8 +125,13 @@ def test_replicas_that_unregister_or_stop_heartbeating_get_no_more_calls(tmp_pat
 
     leaving.process.send(signal.SIGTERM)
     leaving.process.wait_line(lambda l: l.startswith("unregistered success=true"))
-    mesh.process.wait_line(lambda l: "replica evicted: no heartbeat" in l, timeout=15)
-    assert {answered_by(ask("y")) for _ in range(6)} == {"r3"}
+    # A replica that never heartbeats (as the Kotlin SDK) stays while its probes pass ...
+    mesh.process.wait_line(lambda l: "replica kept by its health probes" in l and "(" in l, timeout=15)
+    assert {answered_by(ask("y")) for _ in range(6)} == {"r2", "r3"}
+    # ... and is evicted once it shows neither.
+    silent.stop(signal.SIGKILL)
+    mesh.process.wait_line(lambda l: "replica evicted: no heartbeat and no passing probe" in l, timeout=15)
+    assert {answered_by(ask("z")) for _ in range(6)} == {"r3"}
 
 
 def test_streaming_delivers_every_chunk_in_order_with_metadata(tmp_path, core, cleanup, pb):

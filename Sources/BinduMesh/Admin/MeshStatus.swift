@@ -30,6 +30,10 @@ struct MeshStatus: Sendable {
     var state: String
     var ejections: Int
     var lastProbe: Probe?
+    /// A registered replica's membership id.
+    var member: String?
+    /// What last showed a registered replica alive: `joined`, `heartbeat` or `probe`.
+    var liveness: String?
   }
 
   /// The last health probe of an endpoint.
@@ -59,7 +63,7 @@ struct MeshStatus: Sendable {
             ejections: item.health.ejections,
             lastProbe: item.health.lastProbe.map {
               Probe(secondsAgo: (now - $0.at).secondsValue, passed: $0.passed, message: $0.message)
-            })
+            }, member: item.endpoint.membershipID, liveness: item.liveness?.rawValue)
         })
     }
   }

@@ -2,7 +2,8 @@
 /// against and the tests hold `Config/bindu-mesh.yaml` (the config reference) to.
 public enum ConfigKeys {
   static let top = [
-    "core", "registry", "callbacks", "upstream", "shutdown", "admin", "health", "outlier_detection", "retry", "pools",
+    "core", "registry", "callbacks", "upstream", "shutdown", "admin", "state", "balancer", "health", "outlier_detection", "retry",
+    "pools",
   ]
   static let core = ["address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff", "tls"]
   static let registry = ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls"]
@@ -12,12 +13,14 @@ public enum ConfigKeys {
     "keepalive_interval", "keepalive_timeout",
   ]
   static let shutdown = ["grace_period"]
+  static let state = ["dir"]
   static let admin = ["listen", "access_log", "tls_reload_interval"]
+  static let balancer = ["policy"]
   static let health = ["interval", "timeout", "unhealthy_threshold", "healthy_threshold", "start_healthy", "panic_mode"]
   static let outlierDetection = ["consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent"]
   static let retry = ["max_attempts", "budget_percent", "min_concurrent_retries", "on_unavailable", "replay_started_calls"]
   static let pool = [
-    "agent", "listen", "config", "config_file", "skills", "replicas", "dns", "dns_refresh", "health",
+    "agent", "listen", "config", "config_file", "skills", "replicas", "dns", "dns_refresh", "balancer", "health",
     "outlier_detection", "retry", "listener_tls", "upstream_tls",
   ]
   static let skill = [
@@ -29,13 +32,14 @@ public enum ConfigKeys {
   /// Every key as a dotted path (`core.tls.ca`, `pools[].listener_tls.cert`, ...).
   public static var all: [String] {
     func under(_ prefix: String, _ keys: [String]) -> [String] { keys.map { "\(prefix).\($0)" } }
-    let policy = ["health": health, "outlier_detection": outlierDetection, "retry": retry]
+    let policy = ["balancer": balancer, "health": health, "outlier_detection": outlierDetection, "retry": retry]
     var paths = top
     paths += under("core", core) + under("core.tls", clientTLS)
     paths += under("registry", registry) + under("registry.tls", listenerTLS)
     paths += under("callbacks", callbacks) + under("callbacks.tls", listenerTLS)
     paths += under("callbacks.upstream_tls", clientTLS)
     paths += under("upstream", upstream) + under("shutdown", shutdown) + under("admin", admin)
+    paths += under("state", state)
     for (section, keys) in policy { paths += under(section, keys) + under("pools[].\(section)", keys) }
     paths += under("pools[]", pool) + under("pools[].skills[]", skill)
     paths += under("pools[].listener_tls", listenerTLS) + under("pools[].upstream_tls", clientTLS)

@@ -1,8 +1,9 @@
 extension MeshConfig {
-  /// How a pool keeps calls on working replicas: health checks, ejection, retries.
+  /// How a pool spreads calls and keeps them on working replicas: the balancer, health checks,
+  /// ejection, retries.
   ///
-  /// The top-level `health:`, `outlier_detection:` and `retry:` sections set it for every pool; a
-  /// pool's own sections of the same names override it key by key.
+  /// The top-level `balancer:`, `health:`, `outlier_detection:` and `retry:` sections set it for
+  /// every pool; a pool's own sections of the same names override it key by key.
   public struct Policy: Sendable, Hashable {
     /// Active `AgentHandler.HealthCheck` probes.
     public var health: Health
@@ -10,11 +11,31 @@ extension MeshConfig {
     public var outlierDetection: OutlierDetection
     /// Moving a call to another replica when the first cannot have run it.
     public var retry: Retry
+    /// Which replica takes each call.
+    public var balancer: Balancer = .defaults
 
     /// Default values (see each part).
     public static var defaults: Self {
       Self(health: .defaults, outlierDetection: .defaults, retry: .defaults)
     }
+  }
+
+  /// How a pool picks a replica for each call (`balancer:` in YAML).
+  public struct Balancer: Sendable, Hashable {
+    /// A way of picking.
+    public enum Policy: String, Sendable, Hashable, CaseIterable {
+      /// The replica with the fewest calls outstanding, ties in turn (``LeastRequest``).
+      case leastRequest = "least_request"
+      /// Each replica in turn (``RoundRobin``).
+      case roundRobin = "round_robin"
+    }
+
+    /// Default `least_request`: agent handlers are slow and uneven, and several cores call at
+    /// once; at one call at a time it picks exactly as round-robin does.
+    public var policy: Policy
+
+    /// Default values.
+    public static var defaults: Self { Self(policy: .leastRequest) }
   }
 
   /// Active health checks (`health:` in YAML).

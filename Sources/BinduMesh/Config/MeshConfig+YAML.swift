@@ -39,6 +39,13 @@ extension MeshConfig {
       if let value = keys["listen"] { config.admin.listen = try value.hostPort() }
       if let value = keys["access_log"] { config.admin.accessLog = try value.bool() }
     }
+    if let state = top["state"] {
+      let keys = try state.mapping(keys: ConfigKeys.state)
+      if let value = keys["dir"] {
+        config.state.dir = try value.string()
+        guard !config.state.dir.isEmpty else { throw value.error("expected a folder path") }
+      }
+    }
     try config.policy.read(top)
     if let pools = top["pools"] {
       let policy = config.policy
@@ -148,7 +155,7 @@ extension MeshConfig.Pool {
       dns = address
     }
     if let value = keys["dns_refresh"] { dnsRefresh = try value.duration() }
-    if keys["health"] != nil || keys["outlier_detection"] != nil || keys["retry"] != nil {
+    if keys["balancer"] != nil || keys["health"] != nil || keys["outlier_detection"] != nil || keys["retry"] != nil {
       var own = policy
       try own.read(keys)
       self.policy = own
@@ -183,8 +190,19 @@ extension MeshConfig.Skill {
 }
 
 extension MeshConfig.Policy {
-  /// Reads the `health`, `outlier_detection` and `retry` sections present in `keys`.
+  /// Reads the `balancer`, `health`, `outlier_detection` and `retry` sections present in `keys`.
   mutating func read(_ keys: [String: YAMLReader]) throws {
+    if let reader = keys["balancer"] {
+      let keys = try reader.mapping(keys: ConfigKeys.balancer)
+      if let value = keys["policy"] {
+        let text = try value.string()
+        guard let policy = MeshConfig.Balancer.Policy(rawValue: text) else {
+          let known = MeshConfig.Balancer.Policy.allCases.map(\.rawValue).joined(separator: ", ")
+          throw value.error("expected one of \(known), got \"\(text)\"")
+        }
+        balancer.policy = policy
+      }
+    }
     if let reader = keys["health"] {
       let keys = try reader.mapping(keys: ConfigKeys.health)
       if let value = keys["interval"] { health.interval = try value.duration() }

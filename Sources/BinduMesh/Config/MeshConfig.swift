@@ -24,6 +24,8 @@ public struct MeshConfig: Sendable, Hashable {
   public var policy: Policy
   /// Pools declared in the config; more are made when replicas of other agents register.
   public var pools: [Pool]
+  /// Where the registry is kept across restarts.
+  public var state: State = .defaults
 
   /// Creates a configuration from its parts.
   public init(
@@ -61,7 +63,8 @@ extension MeshConfig {
     public var callTimeout: Duration
     /// First wait before registering again after a failure. Default 0.5 s, doubled each time.
     public var retryInitialBackoff: Duration
-    /// Longest wait between two registration attempts. Default 10 s.
+    /// Longest wait between two attempts to reach a core that is down (registrations and
+    /// connections); it bounds how long a core that is back waits for the mesh. Default 2 s.
     public var retryMaxBackoff: Duration
     /// TLS to the core (or to another mesh acting as the core); `nil`: plaintext.
     public var tls: ClientTLS? = nil
@@ -73,7 +76,7 @@ extension MeshConfig {
         heartbeatInterval: .seconds(30),
         callTimeout: .seconds(10),
         retryInitialBackoff: .milliseconds(500),
-        retryMaxBackoff: .seconds(10)
+        retryMaxBackoff: .seconds(2)
       )
     }
   }
@@ -161,6 +164,17 @@ extension MeshConfig {
 
     /// Default values.
     public static var defaults: Self { Self(listen: HostPort(host: "127.0.0.1", port: 9775), accessLog: false) }
+  }
+
+  /// What the mesh keeps across its own restarts (`state:` in YAML).
+  public struct State: Sendable, Hashable {
+    /// The folder of the registry's file (`registry.json`): pools made by registration and every
+    /// registered replica. Relative paths start at the working directory; made if missing.
+    /// Default `.bindu-mesh`.
+    public var dir: String
+
+    /// Default values.
+    public static var defaults: Self { Self(dir: ".bindu-mesh") }
   }
 
   /// Graceful shutdown on SIGTERM / SIGINT (`shutdown:` in YAML).

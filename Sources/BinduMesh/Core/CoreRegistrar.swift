@@ -3,16 +3,21 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
 /// Keeps every pool registered with the Bindu core: the mesh is the agent to the core.
 ///
 /// For each pool with a definition it calls `RegisterAgent` with the pool's callback address,
-/// then `Heartbeat` every `core.heartbeat_interval`. An `acknowledged=false` or `UNAVAILABLE`
-/// answer (a restarted core) makes it register again, with backoff, until the core answers. On
-/// graceful shutdown it calls `UnregisterAgent` for each pool. Start it before the listeners so
-/// it stops after them.
+/// then `Heartbeat` every `core.heartbeat_interval`, and at once when its idle TCP connection to
+/// the core closes (``CoreWatch``: a restarting core closes it). An `acknowledged=false` answer
+/// or an unreachable core (a restarted core) makes it register again, with backoff, until the
+/// core answers; connections to a core that is down are tried at most every
+/// `core.retry_max_backoff`, so a core that comes back is registered with within about that
+/// time. On graceful shutdown it calls `UnregisterAgent` for each pool. Start it before the
+/// listeners so it stops after them.
 public final class CoreRegistrar: Service, Sendable {
   private let config: MeshConfig.Core
   private let logger: Logger
@@ -23,6 +28,7 @@ public final class CoreRegistrar: Service, Sendable {
   private let metrics: MeshMetrics
 
   private let security: HTTP2ClientTransport.Posix.TransportSecurity
+  private let eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
   init(
     config: MeshConfig.Core, security: HTTP2ClientTransport.Posix.TransportSecurity, metrics: MeshMetrics,
@@ -62,9 +68,15 @@ public final class CoreRegistrar: Service, Sendable {
   }
 
   public func run() async throws {
+    var transportConfig = HTTP2ClientTransport.Posix.Config.defaults
+    // grpc-swift's own reconnect backoff (up to two minutes by default) would hide a core that
+    // is back: keep it within the registrar's.
+    transportConfig.backoff = .init(
+      initial: config.retryInitialBackoff, max: config.retryMaxBackoff, multiplier: 2, jitter: 0.1)
     let transport = try HTTP2ClientTransport.Posix(
       target: .dns(host: config.address.host, port: config.address.port),
-      transportSecurity: security
+      transportSecurity: security,
+      config: transportConfig
     )
     try await withGRPCClient(transport: transport) { client in
       let core = Bindu_Grpc_BinduService.Client(wrapping: client)
@@ -81,7 +93,21 @@ public final class CoreRegistrar: Service, Sendable {
   private var callOptions: CallOptions {
     var options = CallOptions.defaults
     options.timeout = config.callTimeout
+    options.waitForReady = false
     return options
+  }
+
+  /// A registration waits, within its deadline, for a connection to a core that is coming back.
+  private var registerOptions: CallOptions {
+    var options = callOptions
+    options.waitForReady = true
+    return options
+  }
+
+  /// Why the registrar sends a heartbeat.
+  private enum HeartbeatReason: Sendable {
+    case due
+    case connectionClosed
   }
 
   /// Registers, heartbeats, and registers again whenever the core forgets the agent.
@@ -104,7 +130,7 @@ public final class CoreRegistrar: Service, Sendable {
         let response: Bindu_Grpc_RegisterAgentResponse
         do {
           response = try await measured(pool, Bindu_Grpc_BinduService.Method.RegisterAgent.descriptor) {
-            try await core.registerAgent(request, options: callOptions)
+            try await core.registerAgent(request, options: registerOptions)
           }
         } catch let error as RPCError where !Self.isTransient(error.code) {
           // The core ran the registration and failed on it: as much a refusal as success=false.
@@ -117,7 +143,8 @@ public final class CoreRegistrar: Service, Sendable {
             forget(registration)
             return
           }
-          try await Task.sleep(for: config.retryMaxBackoff)
+          // A refusal is about the config: asking again often changes nothing.
+          try await Task.sleep(for: config.heartbeatInterval)
           continue
         }
         registration.update(.registered(agentID: response.agentID, did: response.did, agentURL: response.agentURL))
@@ -153,30 +180,55 @@ public final class CoreRegistrar: Service, Sendable {
     }
   }
 
-  /// Heartbeats until the core says it does not know the agent (returns) or the task is cancelled.
+  /// Heartbeats every `heartbeat_interval`, and at once when the watch connection to the core
+  /// closes, until the core says it does not know the agent or cannot be reached (returns) or the
+  /// task is cancelled (throws `CancellationError`).
   private func heartbeat(
     _ agentID: String, pool: String, core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>, logger: Logger
   ) async throws {
-    while true {
-      try await Task.sleep(for: config.heartbeatInterval)
-      let request = Bindu_Grpc_HeartbeatRequest.with {
-        $0.agentID = agentID
-        $0.timestamp = Int64(Date().timeIntervalSince1970 * 1000)
-      }
-      do {
-        let response = try await measured(pool, Bindu_Grpc_BinduService.Method.Heartbeat.descriptor) {
-          try await core.heartbeat(request, options: callOptions)
+    let (reasons, reasonsContinuation) = AsyncStream.makeStream(
+      of: HeartbeatReason.self, bufferingPolicy: .bufferingNewest(1))
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      defer { group.cancelAll() }
+      group.addTask {
+        while true {
+          try await Task.sleep(for: self.config.heartbeatInterval)
+          reasonsContinuation.yield(.due)
         }
-        if !response.acknowledged {
-          logger.warning("the core does not know the agent any more (restarted?); registering again")
+      }
+      group.addTask {
+        while true {
+          await CoreWatch.untilClosed(self.config.address, group: self.eventLoopGroup, connectTimeout: self.config.callTimeout)
+          try Task.checkCancellation()
+          reasonsContinuation.yield(.connectionClosed)
+          try await Task.sleep(for: self.config.retryInitialBackoff)
+        }
+      }
+      for await reason in reasons {
+        if reason == .connectionClosed {
+          logger.debug("the connection to the core closed; checking that it still knows the agent")
+        }
+        let request = Bindu_Grpc_HeartbeatRequest.with {
+          $0.agentID = agentID
+          $0.timestamp = Int64(Date().timeIntervalSince1970 * 1000)
+        }
+        do {
+          let response = try await measured(pool, Bindu_Grpc_BinduService.Method.Heartbeat.descriptor) {
+            try await core.heartbeat(request, options: callOptions)
+          }
+          if !response.acknowledged {
+            logger.warning("the core does not know the agent any more (restarted?); registering again")
+            return
+          }
+        } catch let error as RPCError where Self.isTransient(error.code) && error.code != .cancelled {
+          logger.warning("the core is unreachable; registering again", metadata: ["error": "\(error)"])
           return
+        } catch let error as RPCError {
+          if Task.isCancelled { break }
+          logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
         }
-      } catch let error as RPCError where error.code == .unavailable {
-        logger.warning("the core is unreachable; registering again", metadata: ["error": "\(error)"])
-        return
-      } catch let error as RPCError {
-        logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
       }
+      throw CancellationError()
     }
   }
 

@@ -29,6 +29,8 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   /// Whether the last call recorded here failed: until a success resets it, the pool counts
   /// every outcome (``ReplicaPool/record(_:failed:)``); after it, successes need no lock.
   let hasRecentFailures = Atomic<Bool>(false)
+  /// Calls that picked this endpoint and have not ended: the least-request balancer's load.
+  let outstanding = Atomic<Int>(0)
 
   init(
     address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,
@@ -67,6 +69,12 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     for connection in connections.values {
       connection.eventLoop.execute { connection.drain() }
     }
+  }
+
+  /// The membership id of a registered replica.
+  public var membershipID: String? {
+    if case .registered(let id) = origin { return id }
+    return nil
   }
 
   public var description: String {

@@ -53,7 +53,9 @@ public final class Mesh: Sendable {
   ) async throws -> Mesh {
     let group = MultiThreadedEventLoopGroup.singleton
     let metrics = MeshMetrics()
-    let directory = PoolDirectory(config: config, group: group, metrics: metrics, logger: logger)
+    let store = RegistryStore(directory: config.state.dir)
+    let snapshot = try store.load()
+    let directory = PoolDirectory(config: config, group: group, store: store, metrics: metrics, logger: logger)
     let (coreSecurity, coreReloader) = try GRPCTransportSecurity.core(
       config.core.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
     let registrar = CoreRegistrar(config: config.core, security: coreSecurity, metrics: metrics, logger: logger)
@@ -63,6 +65,9 @@ public final class Mesh: Sendable {
       if let definition = entry.pool.definition {
         _ = registrar.register(entry, definition: definition)
       }
+    }
+    for (entry, definition) in try await directory.restore(snapshot) {
+      _ = registrar.register(entry, definition: definition)
     }
     let dnsPools = zip(config.pools, declared).compactMap { pool, entry in
       pool.dns.map { (pool: entry.pool, name: $0, refresh: pool.dnsRefresh) }

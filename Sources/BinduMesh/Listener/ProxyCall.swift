@@ -53,6 +53,8 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var deadline: NIODeadline?
   private var deadlineTimer: Scheduled<Void>?
   private var tried: [Endpoint] = []
+  /// The endpoint the current attempt counts on (``ReplicaPool/release(_:)`` when it ends).
+  private var picked: Endpoint?
   private var responseStarted = false
   private var counted = false
   private var holdsRetry = false
@@ -169,8 +171,9 @@ final class ProxyCall: UpstreamStreamDelegate {
     }
     let endpoint: Endpoint
     switch pool.pick(excluding: tried) {
-    case .endpoint(let picked):
-      endpoint = picked
+    case .endpoint(let chosen):
+      endpoint = chosen
+      picked = chosen
     case .none(let why):
       finish(.unavailable, reason.map { "\(why); last failure: \($0)" } ?? why)
       return
@@ -361,10 +364,17 @@ final class ProxyCall: UpstreamStreamDelegate {
 
   /// Records the end of the current attempt on a replica.
   private func endAttempt(code: Int) {
+    releasePicked()
     guard let metrics = attemptMetrics else { return }
     attemptMetrics = nil
     if attemptOpened { metrics.messagesSent.increment(by: requestScanner.messagesStarted) }
     metrics.finished(code: code, after: .now - attemptStartedAt)
+  }
+
+  private func releasePicked() {
+    guard let endpoint = picked else { return }
+    picked = nil
+    pool.release(endpoint)
   }
 
   /// Passes the replica's trailers to the caller and ends the call.
@@ -401,6 +411,7 @@ final class ProxyCall: UpstreamStreamDelegate {
         ])
     }
     state = .finished
+    releasePicked()
     deadlineTimer?.cancel()
     request.removeAll()
     if counted { pool.endCall() }

@@ -5,7 +5,9 @@ import NIOPosix
 /// Every pool of the mesh and its callback listener, by agent name.
 ///
 /// Declared pools are bound by ``startDeclaredPools()``; a registration for an agent that has no
-/// pool makes one with ``pool(forAgent:)``, on the next port of `callbacks`.
+/// pool makes one with ``pool(forAgent:)``, on the next port of `callbacks`. What registration
+/// made is kept in the ``RegistryStore`` (``persist()``) and made again after a restart
+/// (``restore(_:)``).
 public actor PoolDirectory {
   /// A pool with its listener and the callback address the core is given.
   public struct Entry: Sendable {
@@ -28,13 +30,17 @@ public actor PoolDirectory {
   private var nextPort: Int
 
   private let metrics: MeshMetrics
+  private let store: RegistryStore
   /// Every TLS context source of the pools, for reloading.
   public private(set) var tlsMaterials: [TLSMaterial] = []
   private var callbacksListenerSecurity: ListenerSecurity??
   private var callbacksUpstreamSecurity: UpstreamSecurity??
 
-  init(config: MeshConfig, group: MultiThreadedEventLoopGroup, metrics: MeshMetrics, logger: Logger) {
+  init(
+    config: MeshConfig, group: MultiThreadedEventLoopGroup, store: RegistryStore, metrics: MeshMetrics, logger: Logger
+  ) {
     self.config = config
+    self.store = store
     self.metrics = metrics
     self.group = group
     self.loops = Array(group.makeIterator())
@@ -94,6 +100,83 @@ public actor PoolDirectory {
     } catch {
       madeByRegistration -= 1
       throw error
+    }
+  }
+
+  /// Writes every pool's definition, callback port and registered members to the state file,
+  /// before a replica is told it joined or after members leave. A write that fails is logged:
+  /// the mesh goes on serving, but would forget the change if it restarted.
+  func persist() {
+    let pools = entries.values.compactMap { entry -> RegistrySnapshot.Pool? in
+      let definition = entry.pool.definition
+      let members = entry.pool.storedMembers
+      guard definition != nil || !members.isEmpty else { return nil }
+      return RegistrySnapshot.Pool(
+        agent: entry.pool.name, declared: entry.pool.declared, callbackPort: entry.listenAddress.port,
+        configJSON: definition?.configJSON, skills: definition?.skillsJSON ?? [], members: members)
+    }
+    do {
+      try store.save(RegistrySnapshot(format: RegistrySnapshot.currentFormat, pools: pools.sorted { $0.agent < $1.agent }))
+    } catch {
+      logger.error("cannot save the registry: a restart would lose the latest change", metadata: ["error": "\(error)"])
+    }
+  }
+
+  /// Makes again what `snapshot` kept: pools made by registration, on their callback ports when
+  /// free, and every registered member (they take calls after their first passing probe).
+  /// Returns the pools to register with the core.
+  func restore(_ snapshot: RegistrySnapshot) async throws -> [(entry: Entry, definition: AgentDefinition)] {
+    var toRegister: [(entry: Entry, definition: AgentDefinition)] = []
+    for stored in snapshot.pools {
+      let entry: Entry
+      if let declared = entries[stored.agent] {
+        entry = declared
+        // A declared pool without a config took its definition from its first replica.
+        if declared.pool.definition == nil, let definition = try storedDefinition(stored) {
+          declared.pool.adopt(definition)
+          toRegister.append((entry, definition))
+        }
+      } else if stored.declared {
+        logger.warning(
+          "a pool kept in the state file is no longer declared: its replicas are dropped",
+          metadata: ["mesh.pool": "\(stored.agent)", "mesh.members": "\(stored.members.count)"])
+        continue
+      } else {
+        guard let definition = try storedDefinition(stored) else { continue }
+        madeByRegistration += 1
+        let pool = makePool(
+          name: stored.agent, declared: false, definition: definition, policy: nil, security: try callbacksUpstream())
+        entry = try await bindRestored(pool, port: stored.callbackPort, security: try callbacksListener())
+        entries[stored.agent] = entry
+        toRegister.append((entry, definition))
+      }
+      for member in stored.members {
+        guard let address = HostPort(parsing: member.address) else {
+          throw StateError(path: store.path, reason: "pool \"\(stored.agent)\": member \(member.id) has no host:port address")
+        }
+        let endpoint = entry.pool.restore(membershipID: member.id, address: address)
+        logger.notice(
+          "replica restored", metadata: ["mesh.pool": "\(stored.agent)", "mesh.replica": "\(endpoint)"])
+      }
+    }
+    return toRegister
+  }
+
+  private func storedDefinition(_ stored: RegistrySnapshot.Pool) throws -> AgentDefinition? {
+    do { return try stored.definition() } catch {
+      throw StateError(path: store.path, reason: "pool \"\(stored.agent)\": \(error)")
+    }
+  }
+
+  /// Binds a restored pool on the port it had, or on the next free one when that is taken.
+  private func bindRestored(_ pool: ReplicaPool, port: Int, security: ListenerSecurity?) async throws -> Entry {
+    do {
+      return try await bind(pool, at: HostPort(host: config.callbacks.listenHost, port: port), security: security)
+    } catch {
+      logger.warning(
+        "cannot listen on a restored pool's port; taking another (the core is told the new one)",
+        metadata: ["mesh.pool": "\(pool.name)", "mesh.port": "\(port)", "error": "\(error)"])
+      return try await bindDynamic(pool, security: security)
     }
   }
 

@@ -8,12 +8,13 @@ import Synchronization
 /// A pool is named by its agent. Endpoints join from the config (static addresses), from DNS, or
 /// from registrations (each with a membership id kept alive by heartbeats). Health checks and
 /// call outcomes feed each endpoint's ``EndpointHealth``; ``pick(excluding:)`` is the synchronous
-/// round-robin choice among the endpoints in rotation that the listener makes for every call.
+/// choice among the endpoints in rotation (least outstanding calls, or round-robin) that the
+/// listener makes for every attempt, paired with ``release(_:)`` when the attempt ends.
 public final class ReplicaPool: Sendable {
   /// A registered replica's membership.
   struct Member: Sendable {
     var endpoint: Endpoint
-    var lastHeartbeat: ContinuousClock.Instant
+    var liveness: MemberLiveness
   }
 
   private struct State: Sendable {
@@ -21,7 +22,8 @@ public final class ReplicaPool: Sendable {
     var health: [ObjectIdentifier: EndpointHealth] = [:]
     /// The endpoints the balancer may pick: in rotation, in `endpoints` order.
     var rotation: [Endpoint] = []
-    var balancer = RoundRobin()
+    var roundRobin = RoundRobin()
+    var leastRequest = LeastRequest()
     var members: [String: Member] = [:]
     var definition: AgentDefinition?
   }
@@ -47,6 +49,14 @@ public final class ReplicaPool: Sendable {
     public let endpoint: Endpoint
     public let health: EndpointHealth
     public let state: String
+    /// For a registered replica, the signal that last showed it alive.
+    public let liveness: MemberLiveness.Signal?
+  }
+
+  /// What eviction found: members to drop, and members alive by their probes alone.
+  struct Eviction: Sendable {
+    var evicted: [Endpoint] = []
+    var keptByProbes: [Endpoint] = []
   }
 
   /// The agent's name.
@@ -111,25 +121,38 @@ public final class ReplicaPool: Sendable {
     return state.withLock { state in
       state.endpoints.map { endpoint in
         let health = state.health[ObjectIdentifier(endpoint)]!
-        return EndpointState(endpoint: endpoint, health: health, state: health.stateName(at: now))
+        let liveness = endpoint.membershipID.flatMap { state.members[$0]?.liveness.signal }
+        return EndpointState(endpoint: endpoint, health: health, state: health.stateName(at: now), liveness: liveness)
       }
     }
   }
 
   // MARK: The data path
 
-  /// The next endpoint in rotation (round-robin) that is not in `excluded`.
+  /// The endpoint in rotation that the pool's balancer picks, not one in `excluded`; it counts
+  /// as outstanding on that endpoint until ``release(_:)``.
   public func pick(excluding excluded: [Endpoint] = []) -> Pick {
     state.withLock { state in
       var candidates = state.rotation
       if candidates.isEmpty && policy.health.panicMode { candidates = state.endpoints }
-      if let index = state.balancer.pick(count: candidates.count, isExcluded: { index in
-        excluded.contains { $0 === candidates[index] }
-      }) {
-        return .endpoint(candidates[index])
+      let isExcluded = { (index: Int) in excluded.contains { $0 === candidates[index] } }
+      let picked: Int?
+      switch policy.balancer.policy {
+      case .leastRequest:
+        picked = state.leastRequest.pick(
+          count: candidates.count, load: { candidates[$0].outstanding.load(ordering: .relaxed) }, isExcluded: isExcluded)
+      case .roundRobin:
+        picked = state.roundRobin.pick(count: candidates.count, isExcluded: isExcluded)
       }
-      return .none(Self.noEndpointReason(pool: name, state: state, tried: excluded.count))
+      guard let picked else { return .none(Self.noEndpointReason(pool: name, state: state, tried: excluded.count)) }
+      candidates[picked].outstanding.add(1, ordering: .relaxed)
+      return .endpoint(candidates[picked])
     }
+  }
+
+  /// Ends an attempt that ``pick(excluding:)`` counted on `endpoint`.
+  public func release(_ endpoint: Endpoint) {
+    endpoint.outstanding.subtract(1, ordering: .relaxed)
   }
 
   /// Records how a call on `endpoint` went (`failed`: it could not reach the handler, was
@@ -223,6 +246,7 @@ public final class ReplicaPool: Sendable {
     let change = state.withLock { state -> EndpointHealth? in
       let id = ObjectIdentifier(endpoint)
       guard var health = state.health[id] else { return nil }
+      if passed, let member = endpoint.membershipID { state.members[member]?.liveness.probePassed(at: now) }
       let changed = health.probe(passed: passed, message: message, now: now)
       state.health[id] = health
       if changed { Self.updateRotation(&state, now: now) }
@@ -280,9 +304,36 @@ public final class ReplicaPool: Sendable {
         return .refused(reason)
       }
       if state.definition == nil { state.definition = definition }
-      state.members[membershipID] = Member(endpoint: endpoint, lastHeartbeat: now)
+      state.members[membershipID] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
       Self.insert(endpoint, policy: policy, into: &state, now: now)
       return .joined
+    }
+  }
+
+  /// Takes back a member kept across a mesh restart, with its membership id; like a new
+  /// endpoint, it takes calls after its first passing probe.
+  func restore(membershipID: String, address: HostPort) -> Endpoint {
+    let endpoint = makeRegisteredEndpoint(address, membershipID: membershipID)
+    let now = ContinuousClock.now
+    state.withLock { state in
+      state.members[membershipID] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
+      Self.insert(endpoint, policy: policy, into: &state, now: now)
+    }
+    return endpoint
+  }
+
+  /// The registered members, for the state file.
+  var storedMembers: [RegistrySnapshot.Member] {
+    state.withLock { state in
+      state.members.map { RegistrySnapshot.Member(id: $0.key, address: $0.value.endpoint.address.description) }
+        .sorted { $0.id < $1.id }
+    }
+  }
+
+  /// Takes `definition` when the pool has none (a declared pool without a config, restored).
+  func adopt(_ definition: AgentDefinition) {
+    state.withLock { state in
+      if state.definition == nil { state.definition = definition }
     }
   }
 
@@ -295,7 +346,7 @@ public final class ReplicaPool: Sendable {
   func heartbeat(membershipID: String) -> Bool {
     state.withLock { state in
       guard state.members[membershipID] != nil else { return false }
-      state.members[membershipID]!.lastHeartbeat = .now
+      state.members[membershipID]!.liveness.heartbeat(at: ContinuousClock.now)
       return true
     }
   }
@@ -315,18 +366,23 @@ public final class ReplicaPool: Sendable {
     return removed != nil
   }
 
-  /// Removes members whose last heartbeat is older than `timeout`; returns their endpoints.
-  func evict(silentFor timeout: Duration) -> [Endpoint] {
+  /// Removes members with neither a heartbeat nor a passing probe within `timeout`.
+  func evict(silentFor timeout: Duration) -> Eviction {
     let now = ContinuousClock.now
-    let evicted = state.withLock { state -> [Endpoint] in
-      let stale = state.members.filter { now - $0.value.lastHeartbeat > timeout }
-      for id in stale.keys { state.members.removeValue(forKey: id) }
-      let endpoints = stale.values.map(\.endpoint)
-      Self.remove(endpoints, from: &state)
-      return endpoints
+    let found = state.withLock { state -> Eviction in
+      var found = Eviction()
+      for id in Array(state.members.keys) {
+        switch state.members[id]!.liveness.check(now: now, timeout: timeout) {
+        case .alive: break
+        case .keptByProbes: found.keptByProbes.append(state.members[id]!.endpoint)
+        case .evict: found.evicted.append(state.members.removeValue(forKey: id)!.endpoint)
+        }
+      }
+      Self.remove(found.evicted, from: &state)
+      return found
     }
-    evicted.forEach { $0.drain() }
-    return evicted
+    found.evicted.forEach { $0.drain() }
+    return found
   }
 
   /// Forgets the definition of a pool made by registration when the core refused it and no

@@ -61,6 +61,7 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
     let registration = registrar.register(entry, definition: poolDefinition)
     switch await registration.settled(within: config.coreWait) {
     case .registered(_, let did, let url):
+      await directory.persist()
       logger.notice(
         "replica joined",
         metadata: [
@@ -104,6 +105,7 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
         $0.error = "unknown agent_id \"\(request.agentID)\""
       }
     }
+    await directory.persist()
     logger.notice(
       "replica left",
       metadata: ["mesh.pool": "\(pool.name)", "mesh.member": "\(request.agentID)", "mesh.size": "\(pool.endpoints.count)"])

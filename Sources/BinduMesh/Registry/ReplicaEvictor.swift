@@ -1,7 +1,8 @@
 import Logging
 import ServiceLifecycle
 
-/// Evicts registered replicas that stopped heart-beating for `registry.replica_timeout`.
+/// Evicts registered replicas with neither a heartbeat nor a passing health probe for
+/// `registry.replica_timeout`, and keeps the state file current.
 struct ReplicaEvictor: Service {
   let directory: PoolDirectory
   let timeout: Duration
@@ -11,13 +12,22 @@ struct ReplicaEvictor: Service {
     let period = min(timeout / 4, .seconds(5))
     while !Task.isShuttingDownGracefully {
       do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: period) } } catch { return }
+      var evicted = false
       for entry in await directory.all {
-        for endpoint in entry.pool.evict(silentFor: timeout) {
-          logger.warning(
-            "replica evicted: no heartbeat",
+        let found = entry.pool.evict(silentFor: timeout)
+        for endpoint in found.keptByProbes {
+          logger.notice(
+            "replica kept by its health probes: no heartbeat",
             metadata: ["mesh.pool": "\(entry.pool.name)", "mesh.replica": "\(endpoint)", "mesh.timeout": "\(timeout)"])
         }
+        for endpoint in found.evicted {
+          logger.warning(
+            "replica evicted: no heartbeat and no passing probe",
+            metadata: ["mesh.pool": "\(entry.pool.name)", "mesh.replica": "\(endpoint)", "mesh.timeout": "\(timeout)"])
+        }
+        evicted = evicted || !found.evicted.isEmpty
       }
+      if evicted { await directory.persist() }
     }
   }
 }

@@ -6,6 +6,9 @@ import UnixSignals
 /// Reloads every ``TLSMaterial`` whose files changed, every `admin.tls_reload_interval` and at
 /// once on SIGHUP, reloads the grpc-swift parts' certificates on SIGHUP (their reloaders also
 /// poll on their own), and keeps the certificate expiry gauges current.
+///
+/// It traps SIGHUP whatever the config, so that `systemctl reload` (SIGHUP) never ends a mesh
+/// that has no TLS files: SIGHUP's default action would.
 struct TLSReloader: Service {
   let materials: [TLSMaterial]
   let grpcCertificates: [GRPCCertificateReloader]
@@ -14,12 +17,14 @@ struct TLSReloader: Service {
   let logger: Logger
 
   func run() async throws {
+    let signals = await UnixSignalsSequence(trapping: .sighup)
     guard !materials.isEmpty || !grpcCertificates.isEmpty else {
-      try? await gracefulShutdown()
+      for await _ in signals.cancelOnGracefulShutdown() {
+        logger.notice("SIGHUP: no TLS files to reload")
+      }
       return
     }
     updateGauges()
-    let signals = await UnixSignalsSequence(trapping: .sighup)
     await withDiscardingTaskGroup { group in
       group.addTask {
         for await _ in signals.cancelOnGracefulShutdown() {

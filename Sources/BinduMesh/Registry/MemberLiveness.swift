@@ -1,0 +1,66 @@
+/// When a registered replica was last seen alive, and by which signal: its heartbeats, or its
+/// health probes passing.
+///
+/// The shipped SDKs differ: the TypeScript SDK heartbeats, the Kotlin SDK never does, and both
+/// answer `HealthCheck`. So a member stays while either signal is fresh, and is evicted after
+/// `registry.replica_timeout` with neither. A value type, mutated under the pool's lock, with
+/// the clock passed in.
+public struct MemberLiveness: Sendable, Hashable {
+  /// The signal that last showed the member alive.
+  public enum Signal: String, Sendable, Hashable {
+    /// It registered (or was restored after a mesh restart) and has shown nothing since.
+    case joined
+    /// A heartbeat.
+    case heartbeat
+    /// A passing health probe.
+    case probe
+  }
+
+  /// What ``check(now:timeout:)`` found.
+  public enum Verdict: Sendable, Hashable {
+    /// Alive; nothing to say.
+    case alive
+    /// Alive by its probes alone for the first time: no heartbeat within the timeout. Said once,
+    /// until a heartbeat comes.
+    case keptByProbes
+    /// Neither signal within the timeout: evict it.
+    case evict
+  }
+
+  private var joined: ContinuousClock.Instant
+  private var lastHeartbeat: ContinuousClock.Instant?
+  private var lastProbePass: ContinuousClock.Instant?
+  private var saidKeptByProbes = false
+
+  /// A member that joined at `now`.
+  public init(joinedAt now: ContinuousClock.Instant) { joined = now }
+
+  /// Records a heartbeat.
+  public mutating func heartbeat(at now: ContinuousClock.Instant) {
+    lastHeartbeat = now
+    saidKeptByProbes = false
+  }
+
+  /// Records a passing health probe.
+  public mutating func probePassed(at now: ContinuousClock.Instant) { lastProbePass = now }
+
+  /// The signal seen last (a heartbeat when both came at once).
+  public var signal: Signal {
+    switch (lastHeartbeat, lastProbePass) {
+    case (nil, nil): .joined
+    case (.some, nil): .heartbeat
+    case (nil, .some): .probe
+    case (.some(let beat), .some(let probe)): probe > beat ? .probe : .heartbeat
+    }
+  }
+
+  /// Whether the member is still alive at `now`.
+  public mutating func check(now: ContinuousClock.Instant, timeout: Duration) -> Verdict {
+    let beat = lastHeartbeat ?? joined
+    if now - beat <= timeout { return .alive }
+    guard let probe = lastProbePass, now - probe <= timeout else { return .evict }
+    if saidKeptByProbes { return .alive }
+    saidKeptByProbes = true
+    return .keptByProbes
+  }
+}

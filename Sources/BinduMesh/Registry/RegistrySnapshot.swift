@@ -1,0 +1,59 @@
+import BinduContract
+import Foundation
+import SwiftProtobuf
+
+/// What the registry keeps across the mesh's restarts: every pool that has a definition, with
+/// its callback port, and every registered replica.
+///
+/// Static and DNS endpoints are not kept: the config makes them again. The file is JSON, with a
+/// `format` number that a newer mesh can migrate from and an older one refuses.
+public struct RegistrySnapshot: Codable, Sendable, Hashable {
+  /// The format this version writes and reads.
+  public static let currentFormat = 1
+
+  /// The file's format number.
+  public var format: Int
+  /// Pools, by agent name order.
+  public var pools: [Pool]
+
+  /// One pool.
+  public struct Pool: Codable, Sendable, Hashable {
+    /// The agent's name.
+    public var agent: String
+    /// Whether the config declared it (its definition then comes from the config).
+    public var declared: Bool
+    /// The port of its callback listener, reused after a restart.
+    public var callbackPort: Int
+    /// The agent's config JSON, as registered with the core.
+    public var configJSON: String?
+    /// The agent's skills, each as protobuf JSON.
+    public var skills: [String]
+    /// Registered replicas.
+    public var members: [Member]
+  }
+
+  /// One registered replica.
+  public struct Member: Codable, Sendable, Hashable {
+    /// Its membership id (`agent_id` of its heartbeats).
+    public var id: String
+    /// Where its `AgentHandler` is reached, `host:port`.
+    public var address: String
+  }
+
+  /// An empty registry.
+  public static var empty: Self { Self(format: currentFormat, pools: []) }
+}
+
+extension RegistrySnapshot.Pool {
+  /// The pool's definition, if it has one.
+  func definition() throws -> AgentDefinition? {
+    guard let configJSON else { return nil }
+    let skills = try self.skills.map { try Bindu_Grpc_SkillDefinition(jsonString: $0) }
+    return try AgentDefinition(configJSON: configJSON, skills: skills)
+  }
+}
+
+extension AgentDefinition {
+  /// The skills as protobuf JSON, as the snapshot keeps them.
+  var skillsJSON: [String] { skills.compactMap { try? $0.jsonString() } }
+}
