@@ -6,6 +6,8 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
   case listenerFailed(pool: String, address: HostPort, reason: String)
   /// No more pools may be made by registration.
   case tooManyPools(limit: Int)
+  /// A pool's agent cannot be registered as configured (with several cores, in-memory storage).
+  case poolRefused(pool: String, reason: String)
 
   public var description: String {
     switch self {
@@ -13,6 +15,8 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
       "cannot listen on \(address) for pool \"\(pool)\": \(reason)"
     case .tooManyPools(let limit):
       "the mesh already serves \(limit) pools made by registration (callbacks.max_pools)"
+    case .poolRefused(let pool, let reason):
+      "pool \"\(pool)\" cannot be registered: \(reason)"
     }
   }
 
@@ -20,6 +24,7 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
     switch self {
     case .listenerFailed: .unavailable
     case .tooManyPools: .resourceExhausted
+    case .poolRefused: .failedPrecondition
     }
   }
 

@@ -3,7 +3,6 @@ import BinduContract
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import Synchronization
 import UnixSignals
 
 /// An `AgentHandler` replica for demos, tests and benchmarks.
@@ -14,8 +13,9 @@ import UnixSignals
 /// address (a Bindu core or bindu-mesh) as an SDK does, heartbeats, and unregisters on SIGTERM.
 /// `--heartbeat-interval 0 --no-unregister` behaves like the Kotlin SDK (registers once, never
 /// heartbeats, never unregisters); `--no-unregister` alone like the TypeScript SDK (heartbeats,
-/// ignores the answer, never registers again). With `--log-calls`, a call that starts while
-/// others run prints `overlap <calls running>`.
+/// ignores the answer, never registers again). `--call-log FILE` appends `begin <name>` and
+/// `end <name>` for each call to a file that several replicas may share: the order of its lines
+/// shows which calls ran at the same time, without a clock.
 @main
 struct EchoReplica: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -32,6 +32,8 @@ struct EchoReplica: AsyncParsableCommand {
   @Option(help: "While this file exists, HealthCheck answers healthy=false.") var unhealthyFile: String?
   @Flag(help: "Print a line for every HandleMessages / HandleMessagesStream call.") var logCalls = false
   @Flag(help: "Never call UnregisterAgent (as the shipped SDKs).") var noUnregister = false
+  @Option(help: "Append 'begin <name>' and 'end <name>' for every call to this file (replicas may share it).")
+  var callLog: String?
   @Option(help: "Serve TLS with this certificate chain (PEM).") var tlsCert: String?
   @Option(help: "The TLS private key (PEM).") var tlsKey: String?
   @Option(help: "Require client certificates signed by this CA (PEM).") var tlsClientCa: String?
@@ -53,7 +55,7 @@ struct EchoReplica: AsyncParsableCommand {
     let server = GRPCServer(
       transport: .http2NIOPosix(
         address: .ipv4(host: String(parts[0]), port: Int(parts[1]) ?? 0), transportSecurity: security),
-      services: [EchoHandler(name: name, unhealthyFile: unhealthyFile, logCalls: logCalls)]
+      services: [EchoHandler(name: name, unhealthyFile: unhealthyFile, logCalls: logCalls, callLog: try callLog.map(CallLog.init))]
     )
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask { try await server.serve() }
@@ -134,8 +136,7 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
   let name: String
   let unhealthyFile: String?
   let logCalls: Bool
-  /// Calls running now, to report overlapping calls.
-  let running = Running()
+  let callLog: CallLog?
 
   func handleMessages(
     request: ServerRequest<Bindu_Grpc_HandleRequest>, context: ServerContext
@@ -208,12 +209,9 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
   /// The last message's text, after its `sleep:<ms>` prefix has been slept; `fail:<code>` throws.
   private func prepare(_ request: Bindu_Grpc_HandleRequest) async throws -> String {
     var text = request.messages.last?.content ?? ""
-    if logCalls {
-      say("call \(text.prefix(80))")
-      let now = running.begin()
-      if now > 1 { say("overlap \(now)") }
-    }
-    defer { if logCalls { running.end() } }
+    if logCalls { say("call \(text.prefix(80))") }
+    callLog?.append("begin \(name)")
+    defer { callLog?.append("end \(name)") }
     if text.hasPrefix("sleep:"), let space = text.firstIndex(of: " ") ?? Optional(text.endIndex),
       let ms = Int(text[text.index(text.startIndex, offsetBy: 6)..<space])
     {
@@ -235,12 +233,20 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
   }
 }
 
-/// A count of calls running.
-final class Running: Sendable {
-  private let count = Atomic<Int>(0)
-  /// Counts a call in; returns how many run now.
-  func begin() -> Int { count.add(1, ordering: .relaxed).newValue }
-  func end() { count.subtract(1, ordering: .relaxed) }
+/// A file that calls append lines to, shared by replicas: each line goes out in one
+/// `write` to a file opened with `O_APPEND`, so lines from several processes never mix.
+final class CallLog: Sendable {
+  private let fd: Int32
+
+  init(path: String) throws {
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw ValidationError("cannot open --call-log \(path)") }
+  }
+
+  func append(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+  }
 }
 
 /// Prints a line at once (tests read these lines from a pipe).

@@ -56,7 +56,12 @@ struct BinduMeshCommand: AsyncParsableCommand {
     var config: MeshConfig
     do {
       config = try self.config.map { try MeshConfig.load(file: $0) } ?? .defaults
-      if let value = coreAddress { config.core.address = try Self.hostPort(value, flag: "--core-address") }
+      if let value = coreAddress {
+        guard config.cores.isEmpty else {
+          throw ConfigError(source: "--core-address", key: "", message: "the config lists cores: name them there")
+        }
+        config.core.address = try Self.hostPort(value, flag: "--core-address")
+      }
       if let value = registryListen { config.registry.listen = try Self.hostPort(value, flag: "--registry-listen") }
       if let value = stateDir {
         guard !value.isEmpty else { throw ConfigError(source: "--state-dir", key: "", message: "expected a folder path") }
@@ -72,7 +77,7 @@ struct BinduMeshCommand: AsyncParsableCommand {
     }
     if check {
       print(
-        "configuration OK: core \(config.core.address), registry \(config.registry.listen), admin \(config.admin.listen), "
+        "configuration OK: core \(config.coreTargets.map(\.address.description).joined(separator: ", ")), registry \(config.registry.listen), admin \(config.admin.listen), "
           + "\(config.pools.count) declared pool(s): \(config.pools.map(\.agent).joined(separator: ", "))")
       return
     }
@@ -87,7 +92,7 @@ struct BinduMeshCommand: AsyncParsableCommand {
     logger.info(
       "starting",
       metadata: [
-        "mesh.core": "\(config.core.address)", "mesh.registry": "\(config.registry.listen)",
+        "mesh.cores": "\(config.coreTargets.map(\.address.description).joined(separator: ", "))", "mesh.registry": "\(config.registry.listen)",
         "mesh.declared_pools": "\(config.pools.count)",
       ])
     let mesh: Mesh

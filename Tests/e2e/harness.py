@@ -2,6 +2,7 @@
 
 Every process binds ports picked free by the test and runs in its own temporary directory.
 """
+import collections
 import json
 import os
 import shutil
@@ -47,6 +48,7 @@ class Process:
     def __init__(self, args, cwd, env=None, name="proc"):
         self.name = name
         self.lines: list[str] = []
+        self.stamps: list[float] = []  # time.monotonic() at which each line was read
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             args, cwd=cwd, env={**os.environ, **(env or {})},
@@ -59,6 +61,7 @@ class Process:
         for line in self.proc.stdout:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
+                self.stamps.append(time.monotonic())
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
@@ -80,6 +83,15 @@ class Process:
     def output(self) -> str:
         with self._cond:
             return "\n".join(self.lines)
+
+    def count(self, predicate) -> int:
+        with self._cond:
+            return sum(1 for line in self.lines if predicate(line))
+
+    def read_at(self, predicate):
+        """When (time.monotonic()) the first matching line was read, or None."""
+        with self._cond:
+            return next((t for line, t in zip(self.lines, self.stamps) if predicate(line)), None)
 
     def send(self, sig):
         if self.proc.poll() is None:
@@ -118,28 +130,71 @@ class Core:
 
 
 class Mesh:
-    """bindu-mesh started from a YAML config written for the test."""
+    """bindu-mesh started from a YAML config written for the test.
+
+    `core_heartbeat=None` leaves `core.heartbeat_interval` at its default (30s). `start` again
+    (or `restart`) runs a new process with the same config, ports and working directory, so it
+    finds the state the last one kept; `previous` holds the processes that ran before.
+    """
 
     def __init__(self, workdir: Path, core_port: int, extra_yaml: str = "", registry_yaml: str = "",
-                 registry_port=None, core_host="127.0.0.1", core_yaml="", callbacks_yaml="", admin_yaml=""):
+                 registry_port=None, core_host="127.0.0.1", core_yaml="", callbacks_yaml="", admin_yaml="",
+                 core_heartbeat="1s", cores=None):
         self.workdir = workdir
         self.registry_port = registry_port or free_port()
         self.callback_port = free_port()
         self.admin_port = free_port()
         self.config_path = workdir / "bindu-mesh.yaml"
+        heartbeat = f"  heartbeat_interval: {core_heartbeat}\n" if core_heartbeat else ""
+        # `cores=[(port, agent_url or None), ...]`: the mesh registers with each core (`cores:`);
+        # the other `core:` keys apply to all of them.
+        core_lines = (f"core:\n  address: {core_host}:{core_port}\n" if not cores else "cores:\n" + "".join(
+            f"  - address: {core_host}:{port}\n" + (f"    agent_url: {url}\n" if url else "") for port, url in cores)
+            + "core:\n")
         self.config_path.write_text(
-            f"core:\n  address: {core_host}:{core_port}\n  heartbeat_interval: 1s\n  retry_max_backoff: 1s\n{core_yaml}"
+            f"{core_lines}{heartbeat}  retry_max_backoff: 1s\n{core_yaml}"
             f"registry:\n  listen: 127.0.0.1:{self.registry_port}\n{registry_yaml}"
             f"callbacks:\n  first_port: {self.callback_port}\n{callbacks_yaml}"
             f"admin:\n  listen: 127.0.0.1:{self.admin_port}\n{admin_yaml}" + extra_yaml
         )
         self.process = None
+        self.previous: list[Process] = []
+        self.flags: tuple = ()
 
-    def start(self, *flags):
+    def launch(self, *flags):
+        """Runs the mesh without waiting for it (for a start that is expected to fail)."""
+        if self.process is not None:
+            assert self.process.proc.poll() is not None, "the mesh still runs: kill() or terminate() it first"
+            self.previous.append(self.process)
+        self.flags = flags
         self.process = Process([str(BIN_DIR / "bindu-mesh"), "--config", str(self.config_path), "--log-level", "debug", *flags],
                                cwd=self.workdir, name="mesh")
+        return self.process
+
+    def start(self, *flags):
+        self.launch(*flags)
         wait_port(self.registry_port, timeout=30, proc=self.process.proc)
         return self
+
+    def restart(self):
+        """Starts the mesh again with the flags of the last start."""
+        return self.start(*self.flags)
+
+    def kill(self):
+        """SIGKILL, as a crash or an OOM kill; waits for the process to end."""
+        self.process.stop(signal.SIGKILL)
+
+    def terminate(self, timeout=60.0) -> int:
+        """SIGTERM to the mesh alone (graceful shutdown); its exit code."""
+        self.process.send(signal.SIGTERM)
+        return self.process.proc.wait(timeout)
+
+    def pools(self) -> list:
+        """The admin listener's `/pools`."""
+        wait_port(self.admin_port, timeout=30)
+        status, body = http_get(f"http://127.0.0.1:{self.admin_port}/pools")
+        assert status == 200, f"/pools answered {status}: {body}"
+        return json.loads(body)
 
     def stop(self):
         if self.process:
@@ -171,6 +226,18 @@ class Replica:
     def calls(self):
         """How many calls this replica has run (needs --log-calls)."""
         return sum(1 for line in self.process.output().splitlines() if line.startswith("call "))
+
+
+def wait_until(predicate, timeout, what):
+    """Polls `predicate` until it returns something true, which is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout}s: {what}")
+        time.sleep(0.2)
 
 
 def agent_config(name="echo-agent", a2a_port=3773, **extra):
@@ -207,6 +274,59 @@ def a2a_ask(url, text, timeout=60.0):
             return state, " ".join(texts)
         time.sleep(0.1)
     raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
+
+
+Outcome = collections.namedtuple("Outcome", "sent done state text")
+
+
+class MessageFlow:
+    """A2A messages sent back to back from background threads until `stop`; every outcome is kept
+    with when it was sent and when it ended (time.monotonic()). An error (the core unreachable, ...)
+    is an outcome with state "error"; the thread waits a little and goes on."""
+
+    def __init__(self, url, threads=2, sleep_ms=200, timeout=30.0):
+        self.url, self.sleep_ms, self.timeout = url, sleep_ms, timeout
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, n):
+        i = 0
+        while not self._stopping.is_set():
+            i += 1
+            sent = time.monotonic()
+            try:
+                state, text = a2a_ask(self.url, f"sleep:{self.sleep_ms} flow {n}.{i}", timeout=self.timeout)
+            except Exception as error:  # noqa: BLE001 - an outcome like any other
+                state, text = "error", f"{type(error).__name__}: {error}"
+            with self._lock:
+                self.outcomes.append(Outcome(sent, time.monotonic(), state, text))
+            if state != "completed":
+                self._stopping.wait(0.2)
+
+    def completed(self, after=0.0) -> list:
+        """Outcomes completed that ended after `after`."""
+        with self._lock:
+            return [o for o in self.outcomes if o.state == "completed" and o.done > after]
+
+    def wait_completed(self, count, after=0.0, timeout=90.0) -> list:
+        try:
+            return wait_until(lambda: len(self.completed(after)) >= count and self.completed(after), timeout,
+                              f"{count} messages completed")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; last outcomes: {self.outcomes[-5:]}") from None
+
+    def summary(self) -> dict:
+        with self._lock:
+            return dict(collections.Counter(o.state for o in self.outcomes))
+
+    def stop(self):
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 70)
 
 
 def agent_card(url):

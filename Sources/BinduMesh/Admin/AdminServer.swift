@@ -19,8 +19,9 @@ enum AdminServer {
     }
     router.get("healthz") { _, _ in "ok\n" }
     router.get("readyz") { _, _ -> Response in
-      let (ready, reasons) = await status.readiness()
-      let text = ready ? "ready\n" : "not ready:\n" + reasons.map { "- \($0)\n" }.joined()
+      let (ready, reasons, notes) = await status.readiness()
+      var text = ready ? "ready\n" : "not ready:\n" + reasons.map { "- \($0)\n" }.joined()
+      text += notes.map { "- note: \($0)\n" }.joined()
       return Response(
         status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "text/plain; charset=utf-8"],
         body: .init(byteBuffer: ByteBuffer(string: text)))

@@ -1,10 +1,10 @@
 import Foundation
 
-/// What the admin listener reports: every pool with its core registration and endpoints,
+/// What the admin listener reports: every pool with its core registrations and endpoints,
 /// readiness with reasons, and the state gauges refreshed before each scrape.
 struct MeshStatus: Sendable {
   let directory: PoolDirectory
-  let registrar: CoreRegistrar
+  let registrars: CoreRegistrars
   let metrics: MeshMetrics
 
   /// One pool, as `/pools` shows it.
@@ -13,14 +13,32 @@ struct MeshStatus: Sendable {
     var declared: Bool
     var callbackListen: String
     var callbackAddress: String
+    /// Whether a core knows the agent.
     var registeredWithCore: Bool
+    /// Times the cores accepted it, in all.
     var coreRegistrations: Int
+    /// The DID and agent URL of the first core that accepted it.
     var did: String?
     var agentURL: String?
+    /// Each core's registration.
+    var cores: [CoreView]
     var callsInFlight: Int
     var ready: Bool
     var notReadyReason: String?
+    /// What may not work as meant (the agent's storage left to the cores' environment).
+    var warnings: [String]
     var endpoints: [EndpointView]
+  }
+
+  /// A pool's registration with one core, as `/pools` shows it.
+  struct CoreView: Codable, Sendable {
+    var core: String
+    var registered: Bool
+    /// Times this core accepted the agent (more than 1: it restarted).
+    var registrations: Int
+    var did: String?
+    var agentURL: String?
+    var lastError: String?
   }
 
   /// One endpoint, as `/pools` shows it.
@@ -49,14 +67,24 @@ struct MeshStatus: Sendable {
     let now = ContinuousClock.now
     return await directory.all.sorted { $0.pool.name < $1.pool.name }.map { entry in
       let pool = entry.pool
-      let registration = registrar.registration(forAgent: pool.name)
+      let cores = registrars.registrations(forAgent: pool.name).map { registration in
+        CoreView(
+          core: registration.core.description, registered: registration.phase.isRegistered,
+          registrations: registration.registrations, did: registration.identity?.did,
+          agentURL: registration.identity?.agentURL, lastError: registration.lastError)
+      }
+      let identity = cores.first { $0.did != nil }
+      var warnings: [String] = []
+      if let definition = pool.definition, case .unknown(let warning) = registrars.check(definition) {
+        warnings.append(warning)
+      }
       let reason = pool.notReadyReason
       return PoolView(
         agent: pool.name, declared: pool.declared, callbackListen: entry.listenAddress.description,
         callbackAddress: entry.callbackAddress.description, registeredWithCore: pool.isRegisteredWithCore,
-        coreRegistrations: registration?.registrations ?? 0, did: registration?.identity?.did,
-        agentURL: registration?.identity?.agentURL, callsInFlight: pool.callsInFlightCount, ready: reason == nil,
-        notReadyReason: reason,
+        coreRegistrations: cores.reduce(0) { $0 + $1.registrations }, did: identity?.did,
+        agentURL: identity?.agentURL, cores: cores, callsInFlight: pool.callsInFlightCount, ready: reason == nil,
+        notReadyReason: reason, warnings: warnings,
         endpoints: pool.endpointStates.map { item in
           EndpointView(
             address: item.endpoint.address.description, origin: item.endpoint.originName, state: item.state,
@@ -68,13 +96,21 @@ struct MeshStatus: Sendable {
     }
   }
 
-  /// Ready when at least one pool registers an agent and every such pool is registered with
-  /// the core and has an endpoint in rotation; otherwise the reasons.
-  func readiness() async -> (ready: Bool, reasons: [String]) {
+  /// Ready when at least one pool registers an agent and every such pool is registered with a
+  /// core and has an endpoint in rotation; otherwise the reasons. The notes name cores that do
+  /// not (or no longer) know a pool's agent while another does.
+  func readiness() async -> (ready: Bool, reasons: [String], notes: [String]) {
     let pools = await directory.all.map(\.pool).filter { $0.definition != nil }
-    guard !pools.isEmpty else { return (false, ["no agent registered with the core yet: waiting for a replica or a declared pool"]) }
+    guard !pools.isEmpty else {
+      return (false, ["no agent registered with the core yet: waiting for a replica or a declared pool"], [])
+    }
     let reasons = pools.compactMap(\.notReadyReason)
-    return (reasons.isEmpty, reasons)
+    let notes = pools.flatMap { pool in
+      registrars.registrations(forAgent: pool.name).filter { !$0.phase.isRegistered }.map {
+        "pool \"\(pool.name)\" is not registered with core \($0.core)\($0.lastError.map { ": \($0)" } ?? "")"
+      }
+    }
+    return (reasons.isEmpty, reasons, notes)
   }
 
   /// Sets the gauges that describe the mesh now.
@@ -85,7 +121,9 @@ struct MeshStatus: Sendable {
         metrics.gauge("endpoints", pool + [("state", state)]).record(view.endpoints.filter { $0.state == state }.count)
       }
       metrics.gauge("calls_in_flight", pool).record(view.callsInFlight)
-      metrics.gauge("core_registered", pool).record(view.registeredWithCore ? 1 : 0)
+      for core in view.cores {
+        metrics.gauge("core_registered", pool + [("core", core.core)]).record(core.registered ? 1 : 0)
+      }
       metrics.gauge("ready", pool).record(view.ready ? 1 : 0)
     }
   }

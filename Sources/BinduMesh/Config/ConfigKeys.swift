@@ -2,10 +2,11 @@
 /// against and the tests hold `Config/bindu-mesh.yaml` (the config reference) to.
 public enum ConfigKeys {
   static let top = [
-    "core", "registry", "callbacks", "upstream", "shutdown", "admin", "state", "balancer", "health", "outlier_detection", "retry",
+    "core", "cores", "registry", "callbacks", "upstream", "shutdown", "admin", "state", "balancer", "health", "outlier_detection", "retry",
     "pools",
   ]
   static let core = ["address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff", "tls"]
+  static let coreTarget = ["address", "agent_url"]
   static let registry = ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls"]
   static let callbacks = ["listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls"]
   static let upstream = [
@@ -34,7 +35,7 @@ public enum ConfigKeys {
     func under(_ prefix: String, _ keys: [String]) -> [String] { keys.map { "\(prefix).\($0)" } }
     let policy = ["balancer": balancer, "health": health, "outlier_detection": outlierDetection, "retry": retry]
     var paths = top
-    paths += under("core", core) + under("core.tls", clientTLS)
+    paths += under("core", core) + under("core.tls", clientTLS) + under("cores[]", coreTarget)
     paths += under("registry", registry) + under("registry.tls", listenerTLS)
     paths += under("callbacks", callbacks) + under("callbacks.tls", listenerTLS)
     paths += under("callbacks.upstream_tls", clientTLS)

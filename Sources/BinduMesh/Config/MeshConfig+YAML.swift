@@ -26,6 +26,18 @@ extension MeshConfig {
     let top = try reader.mapping(keys: ConfigKeys.top)
     var config = MeshConfig.defaults
     if let core = top["core"] { try config.core.read(core) }
+    if let cores = top["cores"] {
+      if let address = try top["core"]?.mapping(keys: ConfigKeys.core)["address"] {
+        throw address.error("the config lists cores: give each core's address there, not core.address")
+      }
+      let readers = try cores.sequence()
+      config.cores = try readers.map { try MeshConfig.CoreTarget(reading: $0) }
+      var seen: Set<HostPort> = []
+      for (target, reader) in zip(config.cores, readers) where !seen.insert(target.address).inserted {
+        throw reader.error("core \(target.address) is listed more than once")
+      }
+      if config.cores.isEmpty { throw cores.error("expected at least one core (or leave cores out and use core.address)") }
+    }
     if let registry = top["registry"] { try config.registry.read(registry) }
     if let callbacks = top["callbacks"] { try config.callbacks.read(callbacks) }
     if let upstream = top["upstream"] { try config.upstream.read(upstream) }
@@ -78,6 +90,21 @@ extension MeshConfig.Core {
     if let value = keys["call_timeout"] { callTimeout = try value.duration() }
     if let value = keys["retry_initial_backoff"] { retryInitialBackoff = try value.duration() }
     if let value = keys["retry_max_backoff"] { retryMaxBackoff = try value.duration() }
+  }
+}
+
+extension MeshConfig.CoreTarget {
+  init(reading reader: YAMLReader) throws {
+    let keys = try reader.mapping(keys: ConfigKeys.coreTarget)
+    guard let address = keys["address"] else { throw reader.error("missing key \"address\" (the core's host:port)") }
+    self.init(address: try address.hostPort())
+    if let value = keys["agent_url"] {
+      let url = try value.string()
+      guard let parsed = URL(string: url), parsed.scheme != nil, parsed.host != nil else {
+        throw value.error("expected a URL such as http://localhost:3773, got \"\(url)\"")
+      }
+      agentURL = url
+    }
   }
 }
 

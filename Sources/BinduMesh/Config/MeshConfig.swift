@@ -8,8 +8,11 @@
 /// config.registry.listen = HostPort(host: "127.0.0.1", port: 0)
 /// ```
 public struct MeshConfig: Sendable, Hashable {
-  /// The Bindu core the mesh registers its pools with.
+  /// The Bindu core the mesh registers its pools with, and how (the settings apply to every core).
   public var core: Core
+  /// Several cores sharing one Redis scheduler and one Postgres storage (Bindu's scale-out):
+  /// every pool registers with each. Empty: the one core at `core.address`.
+  public var cores: [CoreTarget] = []
   /// The listener replicas register with, as if it were the core.
   public var registry: Registry
   /// Where callback listeners of pools that are not declared in the config listen.
@@ -50,6 +53,28 @@ public struct MeshConfig: Sendable, Hashable {
 
   /// All defaults and no declared pool: what `bindu-mesh` runs with no arguments.
   public static var defaults: Self { Self() }
+
+  /// The cores every pool registers with: `cores`, or the one at `core.address`.
+  public var coreTargets: [CoreTarget] {
+    cores.isEmpty ? [CoreTarget(address: core.address)] : cores
+  }
+}
+
+extension MeshConfig {
+  /// One Bindu core of several (`cores[]` in YAML).
+  public struct CoreTarget: Sendable, Hashable {
+    /// The core's `BinduService`.
+    public var address: HostPort
+    /// The agent URL given to this core in place of the config's `deployment.url`: the core
+    /// serves A2A on its port, so cores on one host each need their own. `nil`: the config's.
+    public var agentURL: String?
+
+    /// A core at `address`.
+    public init(address: HostPort, agentURL: String? = nil) {
+      self.address = address
+      self.agentURL = agentURL
+    }
+  }
 }
 
 extension MeshConfig {

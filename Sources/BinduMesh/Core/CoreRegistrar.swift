@@ -8,7 +8,8 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// Keeps every pool registered with the Bindu core: the mesh is the agent to the core.
+/// Keeps every pool registered with one Bindu core: the mesh is the agent to the core. With
+/// several cores there is one registrar per core (``CoreRegistrars``), each on its own.
 ///
 /// For each pool with a definition it calls `RegisterAgent` with the pool's callback address,
 /// then `Heartbeat` every `core.heartbeat_interval`, and at once when its idle TCP connection to
@@ -19,6 +20,8 @@ import Synchronization
 /// time. On graceful shutdown it calls `UnregisterAgent` for each pool. Start it before the
 /// listeners so it stops after them.
 public final class CoreRegistrar: Service, Sendable {
+  /// The core, and the agent URL it is given.
+  public let target: MeshConfig.CoreTarget
   private let config: MeshConfig.Core
   private let logger: Logger
   private let registrations = Mutex<[String: PoolRegistration]>([:])
@@ -31,13 +34,14 @@ public final class CoreRegistrar: Service, Sendable {
   private let eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
   init(
-    config: MeshConfig.Core, security: HTTP2ClientTransport.Posix.TransportSecurity, metrics: MeshMetrics,
-    logger: Logger
+    target: MeshConfig.CoreTarget, config: MeshConfig.Core, security: HTTP2ClientTransport.Posix.TransportSecurity,
+    metrics: MeshMetrics, logger: Logger
   ) {
+    self.target = target
     self.config = config
     self.security = security
     self.metrics = metrics
-    self.logger = logger.with("mesh.core", "\(config.address)")
+    self.logger = logger.with("mesh.core", "\(target.address)")
     (newRegistrations, newRegistrationsContinuation) = AsyncStream.makeStream()
   }
 
@@ -47,15 +51,19 @@ public final class CoreRegistrar: Service, Sendable {
   }
 
   /// The registration of `entry`'s pool, started with `definition` if there is none yet.
-  func register(_ entry: PoolDirectory.Entry, definition: AgentDefinition) -> PoolRegistration {
+  func register(
+    _ entry: PoolDirectory.Entry, definition: AgentDefinition
+  ) -> (registration: PoolRegistration, isNew: Bool) {
     let (registration, isNew) = registrations.withLock { registrations in
       if let existing = registrations[entry.pool.name] { return (existing, false) }
-      let made = PoolRegistration(entry: entry, definition: definition)
+      let made = PoolRegistration(
+        entry: entry, definition: definition, core: target.address,
+        configJSON: definition.configJSON(agentURL: target.agentURL))
       registrations[entry.pool.name] = made
       return (made, true)
     }
     if isNew { newRegistrationsContinuation.yield(registration) }
-    return registration
+    return (registration, isNew)
   }
 
   /// Drops a registration the core refused, so a later replica can start a new one.
@@ -74,7 +82,7 @@ public final class CoreRegistrar: Service, Sendable {
     transportConfig.backoff = .init(
       initial: config.retryInitialBackoff, max: config.retryMaxBackoff, multiplier: 2, jitter: 0.1)
     let transport = try HTTP2ClientTransport.Posix(
-      target: .dns(host: config.address.host, port: config.address.port),
+      target: .dns(host: target.address.host, port: target.address.port),
       transportSecurity: security,
       config: transportConfig
     )
@@ -122,7 +130,7 @@ public final class CoreRegistrar: Service, Sendable {
     while !Task.isCancelled {
       attempts += 1
       let request = Bindu_Grpc_RegisterAgentRequest.with {
-        $0.configJson = registration.definition.configJSON
+        $0.configJson = registration.configJSON
         $0.skills = registration.definition.skills
         $0.grpcCallbackAddress = registration.entry.callbackAddress.description
       }
@@ -148,7 +156,7 @@ public final class CoreRegistrar: Service, Sendable {
           continue
         }
         registration.update(.registered(agentID: response.agentID, did: response.did, agentURL: response.agentURL))
-        metrics.counter("core_registrations_total", [("pool", pool)]).increment()
+        metrics.counter("core_registrations_total", [("pool", pool), ("core", "\(target.address)")]).increment()
         var metadata: Logger.Metadata = [
           "mesh.agent_id": "\(response.agentID)", "mesh.did": "\(response.did)", "mesh.agent_url": "\(response.agentURL)",
           "mesh.callback": "\(registration.entry.callbackAddress)", "mesh.attempts": "\(attempts)",
@@ -198,7 +206,7 @@ public final class CoreRegistrar: Service, Sendable {
       }
       group.addTask {
         while true {
-          await CoreWatch.untilClosed(self.config.address, group: self.eventLoopGroup, connectTimeout: self.config.callTimeout)
+          await CoreWatch.untilClosed(self.target.address, group: self.eventLoopGroup, connectTimeout: self.config.callTimeout)
           try Task.checkCancellation()
           reasonsContinuation.yield(.connectionClosed)
           try await Task.sleep(for: self.config.retryInitialBackoff)
@@ -258,7 +266,7 @@ public final class CoreRegistrar: Service, Sendable {
   private func measured<Response: Sendable>(
     _ pool: String, _ method: MethodDescriptor, _ call: () async throws -> Response
   ) async throws -> Response {
-    let call_ = metrics.client(pool: pool, endpoint: config.address.description, path: "/" + method.fullyQualifiedMethod)
+    let call_ = metrics.client(pool: pool, endpoint: target.address.description, path: "/" + method.fullyQualifiedMethod)
     call_.started.increment()
     call_.messagesSent.increment()
     let started = ContinuousClock.now

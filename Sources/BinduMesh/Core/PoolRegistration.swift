@@ -1,6 +1,6 @@
 import Synchronization
 
-/// The state of one pool's registration with the core, and the replicas waiting on it.
+/// The state of one pool's registration with one core, and the replicas waiting on it.
 public final class PoolRegistration: Sendable {
   /// What the core said last.
   public enum Phase: Sendable, Equatable {
@@ -16,6 +16,10 @@ public final class PoolRegistration: Sendable {
   public let entry: PoolDirectory.Entry
   /// The definition registered.
   public let definition: AgentDefinition
+  /// The core.
+  public let core: HostPort
+  /// The config JSON sent to this core (its `agent_url` in place of `deployment.url`).
+  public let configJSON: String
 
   private struct State {
     var phase: Phase = .pending(lastError: nil)
@@ -30,9 +34,11 @@ public final class PoolRegistration: Sendable {
 
   private let state = Mutex(State())
 
-  init(entry: PoolDirectory.Entry, definition: AgentDefinition) {
+  init(entry: PoolDirectory.Entry, definition: AgentDefinition, core: HostPort, configJSON: String) {
     self.entry = entry
     self.definition = definition
+    self.core = core
+    self.configJSON = configJSON
   }
 
   /// The current phase.
@@ -44,23 +50,33 @@ public final class PoolRegistration: Sendable {
   /// The DID and URL of the last accepted registration.
   public var identity: (did: String, agentURL: String)? { state.withLock { $0.identity } }
 
+  /// The last error of a registration not (or no longer) accepted.
+  public var lastError: String? {
+    switch phase {
+    case .pending(let error): error
+    case .refused(let error): error
+    case .registered: nil
+    }
+  }
+
   func update(_ phase: Phase) {
-    if case .registered = phase { entry.pool.setRegisteredWithCore(true) } else { entry.pool.setRegisteredWithCore(false) }
-    let waiters = state.withLock { state -> [CheckedContinuation<Phase, Never>] in
+    let (waiters, change) = state.withLock { state -> ([CheckedContinuation<Phase, Never>], Bool?) in
+      let change = state.phase.isRegistered == phase.isRegistered ? nil : phase.isRegistered
       state.phase = phase
       if case .registered(_, let did, let url) = phase {
         state.identity = (did, url)
         state.registrations += 1
       }
-      guard phase.isSettled else { return [] }
+      guard phase.isSettled else { return ([], change) }
       defer { state.waiters.removeAll() }
-      return Array(state.waiters.values)
+      return (Array(state.waiters.values), change)
     }
+    if let change { entry.pool.coreRegistrationChanged(registered: change) }
     waiters.forEach { $0.resume(returning: phase) }
   }
 
-  /// Waits until the core has accepted or refused the agent, at most `timeout`; a pool that was
-  /// accepted before answers at once with what it was given.
+  /// Waits until the core has accepted or refused the agent, at most `timeout` or until the task
+  /// is cancelled; a pool that was accepted before answers at once with what it was given.
   func settled(within timeout: Duration) async -> Phase {
     if let known = state.withLock({ state -> Phase? in
       if state.phase.isSettled { return state.phase }
@@ -78,14 +94,18 @@ public final class PoolRegistration: Sendable {
       self.resumeWaiter(id)
     }
     defer { timer.cancel() }
-    return await withCheckedContinuation { continuation in
-      let settledPhase = state.withLock { state -> Phase? in
-        if state.phase.isSettled { return state.phase }
-        if state.expired.remove(id) != nil { return state.phase }
-        state.waiters[id] = continuation
-        return nil
+    return await withTaskCancellationHandler {
+      await withCheckedContinuation { continuation in
+        let settledPhase = state.withLock { state -> Phase? in
+          if state.phase.isSettled { return state.phase }
+          if state.expired.remove(id) != nil { return state.phase }
+          state.waiters[id] = continuation
+          return nil
+        }
+        if let settledPhase { continuation.resume(returning: settledPhase) }
       }
-      if let settledPhase { continuation.resume(returning: settledPhase) }
+    } onCancel: {
+      self.resumeWaiter(id)
     }
   }
 
@@ -100,6 +120,11 @@ public final class PoolRegistration: Sendable {
 }
 
 extension PoolRegistration.Phase {
+  var isRegistered: Bool {
+    if case .registered = self { return true }
+    return false
+  }
+
   var isSettled: Bool {
     switch self {
     case .pending: false

@@ -7,7 +7,7 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// A whole bindu-mesh: pools and their listeners, the registry, the core registrar.
+/// A whole bindu-mesh: pools and their listeners, the registry, the core registrars.
 ///
 /// ``make(config:logger:)`` binds the declared pools' listeners; run ``services`` in one
 /// `ServiceGroup` (in that order: it shuts down in reverse, so listeners drain first and the
@@ -24,8 +24,8 @@ public final class Mesh: Sendable {
   public let config: MeshConfig
   /// Every pool and its listener.
   public let directory: PoolDirectory
-  /// The mesh's registrations with the core.
-  public let registrar: CoreRegistrar
+  /// The mesh's registrations with the cores.
+  public let registrars: CoreRegistrars
   /// The long-running parts, in start order.
   public let services: [any Service]
   /// Every metric of the mesh.
@@ -34,14 +34,14 @@ public final class Mesh: Sendable {
   private let registryTransport: HTTP2ServerTransport.Posix
 
   private init(
-    config: MeshConfig, directory: PoolDirectory, registrar: CoreRegistrar, services: [any Service],
+    config: MeshConfig, directory: PoolDirectory, registrars: CoreRegistrars, services: [any Service],
     registryTransport: HTTP2ServerTransport.Posix, metrics: MeshMetrics, adminPort: AdminPort
   ) {
     self.metrics = metrics
     self.adminPort = adminPort
     self.config = config
     self.directory = directory
-    self.registrar = registrar
+    self.registrars = registrars
     self.services = services
     self.registryTransport = registryTransport
   }
@@ -58,16 +58,21 @@ public final class Mesh: Sendable {
     let directory = PoolDirectory(config: config, group: group, store: store, metrics: metrics, logger: logger)
     let (coreSecurity, coreReloader) = try GRPCTransportSecurity.core(
       config.core.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
-    let registrar = CoreRegistrar(config: config.core, security: coreSecurity, metrics: metrics, logger: logger)
+    let registrars = CoreRegistrars(config: config, security: coreSecurity, metrics: metrics, logger: logger)
     try await directory.prepareRegistrationTLS()
     let declared = try await directory.startDeclaredPools()
     for entry in declared {
-      if let definition = entry.pool.definition {
-        _ = registrar.register(entry, definition: definition)
+      guard let definition = entry.pool.definition else { continue }
+      if case .refused(let reason) = registrars.check(definition) {
+        throw MeshError.poolRefused(pool: entry.pool.name, reason: reason)
       }
+      _ = registrars.register(entry, definition: definition)
     }
     for (entry, definition) in try await directory.restore(snapshot) {
-      _ = registrar.register(entry, definition: definition)
+      if case .refused(let reason) = registrars.check(definition) {
+        throw MeshError.poolRefused(pool: entry.pool.name, reason: "\(reason) (kept in \(store.path))")
+      }
+      _ = registrars.register(entry, definition: definition)
     }
     let dnsPools = zip(config.pools, declared).compactMap { pool, entry in
       pool.dns.map { (pool: entry.pool, name: $0, refresh: pool.dnsRefresh) }
@@ -83,7 +88,7 @@ public final class Mesh: Sendable {
     )
     let registry = GRPCServer(
       transport: registryTransport,
-      services: [RegistryService(directory: directory, registrar: registrar, config: config.registry, logger: logger)],
+      services: [RegistryService(directory: directory, registrars: registrars, config: config.registry, logger: logger)],
       interceptors: [
         ServerMetricsInterceptor(metrics: metrics),
         PeerIdentityInterceptor(allowed: config.registry.tls?.allowedIdentities ?? [], logger: logger),
@@ -91,7 +96,7 @@ public final class Mesh: Sendable {
     )
     let adminPort = AdminPort()
     let admin = AdminServer.make(
-      status: MeshStatus(directory: directory, registrar: registrar, metrics: metrics), listen: config.admin.listen,
+      status: MeshStatus(directory: directory, registrars: registrars, metrics: metrics), listen: config.admin.listen,
       logger: logger, onListening: { adminPort.set($0) })
     let grpcCertificates = [coreReloader, registryReloader].compactMap { $0 }
     var services: [any Service] = grpcCertificates.map(\.reloader)
@@ -99,7 +104,9 @@ public final class Mesh: Sendable {
       TLSReloader(
         materials: await directory.tlsMaterials, grpcCertificates: grpcCertificates,
         interval: config.admin.tlsReloadInterval, metrics: metrics, logger: logger),
-      registrar,
+    ]
+    services += registrars.all as [any Service]
+    services += [
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),
     ]
     if !dnsPools.isEmpty { services.append(DNSDiscovery(pools: dnsPools, resolver: resolver, logger: logger)) }
@@ -110,7 +117,7 @@ public final class Mesh: Sendable {
       CallbackListeners(directory: directory, grace: config.shutdown.gracePeriod, logger: logger),
     ]
     return Mesh(
-      config: config, directory: directory, registrar: registrar, services: services,
+      config: config, directory: directory, registrars: registrars, services: services,
       registryTransport: registryTransport, metrics: metrics, adminPort: adminPort)
   }
 

@@ -70,7 +70,7 @@ public final class ReplicaPool: Sendable {
   /// Whether every call forwarded is logged.
   let accessLog: Bool
   private let state: Mutex<State>
-  private let registeredWithCore = Atomic<Bool>(false)
+  private let registeredCores = Atomic<Int>(0)
   private let serverMetricsByPath = CallMetricsCache()
   private let ejectionsCounter: Counter
   private let probesPassed: Counter
@@ -196,13 +196,16 @@ public final class ReplicaPool: Sendable {
   /// Calls in flight now.
   public var callsInFlightCount: Int { callsInFlight.load(ordering: .relaxed) }
 
-  /// Whether the core has accepted this pool's agent (and not forgotten it since).
-  public var isRegisteredWithCore: Bool {
-    get { registeredWithCore.load(ordering: .relaxed) }
-  }
+  /// Whether a core has accepted this pool's agent (and not forgotten it since).
+  public var isRegisteredWithCore: Bool { registeredCores.load(ordering: .relaxed) > 0 }
 
-  func setRegisteredWithCore(_ registered: Bool) {
-    registeredWithCore.store(registered, ordering: .relaxed)
+  /// A core accepted the agent (`true`) or forgot or refused it after accepting it (`false`).
+  func coreRegistrationChanged(registered: Bool) {
+    if registered {
+      registeredCores.add(1, ordering: .relaxed)
+    } else {
+      registeredCores.subtract(1, ordering: .relaxed)
+    }
   }
 
   /// Why the pool cannot serve the core now, or `nil` when it can: it needs its core
@@ -211,7 +214,7 @@ public final class ReplicaPool: Sendable {
     let (hasDefinition, noEndpoint) = state.withLock { state in
       (state.definition != nil, state.rotation.isEmpty ? Self.noEndpointReason(pool: name, state: state, tried: 0) : nil)
     }
-    if hasDefinition && !isRegisteredWithCore { return "pool \"\(name)\" is not registered with the core" }
+    if hasDefinition && !isRegisteredWithCore { return "pool \"\(name)\" is not registered with any core" }
     return noEndpoint
   }
 

@@ -39,6 +39,19 @@ public struct AgentDefinition: Sendable, Hashable {
     }
   }
 
+  /// The config JSON with `deployment.url` set to `agentURL` (unchanged when `nil`): what a core
+  /// of several on one host is given, since each core serves A2A on that URL's port.
+  public func configJSON(agentURL: String?) -> String {
+    guard let agentURL,
+      var object = (try? JSONSerialization.jsonObject(with: Data(configJSON.utf8))) as? [String: Any]
+    else { return configJSON }
+    var deployment = object["deployment"] as? [String: Any] ?? [:]
+    deployment["url"] = agentURL
+    object["deployment"] = deployment
+    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return configJSON }
+    return String(decoding: data, as: UTF8.self)
+  }
+
   /// Why `other` cannot join a pool defined by `self`, or `nil` when they agree.
   public func conflict(with other: AgentDefinition) -> String? {
     let keys = Set(canonicalEntries.keys).union(other.canonicalEntries.keys)

@@ -6,12 +6,12 @@ import Logging
 /// `BinduService` for replicas: the mesh is the core to them.
 ///
 /// `RegisterAgent` puts the replica in its agent's pool (made on first use), has the mesh
-/// register that agent with the core if it is not yet, and answers with the core's DID and URL
-/// and a membership id for this replica. `Heartbeat` and `UnregisterAgent` act on that one
+/// register that agent with every core if it is not yet, and answers, once a core has accepted
+/// it, with that core's DID and URL and a membership id for this replica. `Heartbeat` and `UnregisterAgent` act on that one
 /// membership. Every refusal is `success=false` with a reason, never a crash.
 struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
   let directory: PoolDirectory
-  let registrar: CoreRegistrar
+  let registrars: CoreRegistrars
   let config: MeshConfig.Registry
   let logger: Logger
 
@@ -42,6 +42,7 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
       throw Refusal(reason: "grpc_callback_address \"\(request.grpcCallbackAddress)\" is not host:port with a port 1-65535")
     }
     let callback = reachableAddress(given, peer: peer)
+    if case .refused(let reason) = registrars.check(definition) { throw Refusal(reason: reason) }
 
     let entry: PoolDirectory.Entry
     do {
@@ -58,9 +59,13 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
     let probe = await HealthProbe.run(endpoint, pool: entry.pool)
     entry.pool.recordProbe(endpoint, passed: probe.passed, message: probe.message)
     let poolDefinition = entry.pool.definition ?? definition
-    let registration = registrar.register(entry, definition: poolDefinition)
-    switch await registration.settled(within: config.coreWait) {
-    case .registered(_, let did, let url):
+    let registrations = registrars.register(entry, definition: poolDefinition)
+    let phases = await registrars.settled(registrations, within: config.coreWait)
+    let accepted = phases.lazy.compactMap { phase -> (did: String, url: String)? in
+      if case .registered(_, let did, let url) = phase { return (did, url) }
+      return nil
+    }.first
+    if let (did, url) = accepted {
       await directory.persist()
       logger.notice(
         "replica joined",
@@ -74,15 +79,21 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
         $0.did = did
         $0.agentURL = url
       }
-    case .refused(let error):
-      entry.pool.leave(membershipID: membershipID)
-      entry.pool.forgetDefinitionIfUnused(definition)
-      throw Refusal(reason: "the core refused agent \"\(definition.name)\": \(error)")
-    case .pending(let lastError):
-      entry.pool.leave(membershipID: membershipID)
-      throw Refusal(
-        reason: "the core has not accepted agent \"\(definition.name)\" within \(config.coreWait): \(lastError ?? "no answer yet")")
     }
+    entry.pool.leave(membershipID: membershipID)
+    let agent = "agent \"\(definition.name)\""
+    let cores = zip(registrations, phases).map { registration, phase -> String in
+      let core = registrars.count == 1 ? "the core" : "core \(registration.core)"
+      return switch phase {
+      case .refused(let error): "\(core) refused \(agent): \(error)"
+      case .pending(let error): "\(core) has not accepted \(agent) within \(config.coreWait): \(error ?? "no answer yet")"
+      case .registered: "\(core) accepted \(agent)"
+      }
+    }
+    if phases.allSatisfy({ if case .refused = $0 { true } else { false } }) {
+      entry.pool.forgetDefinitionIfUnused(definition)
+    }
+    throw Refusal(reason: cores.joined(separator: "; "))
   }
 
   func heartbeat(request: Bindu_Grpc_HeartbeatRequest, context: ServerContext) async throws -> Bindu_Grpc_HeartbeatResponse {
