@@ -19,6 +19,44 @@ import Testing
     #expect(config == .defaults, "Config/bindu-mesh.yaml documents the defaults; keep them equal")
   }
 
+  @Test func severalCoresAndTheBalancerAreRead() throws {
+    let yaml = """
+      core:
+        heartbeat_interval: 5s
+      cores:
+        - address: 127.0.0.1:3774
+          agent_url: http://localhost:3773
+        - address: 127.0.0.1:3784
+      balancer:
+        max_concurrent_calls: 4
+      pools:
+        - agent: a
+          balancer: {policy: round_robin}
+      state:
+        dir: /var/lib/bindu-mesh
+      """
+    let config = try MeshConfig(yaml: yaml, source: "t.yaml")
+    #expect(config.coreTargets.map(\.address.description) == ["127.0.0.1:3774", "127.0.0.1:3784"])
+    #expect(config.coreTargets.map(\.agentURL) == ["http://localhost:3773", nil])
+    #expect(config.core.heartbeatInterval == .seconds(5))
+    #expect(config.policy.balancer.policy == .leastRequest && config.policy.balancer.maxConcurrentCalls == 4)
+    let pool = try #require(config.pools.first?.policy)
+    #expect(pool.balancer.policy == .roundRobin && pool.balancer.maxConcurrentCalls == 4)
+    #expect(config.state.dir == "/var/lib/bindu-mesh")
+    #expect(MeshConfig.defaults.coreTargets == [MeshConfig.CoreTarget(address: HostPort(host: "127.0.0.1", port: 3774))])
+  }
+
+  @Test func aCoreGivenAnAgentURLGetsItAsTheDeploymentURL() throws {
+    let definition = try AgentDefinition(
+      configJSON: #"{"name":"a","deployment":{"url":"http://localhost:3773","expose":true}}"#, skills: [])
+    let sent = definition.configJSON(agentURL: "http://localhost:3783")
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(sent.utf8)) as? [String: Any])
+    let deployment = try #require(object["deployment"] as? [String: Any])
+    #expect(deployment["url"] as? String == "http://localhost:3783")
+    #expect(deployment["expose"] as? Bool == true)
+    #expect(definition.configJSON(agentURL: nil) == definition.configJSON)
+  }
+
   @Test func fullPoolIsRead() throws {
     let yaml = """
       core:
@@ -56,6 +94,13 @@ import Testing
     ("pools:\n  - agent: a\n    config: {name: b}\n", "pools[0].config: the config's name is \"b\""),
     ("pools:\n  - agent: a\n    config_file: missing.json\n", "pools[0].config_file: cannot read"),
     ("registry:\n  rewrite_loopback_callbacks: maybe\n", "expected true or false"),
+    ("balancer:\n  policy: random\n", "t.yaml:2:11: balancer.policy: expected one of least_request, round_robin"),
+    ("pools:\n  - agent: a\n    balancer: {max_concurrent_calls: -2}\n", "pools[0].balancer.max_concurrent_calls: expected 0..."),
+    ("core:\n  address: 1.2.3.4:1\ncores:\n  - address: 1.2.3.4:2\n", "core.address: the config lists cores"),
+    ("cores:\n  - agent_url: http://x:1\n", "cores[0]: missing key \"address\""),
+    ("cores:\n  - address: 1.2.3.4:2\n  - address: 1.2.3.4:2\n", "cores[1]: core 1.2.3.4:2 is listed more than once"),
+    ("cores:\n  - address: 1.2.3.4:2\n    agent_url: nowhere\n", "cores[0].agent_url: expected a URL"),
+    ("state:\n  dir: \"\"\n", "state.dir: expected a folder path"),
   ])
   func badInputNamesFileKeyAndExpectation(yaml: String, expected: String) {
     #expect {

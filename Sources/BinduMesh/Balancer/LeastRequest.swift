@@ -34,17 +34,13 @@ public struct LeastRequest: Sendable {
     return best.index
   }
 
-  /// Two random distinct entries, the less loaded one; `nil` when both are excluded (the caller
-  /// then scans).
+  /// Two random distinct entries, the less loaded one; `nil` when either is excluded (a retry's
+  /// tried endpoints, or full ones), and the caller then scans.
   private func pickOfTwo(count: Int, load: (Int) -> Int, isExcluded: (Int) -> Bool) -> Int? {
     let first = Int.random(in: 0..<count)
     var second = Int.random(in: 0..<(count - 1))
     if second >= first { second += 1 }
-    switch (isExcluded(first), isExcluded(second)) {
-    case (true, true): return nil
-    case (false, true): return first
-    case (true, false): return second
-    case (false, false): return load(second) < load(first) ? second : first
-    }
+    guard !isExcluded(first), !isExcluded(second) else { return nil }
+    return load(second) < load(first) ? second : first
   }
 }

@@ -16,7 +16,7 @@ public enum ConfigKeys {
   static let shutdown = ["grace_period"]
   static let state = ["dir"]
   static let admin = ["listen", "access_log", "tls_reload_interval"]
-  static let balancer = ["policy"]
+  static let balancer = ["policy", "max_concurrent_calls", "max_queued_calls"]
   static let health = ["interval", "timeout", "unhealthy_threshold", "healthy_threshold", "start_healthy", "panic_mode"]
   static let outlierDetection = ["consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent"]
   static let retry = ["max_attempts", "budget_percent", "min_concurrent_retries", "on_unavailable", "replay_started_calls"]

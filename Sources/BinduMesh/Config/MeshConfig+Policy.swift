@@ -33,6 +33,12 @@ extension MeshConfig {
     /// Default `least_request`: agent handlers are slow and uneven, and several cores call at
     /// once; at one call at a time it picks exactly as round-robin does.
     public var policy: Policy
+    /// Most calls one endpoint takes at once; more wait in the pool's queue for the first endpoint
+    /// with a free slot, instead of piling onto a busy replica. Default 0: no limit.
+    public var maxConcurrentCalls: Int = 0
+    /// Most calls waiting in the pool's queue; past it a call is refused with
+    /// `RESOURCE_EXHAUSTED`. Default 1000.
+    public var maxQueuedCalls: Int = 1000
 
     /// Default values.
     public static var defaults: Self { Self(policy: .leastRequest) }

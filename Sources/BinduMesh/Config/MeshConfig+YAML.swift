@@ -229,6 +229,8 @@ extension MeshConfig.Policy {
         }
         balancer.policy = policy
       }
+      if let value = keys["max_concurrent_calls"] { balancer.maxConcurrentCalls = try value.int(in: 0...100_000) }
+      if let value = keys["max_queued_calls"] { balancer.maxQueuedCalls = try value.int(in: 0...1_000_000) }
     }
     if let reader = keys["health"] {
       let keys = try reader.mapping(keys: ConfigKeys.health)

@@ -6,8 +6,9 @@ import NIOHTTP2
 /// Forwards one call from the core to one replica of the pool, frame by frame.
 ///
 /// The caller's connection (``CallerConnectionHandler``) hands the call its stream's frames.
-/// The request's HEADERS pick a replica (round-robin over the healthy ones) and open a stream
-/// on that replica's connection from this event loop. The request frames are kept until the
+/// The request's HEADERS pick a replica (the pool's balancer, over the healthy ones; with
+/// `balancer.max_concurrent_calls`, the call may first wait in the pool's queue until its
+/// deadline) and open a stream on that replica's connection from this event loop. The request frames are kept until the
 /// replica commits to an answer (its response HEADERS), so a call that cannot have reached the
 /// handler — no connection, a stream refused by the replica, a stream after the last one its
 /// GOAWAY names (without spending retry budget), or (when the pool says so) `UNAVAILABLE` before
@@ -23,6 +24,8 @@ final class ProxyCall: UpstreamStreamDelegate {
   private enum State {
     /// Waiting for the request's HEADERS.
     case idle
+    /// Every replica is at its limit: waiting in the pool's queue under `ticket`.
+    case queued(ticket: UInt64)
     /// Opening a stream to `endpoint`.
     case connecting(Endpoint)
     /// Frames flow both ways.
@@ -169,15 +172,34 @@ final class ProxyCall: UpstreamStreamDelegate {
         holdsRetry = true
       }
     }
-    let endpoint: Endpoint
-    switch pool.pick(excluding: tried) {
+    let bound = NIOLoopBound(self, eventLoop: eventLoop)
+    let waiter = ReplicaPool.QueuedCall { [eventLoop] endpoint in
+      eventLoop.execute { bound.value.leftQueue(with: endpoint, retrying: reason) }
+    }
+    switch pool.pick(excluding: tried, waiter: waiter) {
     case .endpoint(let chosen):
-      endpoint = chosen
-      picked = chosen
+      use(chosen, retrying: reason)
+    case .queued(let ticket):
+      state = .queued(ticket: ticket)
+    case .queueFull(let why):
+      finish(.resourceExhausted, why)
     case .none(let why):
       finish(.unavailable, reason.map { "\(why); last failure: \($0)" } ?? why)
+    }
+  }
+
+  /// The pool's queue gave this call `endpoint`.
+  private func leftQueue(with endpoint: Endpoint, retrying reason: String?) {
+    guard case .queued = state else {
+      pool.release(endpoint)  // the call ended while its slot was on its way
       return
     }
+    use(endpoint, retrying: reason)
+  }
+
+  /// Opens a stream to `endpoint`, which the pool picked for this attempt.
+  private func use(_ endpoint: Endpoint, retrying reason: String?) {
+    picked = endpoint
     if let reason {
       logger.notice("retrying the call on another replica", metadata: ["mesh.replica": "\(endpoint)", "reason": "\(reason)"])
     }
@@ -265,10 +287,11 @@ final class ProxyCall: UpstreamStreamDelegate {
     if case .forwarding(let endpoint, _) = state { pool.record(endpoint, failed: true) }
     let replica: String
     switch state {
-    case .forwarding(let endpoint, _), .connecting(let endpoint): replica = " \(endpoint.address)"
-    default: replica = ""
+    case .forwarding(let endpoint, _), .connecting(let endpoint): replica = "replica \(endpoint.address) of "
+    case .queued: replica = "a free replica in the queue of "
+    default: replica = "a replica of "
     }
-    finish(.deadlineExceeded, "deadline exceeded waiting for replica\(replica) of pool \"\(pool.name)\"")
+    finish(.deadlineExceeded, "deadline exceeded waiting for \(replica)pool \"\(pool.name)\"")
   }
 
   // MARK: From the replica
@@ -387,6 +410,7 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// Ends the call with the mesh's own status (`nil`: the caller is gone, nothing to send).
   private func finish(_ code: GRPCStatusCode?, _ message: String) {
     if case .forwarding(_, let upstream) = state { upstream.cancel() }
+    if case .queued(let ticket) = state { _ = pool.leaveQueue(ticket) }
     let status = (code ?? .cancelled).rawValue
     endAttempt(code: status)
     end(code: status)

@@ -17,15 +17,20 @@ public final class ReplicaPool: Sendable {
     var liveness: MemberLiveness
   }
 
-  private struct State: Sendable {
+  struct State: Sendable {
     var endpoints: [Endpoint] = []
     var health: [ObjectIdentifier: EndpointHealth] = [:]
     /// The endpoints the balancer may pick: in rotation, in `endpoints` order.
     var rotation: [Endpoint] = []
-    var roundRobin = RoundRobin()
-    var leastRequest = LeastRequest()
+    var balancer: PoolBalancer<Endpoint, QueuedCall>
     var members: [String: Member] = [:]
     var definition: AgentDefinition?
+  }
+
+  /// A call waiting in the pool's queue for a free slot, resumed on its own event loop.
+  struct QueuedCall: Sendable {
+    /// Hands the call the endpoint it may now use.
+    let resume: @Sendable (Endpoint) -> Void
   }
 
   /// Result of a replica asking to join.
@@ -40,6 +45,11 @@ public final class ReplicaPool: Sendable {
   public enum Pick: Sendable {
     /// Call this endpoint.
     case endpoint(Endpoint)
+    /// Every endpoint is at `balancer.max_concurrent_calls`: the call waits under this ticket
+    /// until its waiter is resumed, or it leaves the queue (``leaveQueue(_:)``).
+    case queued(ticket: UInt64)
+    /// The queue is full; the reason names the pool.
+    case queueFull(String)
     /// No endpoint may take the call; the reason names the pool and why.
     case none(String)
   }
@@ -69,18 +79,20 @@ public final class ReplicaPool: Sendable {
   public let metrics: MeshMetrics
   /// Whether every call forwarded is logged.
   let accessLog: Bool
-  private let state: Mutex<State>
+  let state: Mutex<State>
   private let registeredCores = Atomic<Int>(0)
   private let serverMetricsByPath = CallMetricsCache()
-  private let ejectionsCounter: Counter
-  private let probesPassed: Counter
-  private let probesFailed: Counter
+  let ejectionsCounter: Counter
+  let probesPassed: Counter
+  let probesFailed: Counter
+  private let queuedGauge: Gauge
+  private let queueWait: Timer
   private let callsInFlight = Atomic<Int>(0)
   private let retriesInFlight = Atomic<Int>(0)
-  private let loops: [any EventLoop]
-  private let upstream: MeshConfig.Upstream
-  private let security: UpstreamSecurity?
-  private let logger: Logger
+  let loops: [any EventLoop]
+  let upstream: MeshConfig.Upstream
+  let security: UpstreamSecurity?
+  let logger: Logger
 
   init(
     name: String,
@@ -103,7 +115,10 @@ public final class ReplicaPool: Sendable {
     self.ejectionsCounter = metrics.counter("ejections_total", [("pool", name)])
     self.probesPassed = metrics.counter("health_probes_total", [("pool", name), ("result", "passed")])
     self.probesFailed = metrics.counter("health_probes_total", [("pool", name), ("result", "failed")])
-    self.state = Mutex(State(definition: definition))
+    self.queuedGauge = metrics.gauge("queued_calls", [("pool", name)])
+    self.queueWait = Timer(
+      label: "bindu_mesh_queue_wait_seconds", dimensions: [("pool", name)], factory: metrics.factory)
+    self.state = Mutex(State(balancer: PoolBalancer(config: policy.balancer), definition: definition))
     self.loops = loops
     self.upstream = upstream
     self.logger = logger.with("mesh.pool", name)
@@ -130,30 +145,74 @@ public final class ReplicaPool: Sendable {
   // MARK: The data path
 
   /// The endpoint in rotation that the pool's balancer picks, not one in `excluded`; it counts
-  /// as outstanding on that endpoint until ``release(_:)``.
-  public func pick(excluding excluded: [Endpoint] = []) -> Pick {
-    state.withLock { state in
+  /// as outstanding on that endpoint until ``release(_:)``. When every endpoint is at
+  /// `balancer.max_concurrent_calls`, the call is queued and `waiter` resumed later.
+  func pick(excluding excluded: [Endpoint] = [], waiter: QueuedCall) -> Pick {
+    let now = ContinuousClock.now
+    let (pick, queued) = state.withLock { state -> (Pick, Int?) in
       var candidates = state.rotation
       if candidates.isEmpty && policy.health.panicMode { candidates = state.endpoints }
-      let isExcluded = { (index: Int) in excluded.contains { $0 === candidates[index] } }
-      let picked: Int?
-      switch policy.balancer.policy {
-      case .leastRequest:
-        picked = state.leastRequest.pick(
-          count: candidates.count, load: { candidates[$0].outstanding.load(ordering: .relaxed) }, isExcluded: isExcluded)
-      case .roundRobin:
-        picked = state.roundRobin.pick(count: candidates.count, isExcluded: isExcluded)
+      switch state.balancer.pick(
+        candidates, excluding: excluded, waiter: waiter, now: now, load: Self.load, take: Self.take)
+      {
+      case .picked(let endpoint): return (.endpoint(endpoint), nil)
+      case .queued(let ticket): return (.queued(ticket: ticket), state.balancer.queuedCount)
+      case .queueFull:
+        let limit = policy.balancer.maxQueuedCalls
+        return (.queueFull("pool \"\(name)\": every replica is at its limit and \(limit) calls are queued"), nil)
+      case .noEndpoint: return (.none(Self.noEndpointReason(pool: name, state: state, tried: excluded.count)), nil)
       }
-      guard let picked else { return .none(Self.noEndpointReason(pool: name, state: state, tried: excluded.count)) }
-      candidates[picked].outstanding.add(1, ordering: .relaxed)
-      return .endpoint(candidates[picked])
     }
+    if let queued { queuedGauge.record(queued) }
+    return pick
   }
 
-  /// Ends an attempt that ``pick(excluding:)`` counted on `endpoint`.
-  public func release(_ endpoint: Endpoint) {
-    endpoint.outstanding.subtract(1, ordering: .relaxed)
+  /// Ends an attempt that ``pick(excluding:waiter:)`` counted on `endpoint`; with a limit, its
+  /// slot goes to the first queued call that may use it.
+  func release(_ endpoint: Endpoint) {
+    guard policy.balancer.maxConcurrentCalls > 0 else {
+      endpoint.outstanding.subtract(1, ordering: .relaxed)
+      return
+    }
+    withState { _ in endpoint.outstanding.subtract(1, ordering: .relaxed) }
   }
+
+  /// Takes a queued call out of the queue (its deadline passed, its caller left); `false` when
+  /// it was already given an endpoint (its waiter is being resumed).
+  func leaveQueue(_ ticket: UInt64) -> Bool {
+    let now = ContinuousClock.now
+    let left = state.withLock { state -> (waited: Duration, count: Int)? in
+      state.balancer.cancel(ticket: ticket, now: now).map { ($0.waited, state.balancer.queuedCount) }
+    }
+    guard let left else { return false }
+    queueWait.recordNanoseconds(left.waited.nanoseconds)
+    queuedGauge.record(left.count)
+    return true
+  }
+
+  /// Runs `body` under the pool's lock, then gives the slots it freed (or the endpoints it put
+  /// in rotation) to queued calls, resuming them outside the lock.
+  @discardableResult
+  func withState<Result>(_ body: (inout State) -> Result) -> Result {
+    let now = ContinuousClock.now
+    let (result, dispatched, queued) = state.withLock { state in
+      let result = body(&state)
+      guard state.balancer.queuedCount > 0 else { return (result, [PoolBalancer<Endpoint, QueuedCall>.Dispatched](), 0) }
+      let dispatched = state.balancer.dispatch(state.rotation, now: now, load: Self.load, take: Self.take)
+      return (result, dispatched, state.balancer.queuedCount)
+    }
+    if !dispatched.isEmpty {
+      queuedGauge.record(queued)
+      for call in dispatched {
+        queueWait.recordNanoseconds(call.waited.nanoseconds)
+        call.waiter.resume(call.endpoint)
+      }
+    }
+    return result
+  }
+
+  private static func load(_ endpoint: Endpoint) -> Int { endpoint.outstanding.load(ordering: .relaxed) }
+  private static func take(_ endpoint: Endpoint) { endpoint.outstanding.add(1, ordering: .relaxed) }
 
   /// Records how a call on `endpoint` went (`failed`: it could not reach the handler, was
   /// reset, answered `UNAVAILABLE` or timed out), ejecting the endpoint after too many failures.
@@ -162,7 +221,7 @@ public final class ReplicaPool: Sendable {
     guard failed || endpoint.hasRecentFailures.load(ordering: .relaxed) else { return }
     endpoint.hasRecentFailures.store(failed, ordering: .relaxed)
     let now = ContinuousClock.now
-    let ejected = state.withLock { state -> EndpointHealth? in
+    let ejected = withState { state -> EndpointHealth? in
       let id = ObjectIdentifier(endpoint)
       guard var health = state.health[id] else { return nil }
       let ejectedCount = failed ? state.health.values.reduce(0) { $0 + ($1.isEjected(at: now) ? 1 : 0) } : 0
@@ -239,204 +298,4 @@ public final class ReplicaPool: Sendable {
 
   /// Returns a retry taken by ``beginRetry()``.
   func endRetry() { retriesInFlight.subtract(1, ordering: .relaxed) }
-
-  // MARK: Health
-
-  /// Records an active probe of `endpoint`.
-  func recordProbe(_ endpoint: Endpoint, passed: Bool, message: String) {
-    (passed ? probesPassed : probesFailed).increment()
-    let now = ContinuousClock.now
-    let change = state.withLock { state -> EndpointHealth? in
-      let id = ObjectIdentifier(endpoint)
-      guard var health = state.health[id] else { return nil }
-      if passed, let member = endpoint.membershipID { state.members[member]?.liveness.probePassed(at: now) }
-      let changed = health.probe(passed: passed, message: message, now: now)
-      state.health[id] = health
-      if changed { Self.updateRotation(&state, now: now) }
-      return changed ? health : nil
-    }
-    if let change {
-      let inRotation = change.inRotation(at: now)
-      logger.log(
-        level: inRotation ? .notice : .warning,
-        inRotation ? "replica in rotation" : "replica out of rotation: health check failing",
-        metadata: ["mesh.replica": "\(endpoint)", "mesh.state": "\(change.stateName(at: now))", "mesh.probe": "\(message)"])
-    }
-  }
-
-  /// Ends ejections whose time is up.
-  func expireEjections() {
-    let now = ContinuousClock.now
-    let returned = state.withLock { state -> [Endpoint] in
-      let expired = state.endpoints.filter { state.health[ObjectIdentifier($0)]!.expireEjection(now: now) }
-      if !expired.isEmpty { Self.updateRotation(&state, now: now) }
-      return expired
-    }
-    for endpoint in returned {
-      logger.notice("replica ejection over", metadata: ["mesh.replica": "\(endpoint)"])
-    }
-  }
-
-  // MARK: Membership
-
-  /// Adds a replica at a fixed address.
-  func addConfigured(_ address: HostPort) {
-    add(makeEndpoint(address, origin: .configured))
-  }
-
-  /// Makes the endpoints from DNS exactly `addresses`: new ones join, missing ones drain.
-  func setDiscovered(_ addresses: [HostPort]) -> (added: [Endpoint], removed: [Endpoint]) {
-    let wanted = Set(addresses)
-    let (have, removed) = state.withLock { state -> (Set<HostPort>, [Endpoint]) in
-      let discovered = state.endpoints.filter { $0.origin == .discovered }
-      let removed = discovered.filter { !wanted.contains($0.address) }
-      Self.remove(removed, from: &state)
-      return (Set(discovered.map(\.address)), removed)
-    }
-    let added = addresses.filter { !have.contains($0) }.map { makeEndpoint($0, origin: .discovered) }
-    added.forEach(add)
-    removed.forEach { $0.drain() }
-    return (added, removed)
-  }
-
-  /// Adds a registered replica, unless its config conflicts with the pool's.
-  func join(membershipID: String, endpoint: Endpoint, definition: AgentDefinition) -> JoinResult {
-    let now = ContinuousClock.now
-    return state.withLock { state in
-      if let existing = state.definition, let reason = existing.conflict(with: definition) {
-        return .refused(reason)
-      }
-      if state.definition == nil { state.definition = definition }
-      state.members[membershipID] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
-      Self.insert(endpoint, policy: policy, into: &state, now: now)
-      return .joined
-    }
-  }
-
-  /// Takes back a member kept across a mesh restart, with its membership id; like a new
-  /// endpoint, it takes calls after its first passing probe.
-  func restore(membershipID: String, address: HostPort) -> Endpoint {
-    let endpoint = makeRegisteredEndpoint(address, membershipID: membershipID)
-    let now = ContinuousClock.now
-    state.withLock { state in
-      state.members[membershipID] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
-      Self.insert(endpoint, policy: policy, into: &state, now: now)
-    }
-    return endpoint
-  }
-
-  /// The registered members, for the state file.
-  var storedMembers: [RegistrySnapshot.Member] {
-    state.withLock { state in
-      state.members.map { RegistrySnapshot.Member(id: $0.key, address: $0.value.endpoint.address.description) }
-        .sorted { $0.id < $1.id }
-    }
-  }
-
-  /// Takes `definition` when the pool has none (a declared pool without a config, restored).
-  func adopt(_ definition: AgentDefinition) {
-    state.withLock { state in
-      if state.definition == nil { state.definition = definition }
-    }
-  }
-
-  /// Makes an endpoint for a registering replica (to probe before it joins).
-  func makeRegisteredEndpoint(_ address: HostPort, membershipID: String) -> Endpoint {
-    makeEndpoint(address, origin: .registered(membershipID: membershipID))
-  }
-
-  /// Marks a member alive; `false` when the id is not a member.
-  func heartbeat(membershipID: String) -> Bool {
-    state.withLock { state in
-      guard state.members[membershipID] != nil else { return false }
-      state.members[membershipID]!.liveness.heartbeat(at: ContinuousClock.now)
-      return true
-    }
-  }
-
-  /// Whether `membershipID` is a member of this pool.
-  func hasMember(_ membershipID: String) -> Bool { state.withLock { $0.members[membershipID] != nil } }
-
-  /// Removes a member; its connections drain. `false` when the id is not a member.
-  @discardableResult
-  func leave(membershipID: String) -> Bool {
-    let removed = state.withLock { state -> Endpoint? in
-      guard let member = state.members.removeValue(forKey: membershipID) else { return nil }
-      Self.remove([member.endpoint], from: &state)
-      return member.endpoint
-    }
-    removed?.drain()
-    return removed != nil
-  }
-
-  /// Removes members with neither a heartbeat nor a passing probe within `timeout`.
-  func evict(silentFor timeout: Duration) -> Eviction {
-    let now = ContinuousClock.now
-    let found = state.withLock { state -> Eviction in
-      var found = Eviction()
-      for id in Array(state.members.keys) {
-        switch state.members[id]!.liveness.check(now: now, timeout: timeout) {
-        case .alive: break
-        case .keptByProbes: found.keptByProbes.append(state.members[id]!.endpoint)
-        case .evict: found.evicted.append(state.members.removeValue(forKey: id)!.endpoint)
-        }
-      }
-      Self.remove(found.evicted, from: &state)
-      return found
-    }
-    found.evicted.forEach { $0.drain() }
-    return found
-  }
-
-  /// Forgets the definition of a pool made by registration when the core refused it and no
-  /// replica is left, so a corrected replica can define it again.
-  func forgetDefinitionIfUnused(_ definition: AgentDefinition) {
-    state.withLock { state in
-      if !declared, state.members.isEmpty, state.definition == definition { state.definition = nil }
-    }
-  }
-
-  // MARK: Internals
-
-  private func add(_ endpoint: Endpoint) {
-    let now = ContinuousClock.now
-    state.withLock { Self.insert(endpoint, policy: policy, into: &$0, now: now) }
-  }
-
-  private func makeEndpoint(_ address: HostPort, origin: Endpoint.Origin) -> Endpoint {
-    Endpoint(address: address, origin: origin, loops: loops, config: upstream, security: security, logger: logger)
-  }
-
-  private static func insert(_ endpoint: Endpoint, policy: MeshConfig.Policy, into state: inout State, now: ContinuousClock.Instant) {
-    let id = ObjectIdentifier(endpoint)
-    if state.health[id] == nil { state.health[id] = EndpointHealth(policy: policy) }
-    state.endpoints.append(endpoint)
-    updateRotation(&state, now: now)
-  }
-
-  private static func remove(_ endpoints: [Endpoint], from state: inout State) {
-    guard !endpoints.isEmpty else { return }
-    state.endpoints.removeAll { endpoint in endpoints.contains { $0 === endpoint } }
-    for endpoint in endpoints { state.health[ObjectIdentifier(endpoint)] = nil }
-    updateRotation(&state, now: .now)
-  }
-
-  private static func updateRotation(_ state: inout State, now: ContinuousClock.Instant) {
-    let health = state.health
-    state.rotation = state.endpoints.filter { health[ObjectIdentifier($0)]!.inRotation(at: now) }
-  }
-
-  private static func noEndpointReason(pool: String, state: State, tried: Int) -> String {
-    if state.endpoints.isEmpty { return "no replica in pool \"\(pool)\"" }
-    if tried > 0 && !state.rotation.isEmpty {
-      return "no other healthy replica of pool \"\(pool)\" to try"
-    }
-    let now = ContinuousClock.now
-    var counts: [String: Int] = [:]
-    for endpoint in state.endpoints {
-      counts[state.health[ObjectIdentifier(endpoint)]!.stateName(at: now), default: 0] += 1
-    }
-    let summary = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-    return "no healthy replica in pool \"\(pool)\" (\(state.endpoints.count) replicas: \(summary))"
-  }
 }

@@ -1,0 +1,116 @@
+/// A pool's rules for who takes each call: the balancer (least outstanding calls or
+/// round-robin), the per-endpoint limit `balancer.max_concurrent_calls`, and a FIFO queue of
+/// calls waiting for a free slot (`balancer.max_queued_calls`).
+///
+/// A plain value, mutated under the pool's lock with the endpoints in rotation, their loads and
+/// the clock passed in. It returns what to do (call this endpoint, wait, refuse); the pool and
+/// ``ProxyCall`` do the I/O. Generic over the endpoint and the waiter so that it is tested
+/// without sockets.
+struct PoolBalancer<Candidate: AnyObject, Waiter> {
+  /// The pool's settings.
+  let config: MeshConfig.Balancer
+  private var roundRobin = RoundRobin()
+  private var leastRequest = LeastRequest()
+  private var queue: [Queued] = []
+  private var nextTicket: UInt64 = 0
+
+  /// A call waiting for a slot.
+  fileprivate struct Queued {
+    var ticket: UInt64
+    var waiter: Waiter
+    var excluded: [Candidate]
+    var since: ContinuousClock.Instant
+  }
+
+  /// What to do with a call.
+  enum Decision {
+    /// Call this endpoint (now counted as outstanding on it).
+    case picked(Candidate)
+    /// Every endpoint is at its limit: the call waits, under this ticket.
+    case queued(ticket: UInt64)
+    /// Every endpoint is at its limit and the queue is full.
+    case queueFull
+    /// No endpoint may take the call at all (none in rotation, or all excluded).
+    case noEndpoint
+  }
+
+  /// A queued call given an endpoint.
+  struct Dispatched {
+    var waiter: Waiter
+    var endpoint: Candidate
+    /// How long it waited.
+    var waited: Duration
+  }
+
+  init(config: MeshConfig.Balancer) { self.config = config }
+
+  /// Calls waiting now.
+  var queuedCount: Int { queue.count }
+
+  /// Picks an endpoint for a call, or queues `waiter` when each endpoint it may use is at its
+  /// limit.
+  /// `take` counts a call on the endpoint picked (before the next pick reads `load`).
+  mutating func pick(
+    _ candidates: [Candidate], excluding excluded: [Candidate], waiter: Waiter, now: ContinuousClock.Instant,
+    load: (Candidate) -> Int, take: (Candidate) -> Void
+  ) -> Decision {
+    let allowed = candidates.contains { candidate in !excluded.contains { $0 === candidate } }
+    guard allowed else { return .noEndpoint }
+    // Waiting calls were given every slot they may use (``dispatch``): a free slot left is one
+    // they cannot use, so a new call takes it without overtaking them.
+    if let picked = choose(candidates, excluded, load) {
+      take(picked)
+      return .picked(picked)
+    }
+    guard queue.count < config.maxQueuedCalls else { return .queueFull }
+    nextTicket += 1
+    queue.append(Queued(ticket: nextTicket, waiter: waiter, excluded: excluded, since: now))
+    return .queued(ticket: nextTicket)
+  }
+
+  /// Gives free slots to waiting calls, first come first served; a call that may use none of
+  /// the free endpoints (it failed on them) lets the next one go first.
+  mutating func dispatch(
+    _ candidates: [Candidate], now: ContinuousClock.Instant, load: (Candidate) -> Int, take: (Candidate) -> Void
+  ) -> [Dispatched] {
+    var dispatched: [Dispatched] = []
+    var index = 0
+    while index < queue.count {
+      guard let picked = choose(candidates, queue[index].excluded, load) else {
+        index += 1
+        continue
+      }
+      take(picked)
+      let queued = queue.remove(at: index)
+      dispatched.append(Dispatched(waiter: queued.waiter, endpoint: picked, waited: now - queued.since))
+    }
+    return dispatched
+  }
+
+  /// Takes a call out of the queue (its deadline passed or its caller left); `nil` when it is
+  /// not there any more (it was given an endpoint already).
+  mutating func cancel(ticket: UInt64, now: ContinuousClock.Instant) -> (waiter: Waiter, waited: Duration)? {
+    guard let index = queue.firstIndex(where: { $0.ticket == ticket }) else { return nil }
+    let queued = queue.remove(at: index)
+    return (queued.waiter, now - queued.since)
+  }
+
+  /// The endpoint the policy picks among those with a free slot and not excluded.
+  private mutating func choose(_ candidates: [Candidate], _ excluded: [Candidate], _ load: (Candidate) -> Int) -> Candidate? {
+    let limit = config.maxConcurrentCalls
+    let isExcluded = { (index: Int) in
+      (limit > 0 && load(candidates[index]) >= limit) || excluded.contains { $0 === candidates[index] }
+    }
+    let index: Int?
+    switch config.policy {
+    case .leastRequest:
+      index = leastRequest.pick(count: candidates.count, load: { load(candidates[$0]) }, isExcluded: isExcluded)
+    case .roundRobin:
+      index = roundRobin.pick(count: candidates.count, isExcluded: isExcluded)
+    }
+    return index.map { candidates[$0] }
+  }
+}
+
+extension PoolBalancer: Sendable where Candidate: Sendable, Waiter: Sendable {}
+extension PoolBalancer.Queued: Sendable where Candidate: Sendable, Waiter: Sendable {}

@@ -1,0 +1,206 @@
+import Logging
+
+/// Health, membership and rotation: what moves endpoints in and out of the pool. Every change
+/// of rotation goes through ``ReplicaPool/withState(_:)``, so calls waiting in the queue get
+/// the endpoints it frees.
+extension ReplicaPool {
+  // MARK: Health
+
+  /// Records an active probe of `endpoint`.
+  func recordProbe(_ endpoint: Endpoint, passed: Bool, message: String) {
+    (passed ? probesPassed : probesFailed).increment()
+    let now = ContinuousClock.now
+    let change = withState { state -> EndpointHealth? in
+      let id = ObjectIdentifier(endpoint)
+      guard var health = state.health[id] else { return nil }
+      if passed, let member = endpoint.membershipID { state.members[member]?.liveness.probePassed(at: now) }
+      let changed = health.probe(passed: passed, message: message, now: now)
+      state.health[id] = health
+      if changed { Self.updateRotation(&state, now: now) }
+      return changed ? health : nil
+    }
+    if let change {
+      let inRotation = change.inRotation(at: now)
+      logger.log(
+        level: inRotation ? .notice : .warning,
+        inRotation ? "replica in rotation" : "replica out of rotation: health check failing",
+        metadata: ["mesh.replica": "\(endpoint)", "mesh.state": "\(change.stateName(at: now))", "mesh.probe": "\(message)"])
+    }
+  }
+
+  /// Ends ejections whose time is up.
+  func expireEjections() {
+    let now = ContinuousClock.now
+    let returned = withState { state -> [Endpoint] in
+      let expired = state.endpoints.filter { state.health[ObjectIdentifier($0)]!.expireEjection(now: now) }
+      if !expired.isEmpty { Self.updateRotation(&state, now: now) }
+      return expired
+    }
+    for endpoint in returned {
+      logger.notice("replica ejection over", metadata: ["mesh.replica": "\(endpoint)"])
+    }
+  }
+
+  // MARK: Membership
+
+  /// Adds a replica at a fixed address.
+  func addConfigured(_ address: HostPort) {
+    add(makeEndpoint(address, origin: .configured))
+  }
+
+  /// Makes the endpoints from DNS exactly `addresses`: new ones join, missing ones drain.
+  func setDiscovered(_ addresses: [HostPort]) -> (added: [Endpoint], removed: [Endpoint]) {
+    let wanted = Set(addresses)
+    let (have, removed) = state.withLock { state -> (Set<HostPort>, [Endpoint]) in
+      let discovered = state.endpoints.filter { $0.origin == .discovered }
+      let removed = discovered.filter { !wanted.contains($0.address) }
+      Self.remove(removed, from: &state)
+      return (Set(discovered.map(\.address)), removed)
+    }
+    let added = addresses.filter { !have.contains($0) }.map { makeEndpoint($0, origin: .discovered) }
+    added.forEach(add)
+    removed.forEach { $0.drain() }
+    return (added, removed)
+  }
+
+  /// Adds a registered replica, unless its config conflicts with the pool's.
+  func join(membershipID: String, endpoint: Endpoint, definition: AgentDefinition) -> JoinResult {
+    let now = ContinuousClock.now
+    return withState { state in
+      if let existing = state.definition, let reason = existing.conflict(with: definition) {
+        return .refused(reason)
+      }
+      if state.definition == nil { state.definition = definition }
+      state.members[membershipID] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
+      Self.insert(endpoint, policy: policy, into: &state, now: now)
+      return .joined
+    }
+  }
+
+  /// Takes back a member kept across a mesh restart, with its membership id; like a new
+  /// endpoint, it takes calls after its first passing probe.
+  func restore(membershipID: String, address: HostPort) -> Endpoint {
+    let endpoint = makeRegisteredEndpoint(address, membershipID: membershipID)
+    let now = ContinuousClock.now
+    withState { state in
+      state.members[membershipID] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
+      Self.insert(endpoint, policy: policy, into: &state, now: now)
+    }
+    return endpoint
+  }
+
+  /// The registered members, for the state file.
+  var storedMembers: [RegistrySnapshot.Member] {
+    state.withLock { state in
+      state.members.map { RegistrySnapshot.Member(id: $0.key, address: $0.value.endpoint.address.description) }
+        .sorted { $0.id < $1.id }
+    }
+  }
+
+  /// Takes `definition` when the pool has none (a declared pool without a config, restored).
+  func adopt(_ definition: AgentDefinition) {
+    state.withLock { state in
+      if state.definition == nil { state.definition = definition }
+    }
+  }
+
+  /// Makes an endpoint for a registering replica (to probe before it joins).
+  func makeRegisteredEndpoint(_ address: HostPort, membershipID: String) -> Endpoint {
+    makeEndpoint(address, origin: .registered(membershipID: membershipID))
+  }
+
+  /// Marks a member alive; `false` when the id is not a member.
+  func heartbeat(membershipID: String) -> Bool {
+    state.withLock { state in
+      guard state.members[membershipID] != nil else { return false }
+      state.members[membershipID]!.liveness.heartbeat(at: ContinuousClock.now)
+      return true
+    }
+  }
+
+  /// Whether `membershipID` is a member of this pool.
+  func hasMember(_ membershipID: String) -> Bool { state.withLock { $0.members[membershipID] != nil } }
+
+  /// Removes a member; its connections drain. `false` when the id is not a member.
+  @discardableResult
+  func leave(membershipID: String) -> Bool {
+    let removed = state.withLock { state -> Endpoint? in
+      guard let member = state.members.removeValue(forKey: membershipID) else { return nil }
+      Self.remove([member.endpoint], from: &state)
+      return member.endpoint
+    }
+    removed?.drain()
+    return removed != nil
+  }
+
+  /// Removes members with neither a heartbeat nor a passing probe within `timeout`.
+  func evict(silentFor timeout: Duration) -> Eviction {
+    let now = ContinuousClock.now
+    let found = state.withLock { state -> Eviction in
+      var found = Eviction()
+      for id in Array(state.members.keys) {
+        switch state.members[id]!.liveness.check(now: now, timeout: timeout) {
+        case .alive: break
+        case .keptByProbes: found.keptByProbes.append(state.members[id]!.endpoint)
+        case .evict: found.evicted.append(state.members.removeValue(forKey: id)!.endpoint)
+        }
+      }
+      Self.remove(found.evicted, from: &state)
+      return found
+    }
+    found.evicted.forEach { $0.drain() }
+    return found
+  }
+
+  /// Forgets the definition of a pool made by registration when the core refused it and no
+  /// replica is left, so a corrected replica can define it again.
+  func forgetDefinitionIfUnused(_ definition: AgentDefinition) {
+    state.withLock { state in
+      if !declared, state.members.isEmpty, state.definition == definition { state.definition = nil }
+    }
+  }
+
+  // MARK: Internals
+
+  func add(_ endpoint: Endpoint) {
+    let now = ContinuousClock.now
+    withState { Self.insert(endpoint, policy: policy, into: &$0, now: now) }
+  }
+
+  func makeEndpoint(_ address: HostPort, origin: Endpoint.Origin) -> Endpoint {
+    Endpoint(address: address, origin: origin, loops: loops, config: upstream, security: security, logger: logger)
+  }
+
+  static func insert(_ endpoint: Endpoint, policy: MeshConfig.Policy, into state: inout State, now: ContinuousClock.Instant) {
+    let id = ObjectIdentifier(endpoint)
+    if state.health[id] == nil { state.health[id] = EndpointHealth(policy: policy) }
+    state.endpoints.append(endpoint)
+    updateRotation(&state, now: now)
+  }
+
+  static func remove(_ endpoints: [Endpoint], from state: inout State) {
+    guard !endpoints.isEmpty else { return }
+    state.endpoints.removeAll { endpoint in endpoints.contains { $0 === endpoint } }
+    for endpoint in endpoints { state.health[ObjectIdentifier(endpoint)] = nil }
+    updateRotation(&state, now: .now)
+  }
+
+  static func updateRotation(_ state: inout State, now: ContinuousClock.Instant) {
+    let health = state.health
+    state.rotation = state.endpoints.filter { health[ObjectIdentifier($0)]!.inRotation(at: now) }
+  }
+
+  static func noEndpointReason(pool: String, state: State, tried: Int) -> String {
+    if state.endpoints.isEmpty { return "no replica in pool \"\(pool)\"" }
+    if tried > 0 && !state.rotation.isEmpty {
+      return "no other healthy replica of pool \"\(pool)\" to try"
+    }
+    let now = ContinuousClock.now
+    var counts: [String: Int] = [:]
+    for endpoint in state.endpoints {
+      counts[state.health[ObjectIdentifier(endpoint)]!.stateName(at: now), default: 0] += 1
+    }
+    let summary = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+    return "no healthy replica in pool \"\(pool)\" (\(state.endpoints.count) replicas: \(summary))"
+  }
+}
