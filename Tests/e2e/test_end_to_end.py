@@ -33,7 +33,7 @@ def answered_by(text):
     return match.group(1)
 
 
-def test_three_registered_replicas_share_the_calls_round_robin(tmp_path, core, cleanup):
+def test_three_registered_replicas_take_one_call_at_a_time_in_turn(tmp_path, core, cleanup):
     mesh = start_mesh(tmp_path, core, cleanup)
     a2a_port = free_port()
     replicas = start_replicas(tmp_path, cleanup, 3, mesh.registry_port, agent_config(a2a_port=a2a_port))
