@@ -10,8 +10,10 @@ struct BinduMeshCommand: AsyncParsableCommand {
     commandName: "bindu-mesh",
     abstract: "A local mesh proxy and load balancer for Bindu agents.",
     discussion: """
-      bindu-mesh registers with the Bindu core as the agent, lets the agent's replicas register \
-      with it as if it were the core, and spreads the core's calls over the replicas round-robin.
+      bindu-mesh registers with the Bindu core (or several cores) as the agent, lets the agent's \
+      replicas register with it as if it were the core, and spreads the core's calls over the \
+      healthy replicas, each call to the replica with the fewest calls outstanding. It keeps its \
+      registry in state.dir (.bindu-mesh), so a restarted mesh takes its replicas back.
 
       With no arguments it runs on built-in defaults:
         core (BinduService the mesh registers with)   127.0.0.1:3774
@@ -20,7 +22,7 @@ struct BinduMeshCommand: AsyncParsableCommand {
 
       Every config key is documented in Config/bindu-mesh.yaml. Flags override the file.
       SIGTERM or SIGINT: stop accepting calls, let calls in flight finish \
-      (shutdown.grace_period), unregister from the core, exit 0.
+      (shutdown.grace_period), unregister from the cores, exit 0. SIGHUP: reload TLS files.
       """,
     version: BinduMeshVersion.current,
     subcommands: [Certs.self]
@@ -49,10 +51,13 @@ struct BinduMeshCommand: AsyncParsableCommand {
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
   var logLevel: Logger.Level = .info
 
-  @Flag(help: "Check the configuration (file and flags), print a summary and exit: 0 when it can be used.")
+  @Flag(help: "Check the configuration (file and flags) and the state file, print a summary and exit: 0 when they can be used.")
   var check = false
 
   func run() async throws {
+    // SIGHUP reloads TLS files (or does nothing): never let its default action end the process,
+    // not even while the mesh starts, before the reloader traps it.
+    signal(SIGHUP, SIG_IGN)
     var config: MeshConfig
     do {
       config = try self.config.map { try MeshConfig.load(file: $0) } ?? .defaults
@@ -76,6 +81,13 @@ struct BinduMeshCommand: AsyncParsableCommand {
       throw ValidationError(error.description)
     }
     if check {
+      let state: RegistrySnapshot
+      do { state = try RegistryStore(directory: config.state.dir).load() } catch {
+        throw ValidationError(error.description)
+      }
+      print(
+        "state OK: \(config.state.dir), \(state.pools.count) pool(s), "
+          + "\(state.pools.reduce(0) { $0 + $1.members.count }) registered replica(s)")
       print(
         "configuration OK: core \(config.coreTargets.map(\.address.description).joined(separator: ", ")), registry \(config.registry.listen), admin \(config.admin.listen), "
           + "\(config.pools.count) declared pool(s): \(config.pools.map(\.agent).joined(separator: ", "))")

@@ -63,7 +63,7 @@ private final class Slot {
   private func pick(
     _ balancer: inout PoolBalancer<Slot, String>, _ candidates: [Slot], excluding: [Slot] = [], waiter: String
   ) -> PoolBalancer<Slot, String>.Decision {
-    balancer.pick(candidates, excluding: excluding, waiter: waiter, now: now, load: { $0.load }, take: { $0.load += 1 })
+    balancer.pick(candidates, excluding: excluding, waiter: { waiter }, now: now, load: { $0.load }, take: { $0.load += 1 })
   }
 
   private func name(_ decision: PoolBalancer<Slot, String>.Decision) -> String {

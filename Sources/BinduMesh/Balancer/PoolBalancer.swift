@@ -48,11 +48,11 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
   var queuedCount: Int { queue.count }
 
   /// Picks an endpoint for a call, or queues `waiter` when each endpoint it may use is at its
-  /// limit.
+  /// limit. `waiter` and `now` are read only to queue (most calls never do).
   /// `take` counts a call on the endpoint picked (before the next pick reads `load`).
   mutating func pick(
-    _ candidates: [Candidate], excluding excluded: [Candidate], waiter: Waiter, now: ContinuousClock.Instant,
-    load: (Candidate) -> Int, take: (Candidate) -> Void
+    _ candidates: [Candidate], excluding excluded: [Candidate], waiter: () -> Waiter,
+    now: @autoclosure () -> ContinuousClock.Instant, load: (Candidate) -> Int, take: (Candidate) -> Void
   ) -> Decision {
     let allowed = candidates.contains { candidate in !excluded.contains { $0 === candidate } }
     guard allowed else { return .noEndpoint }
@@ -64,7 +64,7 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
     }
     guard queue.count < config.maxQueuedCalls else { return .queueFull }
     nextTicket += 1
-    queue.append(Queued(ticket: nextTicket, waiter: waiter, excluded: excluded, since: now))
+    queue.append(Queued(ticket: nextTicket, waiter: waiter(), excluded: excluded, since: now()))
     return .queued(ticket: nextTicket)
   }
 

@@ -172,11 +172,14 @@ final class ProxyCall: UpstreamStreamDelegate {
         holdsRetry = true
       }
     }
-    let bound = NIOLoopBound(self, eventLoop: eventLoop)
-    let waiter = ReplicaPool.QueuedCall { [eventLoop] endpoint in
-      eventLoop.execute { bound.value.leftQueue(with: endpoint, retrying: reason) }
+    // The waiter is made only when the call has to queue (a non-escaping closure: no allocation).
+    let pick = pool.pick(excluding: tried) { [self] in
+      let bound = NIOLoopBound(self, eventLoop: eventLoop)
+      return ReplicaPool.QueuedCall { [eventLoop] endpoint in
+        eventLoop.execute { bound.value.leftQueue(with: endpoint, retrying: reason) }
+      }
     }
-    switch pool.pick(excluding: tried, waiter: waiter) {
+    switch pick {
     case .endpoint(let chosen):
       use(chosen, retrying: reason)
     case .queued(let ticket):

@@ -234,7 +234,9 @@ public actor PoolDirectory {
   }
 
   private func takeDynamicAddress() -> HostPort {
-    let taken = Set(config.pools.compactMap { $0.listen?.port }.filter { $0 != 0 })
+    // Ports of declared pools, and of every pool bound already (restored ones keep theirs).
+    let taken = Set(config.pools.compactMap { $0.listen?.port } + entries.values.map(\.listenAddress.port))
+      .subtracting([0])
     if nextPort != 0 { while taken.contains(nextPort) { nextPort += 1 } }
     defer { if nextPort != 0 { nextPort += 1 } }
     return HostPort(host: config.callbacks.listenHost, port: nextPort)

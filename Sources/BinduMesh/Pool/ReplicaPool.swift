@@ -6,8 +6,9 @@ import Synchronization
 /// The replicas of one agent, and the one place the data path picks from.
 ///
 /// A pool is named by its agent. Endpoints join from the config (static addresses), from DNS, or
-/// from registrations (each with a membership id kept alive by heartbeats). Health checks and
-/// call outcomes feed each endpoint's ``EndpointHealth``; ``pick(excluding:)`` is the synchronous
+/// from registrations (each with a membership id, kept while it heartbeats or its probes pass:
+/// ``MemberLiveness``). Health checks and call outcomes feed each endpoint's
+/// ``EndpointHealth``; ``pick(excluding:waiter:)`` is the synchronous
 /// choice among the endpoints in rotation (least outstanding calls, or round-robin) that the
 /// listener makes for every attempt, paired with ``release(_:)`` when the attempt ends.
 public final class ReplicaPool: Sendable {
@@ -147,13 +148,12 @@ public final class ReplicaPool: Sendable {
   /// The endpoint in rotation that the pool's balancer picks, not one in `excluded`; it counts
   /// as outstanding on that endpoint until ``release(_:)``. When every endpoint is at
   /// `balancer.max_concurrent_calls`, the call is queued and `waiter` resumed later.
-  func pick(excluding excluded: [Endpoint] = [], waiter: QueuedCall) -> Pick {
-    let now = ContinuousClock.now
+  func pick(excluding excluded: [Endpoint] = [], waiter: () -> QueuedCall) -> Pick {
     let (pick, queued) = state.withLock { state -> (Pick, Int?) in
       var candidates = state.rotation
       if candidates.isEmpty && policy.health.panicMode { candidates = state.endpoints }
       switch state.balancer.pick(
-        candidates, excluding: excluded, waiter: waiter, now: now, load: Self.load, take: Self.take)
+        candidates, excluding: excluded, waiter: waiter, now: .now, load: Self.load, take: Self.take)
       {
       case .picked(let endpoint): return (.endpoint(endpoint), nil)
       case .queued(let ticket): return (.queued(ticket: ticket), state.balancer.queuedCount)

@@ -47,7 +47,9 @@ public final class RegistryStore: Sendable {
     do {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     } catch {
-      throw StateError(path: directory, reason: "the folder cannot be made: \(error.localizedDescription)")
+      throw StateError(
+        path: directory,
+        reason: "the folder cannot be made (\(error.localizedDescription)): set state.dir or --state-dir to a writable folder")
     }
   }
 
