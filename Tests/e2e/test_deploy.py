@@ -17,6 +17,34 @@ def tool(name, venv_first=True):
     return require_tool(name)
 
 
+def compose_config(path):
+    """The file as `docker-compose config` resolves it (no engine needed)."""
+    result = subprocess.run([tool("docker-compose", venv_first=False), "-f", str(path), "config"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def mounts(service):
+    """{target: source} of a service's volumes, in short or long syntax."""
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            found[volume["target"]] = volume["source"]
+        else:
+            source, target = volume.split(":")[:2]
+            found[target] = source
+    return found
+
+
+def published_ports(service):
+    return {int(p["target"]) if isinstance(p, dict) else int(str(p).split(":")[-1]) for p in service["ports"]}
+
+
+def port_of(url_or_address):
+    return int(url_or_address.rstrip("/").rsplit(":", 1)[1])
+
+
 def check_config(path):
     result = subprocess.run([str(BIN_DIR / "bindu-mesh"), "--config", str(path), "--check"],
                             capture_output=True, text=True)
@@ -39,19 +67,18 @@ def test_dockerfile_passes_hadolint_and_matches_the_ports():
 
 
 def test_compose_file_is_valid_and_matches_the_mesh_config(tmp_path):
-    result = subprocess.run([tool("docker-compose", venv_first=False), "-f", str(DOCKER / "compose.yaml"), "config"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    compose = yaml.safe_load(result.stdout)
+    compose = compose_config(DOCKER / "compose.yaml")
     services = compose["services"]
     assert set(services) == {"mesh", "core", "replica-1", "replica-2", "prometheus"}
     assert services["core"]["network_mode"] == "service:mesh"
     mesh_config = yaml.safe_load((DOCKER / "mesh.yaml").read_text())
     check_config(DOCKER / "mesh.yaml")
-    published = {int(p["target"]) if isinstance(p, dict) else int(str(p).split(":")[-1]) for p in services["mesh"]["ports"]}
-    admin_port = int(mesh_config["admin"]["listen"].rsplit(":", 1)[1])
-    a2a_port = int(mesh_config["pools"][0]["config"]["deployment"]["url"].rsplit(":", 1)[1])
+    published = published_ports(services["mesh"])
+    admin_port = port_of(mesh_config["admin"]["listen"])
+    a2a_port = port_of(mesh_config["pools"][0]["config"]["deployment"]["url"])
     assert published == {admin_port, a2a_port}
+    # The state file is on a named volume, so a new mesh container finds it.
+    assert mounts(services["mesh"])[mesh_config["state"]["dir"]] in compose["volumes"]
     replicas = mesh_config["pools"][0]["replicas"]
     for replica in replicas:
         name, port = replica.split(":")
@@ -62,6 +89,60 @@ def test_compose_file_is_valid_and_matches_the_mesh_config(tmp_path):
     assert "certs dev --out certs/dev --hosts localhost,127.0.0.1,replica-1,replica-2" in (DOCKER / "compose.yaml").read_text()
     for key in ("ca", "cert", "key"):
         assert mesh_config["pools"][0]["upstream_tls"][key].startswith("/certs/")
+
+
+def test_scale_out_compose_file_is_valid_and_matches_its_mesh_config():
+    """Several cores behind one mesh: each core in the mesh's network namespace with its own
+    working directory, gRPC port and A2A port, the agent's keys shared, the agent's storage and
+    scheduler shared, and the search_path of its Postgres schema pinned."""
+    from backing import agent_did, schema_name
+
+    compose = compose_config(DOCKER / "compose.scale-out.yaml")
+    services = compose["services"]
+    mesh_path = DOCKER / "mesh.scale-out.yaml"
+    check_config(mesh_path)
+    mesh_config = yaml.safe_load(mesh_path.read_text())
+    assert mounts(services["mesh"])["/etc/bindu-mesh/bindu-mesh.yaml"].endswith("/mesh.scale-out.yaml")
+    assert mounts(services["mesh"])[mesh_config["state"]["dir"]] in compose["volumes"]
+
+    pool = mesh_config["pools"][0]
+    agent = pool["config"]
+    cores = mesh_config["cores"]
+    core_services = sorted(name for name in services if name.startswith("core-"))
+    assert len(core_services) == len(cores) >= 2
+    a2a_ports = [port_of(core["agent_url"]) for core in cores]
+    assert len(set(a2a_ports)) == len(a2a_ports), "cores in one network namespace need their own A2A ports"
+    assert published_ports(services["mesh"]) == set(a2a_ports) | {port_of(mesh_config["admin"]["listen"])}
+
+    key_folder = f".bindu/agents/{agent['name']}/.bindu"
+    key_volume = mounts(services["keys"])["/keys"]
+    assert key_volume in compose["volumes"]
+    work_volumes = set()
+    for name, core in zip(core_services, cores):
+        service = services[name]
+        assert service["network_mode"] == "service:mesh"
+        host, grpc_port = core["address"].rsplit(":", 1)
+        assert host == "127.0.0.1" and f"--grpc-port {grpc_port}" in " ".join(service["command"])
+        volumes = mounts(service)
+        work_volumes.add(volumes[service["working_dir"]])
+        assert volumes[f"{service['working_dir']}/{key_folder}"] == key_volume
+        assert {"keys", "redis", "postgres"} <= set(service["depends_on"])
+    assert len(work_volumes) == len(cores), "each core has a working directory of its own"
+
+    assert agent["scheduler"]["type"] == "redis" and agent["storage"]["type"] == "postgres"
+    assert agent["scheduler"]["redis_url"].startswith("redis://redis:")
+    assert "@postgres:" in agent["storage"]["postgres_url"]
+    init = mounts(services["postgres"])
+    sql_file = next(source for target, source in init.items() if target.startswith("/docker-entrypoint-initdb.d/"))
+    sql = Path(sql_file).read_text()
+    schema = schema_name(agent_did(agent))
+    database = services["postgres"]["environment"]["POSTGRES_DB"]
+    assert f'ALTER DATABASE {database} SET search_path TO "{schema}", public' in sql
+    assert f'CREATE SCHEMA IF NOT EXISTS "{schema}"' in sql
+
+    for replica in pool["replicas"]:
+        name, port = replica.split(":")
+        assert f"0.0.0.0:{port}" in services[name]["command"]
 
 
 def test_kubernetes_manifests_match_the_mesh_config(tmp_path):
@@ -85,6 +166,11 @@ def test_kubernetes_manifests_match_the_mesh_config(tmp_path):
     assert mesh["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert mesh["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert mesh["startupProbe"]["grpc"]["port"] == ports["callback"]
+    # The root filesystem is read-only: the state folder is a volume of the pod's own.
+    state_mount = next(m for m in mesh["volumeMounts"] if m["mountPath"] == config["state"]["dir"])
+    assert not state_mount.get("readOnly")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert state_mount["name"] in volumes
     grace = int(config["shutdown"]["grace_period"].rstrip("s"))
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
