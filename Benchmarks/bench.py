@@ -5,6 +5,10 @@ Every configuration is checked before and after the load (gRPC status 0, the rig
 round-robin over the replicas), shapes are run interleaved and repeated, and one table per shape
 is printed: requests/s, ratio to direct (median of per-repetition ratios, min-max), p50/p99
 latency, proxy CPU seconds per 1,000 requests, proxy RSS after the load.
+
+That is the part `h2load` of `--parts`; the others are `agent` (agent-shaped load against
+bindu-mesh and HAProxy balancing policies, Benchmarks/agent_load.py) and `scaleout` (A2A
+throughput with 1, 2 and 3 Bindu cores, Benchmarks/scale_out.py).
 """
 import argparse
 import collections
@@ -198,13 +202,32 @@ def mallocs_per_call(target, body, workdir, calls=20000):
 
 
 def main():
+    import agent_load
+    import scale_out
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=3, help="seconds of load per run (after 1 s warm-up)")
-    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--parts", default="h2load,agent,scaleout",
+                        help="comma-separated: h2load (this file), agent (agent_load.py), scaleout (scale_out.py)")
+    parser.add_argument("--duration", type=int, default=3, help="h2load: seconds of load per run (after 1 s warm-up)")
+    parser.add_argument("--repetitions", type=int, default=3, help="h2load: repetitions")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--bin-dir", default=str(ROOT / ".build" / "release"))
+    agent_load.add_arguments(parser)
+    scale_out.add_arguments(parser)
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir).resolve()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - {"h2load", "agent", "scaleout"}
+    if unknown:
+        parser.error(f"unknown --parts {sorted(unknown)}")
+    if "h2load" in parts:
+        h2load_part(args, bin_dir)
+    if "agent" in parts:
+        agent_load.run(args, bin_dir)
+    if "scaleout" in parts:
+        scale_out.run(args, bin_dir)
+
+
+def h2load_part(args, bin_dir):
     workdir = Path(tempfile.mkdtemp(prefix="bindu-mesh-bench-"))
     started = []
     try:
