@@ -32,6 +32,8 @@ struct EchoReplica: AsyncParsableCommand {
   @Option(help: "While this file exists, HealthCheck answers healthy=false.") var unhealthyFile: String?
   @Flag(help: "Print a line for every HandleMessages / HandleMessagesStream call.") var logCalls = false
   @Flag(help: "Never call UnregisterAgent (as the shipped SDKs).") var noUnregister = false
+  @Option(help: "Most streams open at once on a connection (SETTINGS_MAX_CONCURRENT_STREAMS); default: grpc-swift's.")
+  var maxConcurrentStreams: Int?
   @Option(help: "Append 'begin <name>' and 'end <name>' for every call to this file (replicas may share it).")
   var callLog: String?
   @Option(help: "Serve TLS with this certificate chain (PEM).") var tlsCert: String?
@@ -52,9 +54,12 @@ struct EchoReplica: AsyncParsableCommand {
           }
         })
     }
+    var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
+    transportConfig.http2.maxConcurrentStreams = maxConcurrentStreams
     let server = GRPCServer(
       transport: .http2NIOPosix(
-        address: .ipv4(host: String(parts[0]), port: Int(parts[1]) ?? 0), transportSecurity: security),
+        address: .ipv4(host: String(parts[0]), port: Int(parts[1]) ?? 0), transportSecurity: security,
+        config: transportConfig),
       services: [EchoHandler(name: name, unhealthyFile: unhealthyFile, logCalls: logCalls, callLog: try callLog.map(CallLog.init))]
     )
     try await withThrowingDiscardingTaskGroup { group in

@@ -6,7 +6,7 @@ import time
 from faults import Scenario
 import grpc
 
-from harness import BIN_DIR, Mesh, Process, free_port, require_tool
+from harness import BIN_DIR, Mesh, Process, Replica, free_port, require_tool
 
 SLOW_PROBES = "health:\n  interval: 60s\n  timeout: 1s\n"
 
@@ -94,6 +94,41 @@ def test_calls_over_a_replicas_stream_limit_wait_for_a_stream_instead_of_failing
             messages.HandleRequest(messages=[messages.ChatMessage(content=f"m{i}")]), timeout=10) for i in range(40)]
         assert [call.result().content for call in calls] == [f"[r1] m{i}" for i in range(40)]
         assert "retrying the call" not in mesh.process.output(), "no call was refused by the replica"
+    finally:
+        if mesh:
+            mesh.stop()
+        replica.stop()
+
+
+def test_health_probes_pass_while_callers_fill_every_stream_of_a_replica(tmp_path, pb):
+    """A replica that takes two streams per connection, kept full by callers' slow calls for
+    several health intervals: it is busy, not dead. Probes use a connection of their own, so they
+    do not wait behind the calls: the replica stays in rotation and no call fails."""
+    messages, services = pb
+    replica = Replica(tmp_path, "r1", extra_args=["--max-concurrent-streams", "2"])
+    mesh = None
+    try:
+        listen = free_port()
+        pool = f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas: [127.0.0.1:{replica.port}]\n"
+        probes = "health:\n  interval: 300ms\n  timeout: 250ms\n  unhealthy_threshold: 2\n"
+        mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=probes + pool)
+        mesh.start()
+        mesh.process.wait_line(lambda l: "replica in rotation" in l, timeout=15)
+        # Four connections, so that the callers' calls fill the mesh's connection of every event loop.
+        stubs = [services.AgentHandlerStub(grpc.insecure_channel(
+            f"127.0.0.1:{listen}", options=[("grpc.use_local_subchannel_pool", 1)])) for _ in range(4)]
+        # One call on each first: the mesh's connections to the replica then know its stream limit
+        # (streams opened before a peer's SETTINGS arrive are not limited by it).
+        for stub in stubs:
+            stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="warm")]), timeout=10)
+        calls = [stubs[i % 4].HandleMessages.future(
+            messages.HandleRequest(messages=[messages.ChatMessage(content=f"sleep:600 m{i}")]), timeout=30)
+            for i in range(24)]
+        started = time.monotonic()
+        answers = [call.result().content for call in calls]  # about 3.6 s of full streams
+        print(f"24 calls in {time.monotonic() - started:.1f}s")
+        assert answers == [f"[r1] m{i}" for i in range(24)]
+        assert "out of rotation" not in mesh.process.output(), "probes waited behind the callers' streams"
     finally:
         if mesh:
             mesh.stop()

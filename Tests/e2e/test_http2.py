@@ -12,8 +12,10 @@ import h2.events
 import h2.settings
 import hpack
 import pytest
-from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame,
-                              SettingsFrame, WindowUpdateFrame)
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame, PriorityFrame,
+                              RstStreamFrame, SettingsFrame, WindowUpdateFrame)
+
+from harness import http_get
 
 from faults import Scenario
 
@@ -161,6 +163,11 @@ def test_the_callers_flow_control_windows_hold_back_a_large_answer(scenario):
      + DataFrame(5, data=b"x").serialize(), PROTOCOL_ERROR),
     ("a connection window over 2^31-1", PREFACE + SettingsFrame(0).serialize()
      + WindowUpdateFrame(0, window_increment=2**31 - 1).serialize(), FLOW_CONTROL_ERROR),
+    ("SETTINGS_INITIAL_WINDOW_SIZE pushing an open stream's window over 2^31-1", PREFACE + SettingsFrame(0).serialize()
+     + HeadersFrame(1, data=hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", PATH)]),
+                    flags=["END_HEADERS"]).serialize()
+     + WindowUpdateFrame(1, window_increment=2**31 - 1 - 65535).serialize()
+     + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}).serialize(), FLOW_CONTROL_ERROR),
 ])
 def test_a_peer_that_breaks_the_protocol_gets_goaway_and_other_calls_go_on(scenario, name, frames, code):
     with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
@@ -174,16 +181,16 @@ def test_a_peer_that_breaks_the_protocol_gets_goaway_and_other_calls_go_on(scena
 
 
 def test_a_flood_of_stream_resets_ends_the_connection_with_enhance_your_calm(scenario):
-    """10,000 RST_STREAM frames in 30 s are allowed on a connection (a proxy's caller cancels
-    calls); the 10,001st ends it, as a guard against "rapid reset" floods."""
+    """200 RST_STREAM frames in 30 s are allowed on a connection (a caller cancels calls); the
+    201st ends it, as a guard against "rapid reset" floods (swift-nio-http2's limit)."""
     block = hpack.Encoder().encode(request_headers(scenario))
     reset = RstStreamFrame(1, error_code=8).serialize()
     with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
         sock.sendall(PREFACE + SettingsFrame(0).serialize() + HeadersFrame(1, data=block, flags=["END_HEADERS"]).serialize()
-                     + reset * 10_000)
+                     + reset * 200)
         sock.sendall(HeadersFrame(3, data=block, flags=["END_HEADERS"]).serialize())
         time.sleep(0.5)
-        assert not [f for f in read_frames_for(sock, 0.5) if isinstance(f, GoAwayFrame)], "10,000 resets are allowed"
+        assert not [f for f in read_frames_for(sock, 0.5) if isinstance(f, GoAwayFrame)], "200 resets are allowed"
         sock.sendall(reset)
         goaways = [f for f in read_frames(sock, lambda f: isinstance(f, GoAwayFrame)) if isinstance(f, GoAwayFrame)]
     assert goaways and goaways[0].error_code == ENHANCE_YOUR_CALM
@@ -224,3 +231,47 @@ def test_random_frames_never_take_the_mesh_down(scenario):
                 pass
         assert scenario.mesh.process.proc.poll() is None, f"the mesh died on {frames.hex()}"
     assert scenario.ask("after the noise").endswith("after the noise")
+
+
+def goaways_counted(scenario, reason):
+    _, body = http_get(f"http://127.0.0.1:{scenario.mesh.admin_port}/metrics")
+    for line in body.splitlines():
+        if line.startswith("bindu_mesh_http2_goaways_total{") and f'reason="{reason}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0
+
+
+def open_stream(scenario, stream_id=1, end_headers=True):
+    block = hpack.Encoder().encode(request_headers(scenario))
+    return HeadersFrame(stream_id, data=block, flags=["END_HEADERS"] if end_headers else []).serialize()
+
+
+@pytest.mark.parametrize("reason, allowed, flood", [
+    # One empty DATA frame without END_STREAM in a row is allowed, as swift-nio-http2 allows.
+    ("empty_data_flood", lambda s: open_stream(s) + DataFrame(1, data=b"").serialize(),
+     lambda s: DataFrame(1, data=b"").serialize()),
+    # Five CONTINUATION frames in a header block, zero-length ones counted.
+    ("continuation_flood", lambda s: HeadersFrame(1, data=hpack.Encoder().encode([(":method", "POST")])).serialize()
+     + ContinuationFrame(1, data=b"").serialize() * 5,
+     lambda s: ContinuationFrame(1, data=b"").serialize()),
+    # 10,000 PING, SETTINGS or PRIORITY frames in 10 s; each PING and SETTINGS costs an answer.
+    ("control_frame_flood", lambda s: PingFrame(0, opaque_data=b"12345678").serialize() * 6000
+     + PriorityFrame(1, depends_on=0, stream_weight=16).serialize() * 3999,
+     lambda s: SettingsFrame(0).serialize()),
+])
+def test_a_flooding_peer_gets_goaway_enhance_your_calm_logged_and_counted(scenario, reason, allowed, flood):
+    """Up to the limit the connection stays; one frame more ends it with ENHANCE_YOUR_CALM, the
+    mesh logs it once with the peer's address and counts it by reason, and calls go on."""
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + allowed(scenario))
+        early = read_frames_for(sock, 0.5)
+        assert not [f for f in early if isinstance(f, GoAwayFrame)], f"{reason}: within the limit"
+        sock.sendall(flood(scenario))
+        received = read_frames(sock, lambda f: isinstance(f, GoAwayFrame))
+        goaways = [f for f in received if isinstance(f, GoAwayFrame)]
+        assert goaways and goaways[0].error_code == ENHANCE_YOUR_CALM, received[-5:]
+        assert closed(sock)
+    line = scenario.mesh.process.wait_line(lambda l: "caller connection ended with GOAWAY" in l, timeout=10)
+    assert "mesh.peer=" in line and "127.0.0.1" in line
+    assert goaways_counted(scenario, reason) == 1
+    assert scenario.ask("still here").endswith("still here")

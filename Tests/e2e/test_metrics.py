@@ -197,3 +197,22 @@ def test_access_log_has_one_line_per_call(tmp_path, pb):
         assert all("rpc.method=/bindu.grpc.AgentHandler/" in l for l in lines)
     finally:
         scenario.stop()
+
+
+def test_paths_outside_the_contract_share_one_metric_label(scenario):
+    """Made-up `:path`s reach the replica (which answers UNIMPLEMENTED) but are all counted as
+    grpc_method="unknown", so a caller cannot grow /metrics without bound."""
+    scenario.ask("ok")
+    before = http_get(f"http://127.0.0.1:{scenario.mesh.admin_port}/metrics")[1]
+    for i in range(40):
+        call = scenario.channel.unary_unary(f"/made.up.Service{i}/Method{i}")
+        with pytest.raises(grpc.RpcError) as failure:
+            call(b"", timeout=5)
+        assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    after = http_get(f"http://127.0.0.1:{scenario.mesh.admin_port}/metrics")[1]
+    assert "made.up" not in after and "Method3" not in after
+    samples = scrape(scenario.mesh)
+    assert value(samples, "grpc_server_started_total", grpc_service="unknown", grpc_method="unknown") == 40
+    assert value(samples, "grpc_client_started_total", grpc_service="unknown", grpc_method="unknown") == 40
+    # One new label set on the server side and one per replica on the client side, not forty.
+    assert len(after.splitlines()) - len(before.splitlines()) < 200

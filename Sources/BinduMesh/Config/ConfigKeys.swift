@@ -11,7 +11,7 @@ public enum ConfigKeys {
   static let callbacks = ["listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls"]
   static let upstream = [
     "connect_timeout", "max_message_bytes", "max_concurrent_streams", "reconnect_max_backoff", "idle_timeout",
-    "keepalive_interval", "keepalive_timeout",
+    "keepalive_interval", "keepalive_timeout", "default_call_timeout",
   ]
   static let shutdown = ["grace_period"]
   static let state = ["dir"]

@@ -141,6 +141,7 @@ extension MeshConfig.Upstream {
     if let value = keys["idle_timeout"] { idleTimeout = try value.optionalDuration() }
     if let value = keys["keepalive_interval"] { keepaliveInterval = try value.optionalDuration() }
     if let value = keys["keepalive_timeout"] { keepaliveTimeout = try value.duration() }
+    if let value = keys["default_call_timeout"] { defaultCallTimeout = try value.optionalDuration() }
   }
 }
 

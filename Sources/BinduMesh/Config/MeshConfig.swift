@@ -170,6 +170,9 @@ extension MeshConfig {
     public var keepaliveInterval: Duration? = .seconds(30)
     /// A PING not answered within this closes the connection. Default 10 s.
     public var keepaliveTimeout: Duration = .seconds(10)
+    /// The deadline of a call that carries no `grpc-timeout` (the core always sends one, of
+    /// 30 s; other callers may not); `nil`: none. Default 60 s.
+    public var defaultCallTimeout: Duration? = .seconds(60)
 
     /// Default values.
     public static var defaults: Self {

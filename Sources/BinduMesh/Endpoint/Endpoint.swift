@@ -45,6 +45,8 @@ public final class Endpoint: Sendable, CustomStringConvertible {
         eventLoop: loop, address: address, config: config, security: security, logger: logger)
     }
     self.connections = connections
+    self.probeConnection = UpstreamConnection(
+      eventLoop: loops[0], address: address, config: config, security: security, logger: logger)
   }
 
   /// The connection to use from `loop`, which must be one of the mesh's event loops.
@@ -57,16 +59,17 @@ public final class Endpoint: Sendable, CustomStringConvertible {
 
   /// Client-side metrics of calls to `path` on this endpoint for `pool`, made once per path.
   func clientMetrics(pool: ReplicaPool, path: String) -> GRPCCallMetrics {
-    clientMetricsByPath.metrics(path: path) { pool.metrics.client(pool: pool.name, endpoint: addressText, path: path) }
+    clientMetricsByPath.metrics(path: path) { pool.metrics.client(pool: pool.name, endpoint: addressText, path: $0) }
   }
 
-  /// The connection health probes use (the first event loop's).
-  var probeConnection: UpstreamConnection { connection(on: probeLoop) }
-  private var probeLoop: any EventLoop { connections.values.first!.eventLoop }
+  /// The connection health probes use: one of their own, so that a replica whose connections
+  /// are full of callers' streams is seen as busy, not dead (probes never wait for a stream slot
+  /// behind calls).
+  let probeConnection: UpstreamConnection
 
   /// Stops new calls on every connection; calls in flight finish.
   func drain() {
-    for connection in connections.values {
+    for connection in connections.values + [probeConnection] {
       connection.eventLoop.execute { connection.drain() }
     }
   }

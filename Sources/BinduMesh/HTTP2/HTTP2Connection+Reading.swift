@@ -27,17 +27,26 @@ extension HTTP2Connection {
     case .headers: try readHeaders(frame)
     case .continuation: try readContinuation(frame)
     case .rstStream: try readReset(frame)
-    case .settings: try readSettings(frame)
-    case .ping: try readPing(frame)
+    case .settings:
+      try countControlFrame()
+      try readSettings(frame)
+    case .ping:
+      try countControlFrame()
+      try readPing(frame)
     case .goAway: try readGoAway(frame)
     case .windowUpdate: try readWindowUpdate(frame)
     case .priority:
+      try countControlFrame()
       guard frame.streamID != .rootStream, frame.payload.readableBytes == 5 else {
         throw HTTP2ConnectionError(.protocolError, "malformed PRIORITY frame")
       }
     case .pushPromise:
       throw HTTP2ConnectionError(.protocolError, "PUSH_PROMISE is not accepted")
     }
+  }
+
+  private func countControlFrame() throws(HTTP2ConnectionError) {
+    if let violation = guards.control(now: .now()) { throw HTTP2ConnectionError(violation, limits: guards.limits) }
   }
 
   func readData(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) {
@@ -53,6 +62,10 @@ extension HTTP2Connection {
       inboundConnectionWindow = configuration.windowSize
       scheduleFlush()
     }
+    let endStream = frame.has(HTTP2FrameFlag.endStream)
+    if let violation = guards.data(length: length, endStream: endStream) {
+      throw HTTP2ConnectionError(violation, limits: guards.limits)
+    }
     let (data, padding) = try unpadded(frame)
     guard var stream = streams[frame.streamID] else {
       try checkNotIdle(frame.streamID, "DATA")
@@ -67,9 +80,10 @@ extension HTTP2Connection {
       reset(frame.streamID, .flowControlError, notifying: true)
       return
     }
-    let endStream = frame.has(HTTP2FrameFlag.endStream)
     stream.remoteEnded = endStream
     streams[frame.streamID] = stream
+    // An empty DATA frame that does not end the stream carries nothing: not passed on.
+    if length == 0 && !endStream { return }
     // The padding counts in the window the delegate gives back (``ForwardingWindow``).
     delegate?.received(.data(.init(data: .byteBuffer(data), endStream: endStream, paddingBytes: padding)), on: frame.streamID)
     if endStream { closeIfEnded(frame.streamID) }
@@ -85,6 +99,7 @@ extension HTTP2Connection {
     let endStream = frame.has(HTTP2FrameFlag.endStream)
     guard frame.has(HTTP2FrameFlag.endHeaders) else {
       partialHeaders = PartialHeaderBlock(streamID: frame.streamID, endStream: endStream, block: block)
+      guards.headerBlockStarted()
       return
     }
     try receivedHeaderBlock(&block, on: frame.streamID, endStream: endStream)
@@ -94,6 +109,7 @@ extension HTTP2Connection {
     guard var partial = partialHeaders else {
       throw HTTP2ConnectionError(.protocolError, "CONTINUATION without a header block to continue")
     }
+    if let violation = guards.continuation() { throw HTTP2ConnectionError(violation, limits: guards.limits) }
     var fragment = frame.payload
     partial.block.writeBuffer(&fragment)
     guard partial.block.readableBytes <= 2 * configuration.maxHeaderListSize else {
@@ -157,16 +173,7 @@ extension HTTP2Connection {
     guard frame.streamID != .rootStream, payload.readableBytes == 4, let code = payload.readInteger(as: UInt32.self) else {
       throw HTTP2ConnectionError(.protocolError, "malformed RST_STREAM frame")
     }
-    let now = NIODeadline.now()
-    if now - resetWindowStart > configuration.resetWindow {
-      resetWindowStart = now
-      resetsInWindow = 0
-    }
-    resetsInWindow += 1
-    guard resetsInWindow <= configuration.maxResetsPerWindow else {
-      throw HTTP2ConnectionError(
-        .enhanceYourCalm, "over \(configuration.maxResetsPerWindow) RST_STREAM frames in \(configuration.resetWindow)")
-    }
+    if let violation = guards.reset(now: .now()) { throw HTTP2ConnectionError(violation, limits: guards.limits) }
     guard remove(frame.streamID) else {
       try checkNotIdle(frame.streamID, "RST_STREAM")
       return
@@ -196,7 +203,13 @@ extension HTTP2Connection {
         let change = value - peerInitialWindow
         peerInitialWindow = value
         let ids = streams.ids
-        for id in ids { streams[id]!.outboundWindow += change }
+        for id in ids {
+          streams[id]!.outboundWindow += change
+          // RFC 9113 §6.9.2: a change that pushes a window past 2^31-1 is a connection error.
+          guard streams[id]!.outboundWindow <= HTTP2Protocol.maxWindow else {
+            throw HTTP2ConnectionError(.flowControlError, "SETTINGS_INITIAL_WINDOW_SIZE pushes a stream's window past 2^31-1")
+          }
+        }
         if change > 0 { writeWaitingFrames(of: ids) }
       case 0x5:
         guard (HTTP2Protocol.defaultMaxFrameSize...HTTP2Protocol.maxFrameSizeLimit).contains(value) else {

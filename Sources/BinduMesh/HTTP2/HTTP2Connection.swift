@@ -31,11 +31,8 @@ final class HTTP2Connection: ChannelInboundHandler {
     var windowSize = 1 << 20
     /// The largest header list accepted.
     var maxHeaderListSize = HPACKDecoder.defaultMaxHeaderListSize
-    /// RST_STREAM frames the peer may send within `resetWindow`; one more ends the connection
-    /// (ENHANCE_YOUR_CALM). A peer that opens and resets streams in a loop ("rapid reset")
-    /// would otherwise cost the mesh a call to a replica per stream, for free.
-    var maxResetsPerWindow = 10_000
-    var resetWindow = TimeAmount.seconds(30)
+    /// What the peer may make this connection do before it is cut off (ENHANCE_YOUR_CALM).
+    var guards = HTTP2Guards.Limits()
   }
 
   enum Mode {
@@ -71,9 +68,8 @@ final class HTTP2Connection: ChannelInboundHandler {
   var started = false
   /// A protocol violation ended the connection: nothing more is read.
   var failed = false
-  /// The peer's RST_STREAM frames since `resetWindowStart`.
-  var resetsInWindow = 0
-  var resetWindowStart = NIODeadline.now()
+  /// The peer's floods so far.
+  var guards: HTTP2Guards
 
   var outboundConnectionWindow = HTTP2Protocol.defaultWindow
   var inboundConnectionWindow = HTTP2Protocol.defaultWindow
@@ -92,6 +88,7 @@ final class HTTP2Connection: ChannelInboundHandler {
     self.delegate = delegate
     self.reader = HTTP2FrameReader(expectsPreface: mode == .server)
     self.decoder = HeaderBlockDecoder(maxHeaderListSize: configuration.maxHeaderListSize)
+    self.guards = HTTP2Guards(limits: configuration.guards)
   }
 
   // MARK: State the delegates read
@@ -135,12 +132,22 @@ final class HTTP2Connection: ChannelInboundHandler {
     context.fireChannelInactive()
   }
 
+  /// A caller that does not read what the mesh writes (its answers, PING and SETTINGS
+  /// acknowledgements) is not read either until it catches up, so it cannot pile up the mesh's
+  /// memory with frames that each cost an answer.
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    if mode == .server {
+      context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+    }
+    context.fireChannelWritabilityChanged()
+  }
+
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     delegate?.receivedEvent(event)
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    delegate?.connectionFailed("\(error)")
+    delegate?.connectionFailed("\(error)", goAway: nil)
     context.close(promise: nil)
   }
 
@@ -223,7 +230,7 @@ final class HTTP2Connection: ChannelInboundHandler {
     guard let context, !failed else { return }
     failed = true
     writeGoAway(lastStreamID: lastPeerStreamID, code: error.code, debugData: nil)
-    delegate?.connectionFailed(error.description)
+    delegate?.connectionFailed(error.description, goAway: error.label)
     flush()
     context.close(promise: nil)
   }

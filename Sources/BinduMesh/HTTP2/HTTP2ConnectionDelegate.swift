@@ -25,8 +25,10 @@ protocol HTTP2ConnectionDelegate: AnyObject {
   /// A user event that reached the connection (TLS handshake, quiescing, ...).
   func receivedEvent(_ event: Any)
 
-  /// The connection failed: a protocol violation by the peer or an I/O error. It is closing.
-  func connectionFailed(_ reason: String)
+  /// The connection failed: a protocol violation or a flood by the peer (`goAway` names it:
+  /// ``HTTP2ConnectionError/label``; GOAWAY was sent), or an I/O error (`goAway` is `nil`). It
+  /// is closing.
+  func connectionFailed(_ reason: String, goAway: String?)
 
   /// The connection closed; every stream on it is gone.
   func connectionInactive()

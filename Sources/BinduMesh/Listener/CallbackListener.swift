@@ -54,7 +54,7 @@ final class CallbackListener: Sendable {
           }
           let caller = CallerConnectionHandler(
             pool: pool, limits: config, grace: grace, eventLoop: channel.eventLoop, logger: logger)
-          let connection = HTTP2Connection(mode: .server, configuration: .mesh(config), delegate: caller)
+          let connection = HTTP2Connection(mode: .server, configuration: .mesh(config, mode: .server), delegate: caller)
           caller.connection = connection
           try sync.addHandler(connection)
         }

@@ -77,8 +77,16 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
     if event is ChannelShouldQuiesceEvent { drain() }
   }
 
-  func connectionFailed(_ reason: String) {
-    logger.debug("caller connection failed", metadata: ["error": "\(reason)"])
+  func connectionFailed(_ reason: String, goAway: String?) {
+    let peer = connection?.context?.channel.remoteAddress.map { "\($0)" } ?? "unknown"
+    guard let goAway else {
+      logger.debug("caller connection failed", metadata: ["error": "\(reason)", "mesh.peer": "\(peer)"])
+      return
+    }
+    // Once per connection: it closes now.
+    pool.metrics.counter("http2_goaways_total", [("pool", pool.name), ("reason", goAway)]).increment()
+    logger.warning(
+      "caller connection ended with GOAWAY", metadata: ["reason": "\(reason)", "mesh.peer": "\(peer)"])
   }
 
   func connectionInactive() {

@@ -139,11 +139,17 @@ final class ProxyCall: UpstreamStreamDelegate {
     }
     pool.beginCall()
     counted = true
-    if let timeout = requestHeaders.first(name: "grpc-timeout") {
-      guard let nanos = GRPCTimeout.parse(Substring(timeout)) else {
-        finish(.invalidArgument, "malformed grpc-timeout \"\(timeout)\"")
+    // A call without grpc-timeout gets `upstream.default_call_timeout`: none holds a stream
+    // (and a replica's) for ever.
+    var timeout = limits.defaultCallTimeout?.nanoseconds
+    if let given = requestHeaders.first(name: "grpc-timeout") {
+      guard let nanos = GRPCTimeout.parse(Substring(given)) else {
+        finish(.invalidArgument, "malformed grpc-timeout \"\(given)\"")
         return
       }
+      timeout = nanos
+    }
+    if let nanos = timeout {
       let deadline = NIODeadline.now() + .nanoseconds(nanos)
       self.deadline = deadline
       deadlineTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in

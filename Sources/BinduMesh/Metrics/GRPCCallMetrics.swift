@@ -1,3 +1,4 @@
+import BinduContract
 import CoreMetrics
 import Synchronization
 
@@ -52,6 +53,20 @@ public final class GRPCCallMetrics: Sendable {
   static func type(ofMethod method: Substring) -> String {
     method.hasSuffix("Stream") ? "server_stream" : "unary"
   }
+
+  /// The path metrics are labelled with: `path` when it is a method of the contract or of
+  /// `grpc.health.v1.Health`, otherwise `/unknown/unknown` (`grpc_service` and `grpc_method`
+  /// "unknown"), so that callers sending made-up paths cannot grow `/metrics` without bound.
+  static func labelPath(_ path: String) -> String {
+    contractPaths.contains(path) ? path : unknownPath
+  }
+
+  static let unknownPath = "/unknown/unknown"
+
+  private static let contractPaths: Set<String> = Set(
+    (Bindu_Grpc_AgentHandler.Method.descriptors + Bindu_Grpc_BinduService.Method.descriptors).map {
+      "/" + $0.fullyQualifiedMethod
+    } + [GRPCHealthAnswer.checkPath, GRPCHealthAnswer.watchPath])
 
   /// `grpc_service` and `grpc_method` of a path such as `/bindu.grpc.AgentHandler/HandleMessages`.
   static func split(path: String) -> (service: Substring, method: Substring) {

@@ -38,7 +38,9 @@ public final class MeshMetrics: Sendable {
   }
 
   private func call(_ key: CallKey) -> GRPCCallMetrics {
-    calls.withLock { calls in
+    var key = key
+    key.path = GRPCCallMetrics.labelPath(key.path)
+    return calls.withLock { calls in
       if let metrics = calls[key] { return metrics }
       let (service, method) = GRPCCallMetrics.split(path: key.path)
       var labels = [

@@ -244,7 +244,7 @@ public final class ReplicaPool: Sendable {
 
   /// Server-side metrics of calls to `path` on this pool's listener, made once per path.
   func serverMetrics(path: String) -> GRPCCallMetrics {
-    serverMetricsByPath.metrics(path: path) { metrics.server(pool: name, path: path) }
+    serverMetricsByPath.metrics(path: path) { metrics.server(pool: name, path: $0) }
   }
 
   /// Counts a retry, by reason (`connect_failed`, `refused_stream`, `goaway`, `unavailable`, `replay`).

@@ -99,7 +99,7 @@ final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
     }
   }
 
-  func connectionFailed(_ reason: String) {
+  func connectionFailed(_ reason: String, goAway: String?) {
     failure = reason
   }
 

@@ -1,0 +1,100 @@
+import NIOCore
+
+/// What one peer may make a connection do before it is cut off with GOAWAY
+/// `ENHANCE_YOUR_CALM`: the denial-of-service limits of swift-nio-http2 1.46
+/// (`DOSHeuristics`: 200 resets in 30 s, one empty DATA frame in a row; five CONTINUATION frames
+/// in a row) and a budget of control frames.
+///
+/// A value, one per connection, fed every frame that counts, with the clock passed in; it
+/// answers the limit broken, if any, and ``HTTP2Connection`` ends the connection.
+struct HTTP2Guards {
+  /// The limits (defaults no looser than swift-nio-http2's).
+  struct Limits: Sendable, Hashable {
+    /// RST_STREAM frames the peer may send within `resetWindow` (a sliding window): a peer that
+    /// opens and resets streams in a loop ("rapid reset") would cost a call per stream.
+    var maxResets = 200
+    var resetWindow = TimeAmount.seconds(30)
+    /// Empty DATA frames without END_STREAM in a row (each costs work and carries nothing).
+    var maxEmptyDataInARow = 1
+    /// CONTINUATION frames in one header block, zero-length ones included.
+    var maxContinuations = 5
+    /// PING, SETTINGS and PRIORITY frames the peer may send within `controlWindow`; each PING
+    /// and SETTINGS costs an answer, and a peer that never reads them would pile them up.
+    var maxControlFrames = 10_000
+    var controlWindow = TimeAmount.seconds(10)
+  }
+
+  /// A limit broken: the reason logged and counted (`bindu_mesh_http2_goaways_total{reason}`).
+  enum Violation: String, Sendable {
+    case rapidReset = "rapid_reset"
+    case emptyData = "empty_data_flood"
+    case continuations = "continuation_flood"
+    case controlFrames = "control_frame_flood"
+
+    /// What the log and the GOAWAY's reason say.
+    func describe(_ limits: Limits) -> String {
+      switch self {
+      case .rapidReset: "over \(limits.maxResets) RST_STREAM frames in \(limits.resetWindow)"
+      case .emptyData: "over \(limits.maxEmptyDataInARow) empty DATA frames in a row"
+      case .continuations: "over \(limits.maxContinuations) CONTINUATION frames in one header block"
+      case .controlFrames: "over \(limits.maxControlFrames) PING, SETTINGS or PRIORITY frames in \(limits.controlWindow)"
+      }
+    }
+  }
+
+  let limits: Limits
+  /// When the last `maxResets` RST_STREAM frames came, oldest at `resetNext` once full; made at
+  /// the first reset.
+  private var resetTimes: [NIODeadline] = []
+  private var resetNext = 0
+  private var emptyDataInARow = 0
+  private var continuations = 0
+  private var controlFrames = 0
+  private var controlWindowStart: NIODeadline?
+
+  init(limits: Limits) { self.limits = limits }
+
+  /// The peer reset a stream.
+  mutating func reset(now: NIODeadline) -> Violation? {
+    guard limits.maxResets > 0 else { return .rapidReset }
+    if resetTimes.count < limits.maxResets {
+      resetTimes.append(now)
+      return nil
+    }
+    // Full: the oldest of the last `maxResets` must be outside the window.
+    let oldest = resetTimes[resetNext]
+    resetTimes[resetNext] = now
+    resetNext = (resetNext + 1) % limits.maxResets
+    return now - oldest < limits.resetWindow ? .rapidReset : nil
+  }
+
+  /// A DATA frame with `length` bytes of payload (padding included).
+  mutating func data(length: Int, endStream: Bool) -> Violation? {
+    guard length == 0 && !endStream else {
+      emptyDataInARow = 0
+      return nil
+    }
+    emptyDataInARow += 1
+    return emptyDataInARow > limits.maxEmptyDataInARow ? .emptyData : nil
+  }
+
+  /// A header block began (HEADERS without END_HEADERS).
+  mutating func headerBlockStarted() { continuations = 0 }
+
+  /// A CONTINUATION frame of the header block being read.
+  mutating func continuation() -> Violation? {
+    continuations += 1
+    return continuations > limits.maxContinuations ? .continuations : nil
+  }
+
+  /// A PING, SETTINGS or PRIORITY frame.
+  mutating func control(now: NIODeadline) -> Violation? {
+    if let start = controlWindowStart, now - start < limits.controlWindow {
+      controlFrames += 1
+    } else {
+      controlWindowStart = now
+      controlFrames = 1
+    }
+    return controlFrames > limits.maxControlFrames ? .controlFrames : nil
+  }
+}
