@@ -275,3 +275,24 @@ def test_a_flooding_peer_gets_goaway_enhance_your_calm_logged_and_counted(scenar
     assert "mesh.peer=" in line and "127.0.0.1" in line
     assert goaways_counted(scenario, reason) == 1
     assert scenario.ask("still here").endswith("still here")
+
+
+def test_a_call_without_grpc_timeout_gets_the_default_deadline(tmp_path, pb):
+    """The core always sends grpc-timeout; a caller that sends none gets
+    upstream.default_call_timeout, so its call cannot hold a stream (and a replica) for ever."""
+    scenario = Scenario(tmp_path, replicas=1, policy_yaml="upstream:\n  default_call_timeout: 1s\n")
+    try:
+        with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+            block = hpack.Encoder().encode(request_headers(scenario))  # no grpc-timeout
+            sock.sendall(PREFACE + SettingsFrame(0).serialize() + HeadersFrame(1, data=block, flags=["END_HEADERS"]).serialize()
+                         + DataFrame(1, data=grpc_body(scenario, "sleep:5000 too long"), flags=["END_STREAM"]).serialize())
+            started = time.monotonic()
+            frames = read_frames(sock, lambda f: isinstance(f, HeadersFrame) and "END_STREAM" in f.flags)
+            waited = time.monotonic() - started
+        decoder = hpack.Decoder()
+        trailers = [dict(decoder.decode(f.data)) for f in frames if isinstance(f, HeadersFrame)][-1]
+        print(f"answered after {waited:.1f}s: {trailers}")
+        assert trailers.get("grpc-status") == "4", trailers  # DEADLINE_EXCEEDED
+        assert scenario.ask("still here").endswith("still here")
+    finally:
+        scenario.stop()
