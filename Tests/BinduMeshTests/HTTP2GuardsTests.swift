@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP2
 import Testing
 
 @testable import BinduMesh
@@ -41,5 +42,15 @@ import Testing
     for _ in 0..<3 { #expect(guards.control(now: start) == nil) }
     #expect(guards.control(now: start + .seconds(1)) == .controlFrames)
     #expect(guards.control(now: start + .seconds(11)) == nil)  // a new window
+  }
+}
+
+@Suite struct HTTP2ErrorLabelTests {
+  @Test func goAwayReasonsAreShortNames() {
+    #expect(HTTP2ConnectionError(.protocolError, "x").label == "protocol_error")
+    #expect(HTTP2ConnectionError(.flowControlError, "x").label == "flow_control_error")
+    #expect(HTTP2ConnectionError(.rapidReset, limits: .init()).label == "rapid_reset")
+    #expect(HTTP2ErrorCode(networkCode: 0xd).label == "http_1_1_required")
+    #expect(HTTP2ErrorCode(networkCode: 0x99).label == "error_153")
   }
 }

@@ -20,7 +20,19 @@ struct HTTP2ConnectionError: Error, CustomStringConvertible {
   }
 
   /// The label of the GOAWAY's cause in logs and metrics: the guard, or the error code.
-  var label: String { violation?.rawValue ?? "\(code)" }
+  var label: String { violation?.rawValue ?? code.label }
 
   var description: String { "HTTP/2 \(code): \(reason)" }
+}
+
+extension HTTP2ErrorCode {
+  /// The code's RFC 9113 name in snake case (`protocol_error`), for logs and metric labels.
+  var label: String {
+    let names = [
+      "no_error", "protocol_error", "internal_error", "flow_control_error", "settings_timeout", "stream_closed",
+      "frame_size_error", "refused_stream", "cancel", "compression_error", "connect_error", "enhance_your_calm",
+      "inadequate_security", "http_1_1_required",
+    ]
+    return names.indices.contains(networkCode) ? names[networkCode] : "error_\(networkCode)"
+  }
 }
