@@ -6,7 +6,11 @@ import Testing
 private final class Slot {
   let name: String
   var load = 0
-  init(_ name: String) { self.name = name }
+  var cost = 0
+  init(_ name: String, cost: Int = 0) {
+    self.name = name
+    self.cost = cost
+  }
 }
 
 @Suite struct LeastRequestTests {
@@ -82,6 +86,29 @@ private final class Slot {
     #expect(names == ["a", "b", "c", "a", "b", "c"])
     a.load = 0  // a's calls ended
     #expect(name(pick(&pool, [a, b, c], waiter: "x")) == "a")
+  }
+
+  @Test func outstandingCallsAreWeightedByHowLongEachReplicasCallsTake() {
+    var pool = balancer()
+    let fast1 = Slot("fast1", cost: 100), fast2 = Slot("fast2", cost: 100), slow = Slot("slow", cost: 300)
+    func next() -> String {
+      name(pool.pick([fast1, fast2, slow], excluding: [], waiter: { "w" }, now: now, load: { $0.load }, cost: { $0.cost },
+                     take: { $0.load += 1 }))
+    }
+    // Nothing outstanding: each in turn, whatever the weights.
+    #expect([next(), next(), next()] == ["fast1", "fast2", "slow"])
+    // slow (1 x 300) now costs more than a fast one with two calls (2 x 100).
+    #expect([next(), next(), next(), next()] == ["fast1", "fast2", "fast1", "fast2"])
+    // 3 x 100 = 300 ties with slow's 1 x 300: in turn from the last pick.
+    #expect(next() == "slow")
+    // A replica not measured yet counts as the average of the others.
+    let new = Slot("new")
+    let picks = (0..<3).map { _ in
+      name(pool.pick([fast1, new], excluding: [], waiter: { "w" }, now: now, load: { $0.load }, cost: { $0.cost },
+                     take: { $0.load += 1 }))
+    }
+    #expect(picks == ["new", "new", "new"])  // 0, 1 and 2 calls x 100 stay below fast1's 3 x 100
+    #expect(new.load == 3)
   }
 
   @Test func roundRobinIgnoresLoad() {

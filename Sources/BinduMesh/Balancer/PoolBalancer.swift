@@ -52,13 +52,14 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
   /// `take` counts a call on the endpoint picked (before the next pick reads `load`).
   mutating func pick(
     _ candidates: [Candidate], excluding excluded: [Candidate], waiter: () -> Waiter,
-    now: @autoclosure () -> ContinuousClock.Instant, load: (Candidate) -> Int, take: (Candidate) -> Void
+    now: @autoclosure () -> ContinuousClock.Instant, load: (Candidate) -> Int, cost: (Candidate) -> Int = { _ in 1 },
+    take: (Candidate) -> Void
   ) -> Decision {
     let allowed = candidates.contains { candidate in !excluded.contains { $0 === candidate } }
     guard allowed else { return .noEndpoint }
     // Waiting calls were given every slot they may use (``dispatch``): a free slot left is one
     // they cannot use, so a new call takes it without overtaking them.
-    if let picked = choose(candidates, excluded, load) {
+    if let picked = choose(candidates, excluded, load, cost) {
       take(picked)
       return .picked(picked)
     }
@@ -71,12 +72,13 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
   /// Gives free slots to waiting calls, first come first served; a call that may use none of
   /// the free endpoints (it failed on them) lets the next one go first.
   mutating func dispatch(
-    _ candidates: [Candidate], now: ContinuousClock.Instant, load: (Candidate) -> Int, take: (Candidate) -> Void
+    _ candidates: [Candidate], now: ContinuousClock.Instant, load: (Candidate) -> Int,
+    cost: (Candidate) -> Int = { _ in 1 }, take: (Candidate) -> Void
   ) -> [Dispatched] {
     var dispatched: [Dispatched] = []
     var index = 0
     while index < queue.count {
-      guard let picked = choose(candidates, queue[index].excluded, load) else {
+      guard let picked = choose(candidates, queue[index].excluded, load, cost) else {
         index += 1
         continue
       }
@@ -95,8 +97,13 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
     return (queued.waiter, now - queued.since)
   }
 
-  /// The endpoint the policy picks among those with a free slot and not excluded.
-  private mutating func choose(_ candidates: [Candidate], _ excluded: [Candidate], _ load: (Candidate) -> Int) -> Candidate? {
+  /// The endpoint the policy picks among those with a free slot and not excluded. Least request
+  /// compares each endpoint's outstanding calls times its `cost` (how long its calls take; 0:
+  /// not known yet, counted as the average of the known ones), so a replica three times slower
+  /// takes a third as many calls at once; with nothing outstanding anywhere, each in turn.
+  private mutating func choose(
+    _ candidates: [Candidate], _ excluded: [Candidate], _ load: (Candidate) -> Int, _ cost: (Candidate) -> Int
+  ) -> Candidate? {
     let limit = config.maxConcurrentCalls
     let isExcluded = { (index: Int) in
       (limit > 0 && load(candidates[index]) >= limit) || excluded.contains { $0 === candidates[index] }
@@ -104,7 +111,22 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
     let index: Int?
     switch config.policy {
     case .leastRequest:
-      index = leastRequest.pick(count: candidates.count, load: { load(candidates[$0]) }, isExcluded: isExcluded)
+      var known = 0
+      var total = 0
+      for candidate in candidates {
+        let value = cost(candidate)
+        if value > 0 {
+          known += 1
+          total += value
+        }
+      }
+      let unknown = known > 0 ? total / known : 1
+      index = leastRequest.pick(
+        count: candidates.count,
+        load: { index in
+          let value = cost(candidates[index])
+          return load(candidates[index]) * (value > 0 ? value : unknown)
+        }, isExcluded: isExcluded)
     case .roundRobin:
       index = roundRobin.pick(count: candidates.count, isExcluded: isExcluded)
     }

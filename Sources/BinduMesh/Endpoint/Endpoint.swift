@@ -31,6 +31,17 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   let hasRecentFailures = Atomic<Bool>(false)
   /// Calls that picked this endpoint and have not ended: the least-request balancer's load.
   let outstanding = Atomic<Int>(0)
+  /// How long its calls take, in microseconds: an exponentially weighted moving average (1/8 per
+  /// call) of the calls it answered; 0 before the first. Updated without a lock: two calls
+  /// ending at once on two event loops may lose one sample, which an average can afford.
+  let callTimeAverage = Atomic<Int>(0)
+
+  /// Feeds a call's time into ``callTimeAverage``.
+  func recordCallTime(_ took: Duration) {
+    let micros = max(1, Int(took.nanoseconds / 1000))
+    let average = callTimeAverage.load(ordering: .relaxed)
+    callTimeAverage.store(average == 0 ? micros : average + (micros - average) / 8, ordering: .relaxed)
+  }
 
   init(
     address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,

@@ -324,7 +324,7 @@ final class ProxyCall: UpstreamStreamDelegate {
         return
       }
       pool.record(endpoint, failed: status == GRPCStatusCode.unavailable.rawValue)
-      complete(with: payload, status: status ?? GRPCStatusCode.unknown.rawValue)
+      complete(with: payload, status: status ?? GRPCStatusCode.unknown.rawValue, from: endpoint)
     case .data(let data):
       guard let count = withinLimit(data, response: true) else { return }
       serverMetrics?.messagesSent.increment(by: count)
@@ -395,12 +395,16 @@ final class ProxyCall: UpstreamStreamDelegate {
   }
 
   /// Records the end of the current attempt on a replica.
-  private func endAttempt(code: Int) {
+  /// Records the end of the current attempt on a replica; how long it took, when it had begun.
+  @discardableResult
+  private func endAttempt(code: Int) -> Duration? {
     releasePicked()
-    guard let metrics = attemptMetrics else { return }
+    guard let metrics = attemptMetrics else { return nil }
     attemptMetrics = nil
     if attemptOpened { metrics.messagesSent.increment(by: requestScanner.messagesStarted) }
-    metrics.finished(code: code, after: .now - attemptStartedAt)
+    let took = ContinuousClock.now - attemptStartedAt
+    metrics.finished(code: code, after: took)
+    return took
   }
 
   private func releasePicked() {
@@ -409,9 +413,11 @@ final class ProxyCall: UpstreamStreamDelegate {
     pool.release(endpoint)
   }
 
-  /// Passes the replica's trailers to the caller and ends the call.
-  private func complete(with trailers: HTTP2Frame.FramePayload, status: Int) {
-    endAttempt(code: status)
+  /// Passes the replica's trailers to the caller and ends the call; the time an OK answer took
+  /// feeds the balancer's weight of the replica (a replica failing fast must not look fast).
+  private func complete(with trailers: HTTP2Frame.FramePayload, status: Int, from endpoint: Endpoint) {
+    let took = endAttempt(code: status)
+    if status == GRPCStatusCode.ok.rawValue, let took { endpoint.recordCallTime(took) }
     end(code: status)
     caller.write(trailers, on: streamID)
   }

@@ -10,15 +10,7 @@ extension ReplicaPool {
   func recordProbe(_ endpoint: Endpoint, passed: Bool, message: String) {
     (passed ? probesPassed : probesFailed).increment()
     let now = ContinuousClock.now
-    let change = withState { state -> EndpointHealth? in
-      let id = ObjectIdentifier(endpoint)
-      guard var health = state.health[id] else { return nil }
-      if passed, let member = endpoint.membershipID { state.members[member]?.liveness.probePassed(at: now) }
-      let changed = health.probe(passed: passed, message: message, now: now)
-      state.health[id] = health
-      if changed { Self.updateRotation(&state, now: now) }
-      return changed ? health : nil
-    }
+    let change = withState { $0.probe(endpoint, passed: passed, message: message, now: now) }
     if let change {
       let inRotation = change.inRotation(at: now)
       logger.log(
@@ -31,11 +23,7 @@ extension ReplicaPool {
   /// Ends ejections whose time is up.
   func expireEjections() {
     let now = ContinuousClock.now
-    let returned = withState { state -> [Endpoint] in
-      let expired = state.endpoints.filter { state.health[ObjectIdentifier($0)]!.expireEjection(now: now) }
-      if !expired.isEmpty { Self.updateRotation(&state, now: now) }
-      return expired
-    }
+    let returned = withState { $0.expireEjections(now: now) }
     for endpoint in returned {
       logger.notice("replica ejection over", metadata: ["mesh.replica": "\(endpoint)"])
     }
@@ -54,7 +42,7 @@ extension ReplicaPool {
     let (have, removed) = state.withLock { state -> (Set<HostPort>, [Endpoint]) in
       let discovered = state.endpoints.filter { $0.origin == .discovered }
       let removed = discovered.filter { !wanted.contains($0.address) }
-      Self.remove(removed, from: &state)
+      state.remove(removed, now: .now)
       return (Set(discovered.map(\.address)), removed)
     }
     let added = addresses.filter { !have.contains($0) }.map { makeEndpoint($0, origin: .discovered) }
@@ -71,8 +59,7 @@ extension ReplicaPool {
         return .refused(reason)
       }
       if state.definition == nil { state.definition = definition }
-      state.members[membershipID] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
-      Self.insert(endpoint, policy: policy, into: &state, now: now)
+      state.addMember(membershipID, endpoint: endpoint, now: now)
       return .joined
     }
   }
@@ -82,10 +69,7 @@ extension ReplicaPool {
   func restore(membershipID: String, address: HostPort) -> Endpoint {
     let endpoint = makeRegisteredEndpoint(address, membershipID: membershipID)
     let now = ContinuousClock.now
-    withState { state in
-      state.members[membershipID] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
-      Self.insert(endpoint, policy: policy, into: &state, now: now)
-    }
+    withState { $0.addMember(membershipID, endpoint: endpoint, now: now) }
     return endpoint
   }
 
@@ -124,30 +108,15 @@ extension ReplicaPool {
   /// Removes a member; its connections drain. `false` when the id is not a member.
   @discardableResult
   func leave(membershipID: String) -> Bool {
-    let removed = state.withLock { state -> Endpoint? in
-      guard let member = state.members.removeValue(forKey: membershipID) else { return nil }
-      Self.remove([member.endpoint], from: &state)
-      return member.endpoint
-    }
+    let removed = state.withLock { $0.removeMember(membershipID, now: .now) }
     removed?.drain()
     return removed != nil
   }
 
   /// Removes members with neither a heartbeat nor a passing probe within `timeout`.
-  func evict(silentFor timeout: Duration) -> Eviction {
+  func evict(silentFor timeout: Duration) -> PoolState.Eviction {
     let now = ContinuousClock.now
-    let found = state.withLock { state -> Eviction in
-      var found = Eviction()
-      for id in Array(state.members.keys) {
-        switch state.members[id]!.liveness.check(now: now, timeout: timeout) {
-        case .alive: break
-        case .keptByProbes: found.keptByProbes.append(state.members[id]!.endpoint)
-        case .evict: found.evicted.append(state.members.removeValue(forKey: id)!.endpoint)
-        }
-      }
-      Self.remove(found.evicted, from: &state)
-      return found
-    }
+    let found = state.withLock { $0.evict(silentFor: timeout, now: now) }
     found.evicted.forEach { $0.drain() }
     return found
   }
@@ -164,43 +133,11 @@ extension ReplicaPool {
 
   func add(_ endpoint: Endpoint) {
     let now = ContinuousClock.now
-    withState { Self.insert(endpoint, policy: policy, into: &$0, now: now) }
+    withState { $0.insert(endpoint, now: now) }
   }
 
   func makeEndpoint(_ address: HostPort, origin: Endpoint.Origin) -> Endpoint {
     Endpoint(address: address, origin: origin, loops: loops, config: upstream, security: security, logger: logger)
   }
 
-  static func insert(_ endpoint: Endpoint, policy: MeshConfig.Policy, into state: inout State, now: ContinuousClock.Instant) {
-    let id = ObjectIdentifier(endpoint)
-    if state.health[id] == nil { state.health[id] = EndpointHealth(policy: policy) }
-    state.endpoints.append(endpoint)
-    updateRotation(&state, now: now)
-  }
-
-  static func remove(_ endpoints: [Endpoint], from state: inout State) {
-    guard !endpoints.isEmpty else { return }
-    state.endpoints.removeAll { endpoint in endpoints.contains { $0 === endpoint } }
-    for endpoint in endpoints { state.health[ObjectIdentifier(endpoint)] = nil }
-    updateRotation(&state, now: .now)
-  }
-
-  static func updateRotation(_ state: inout State, now: ContinuousClock.Instant) {
-    let health = state.health
-    state.rotation = state.endpoints.filter { health[ObjectIdentifier($0)]!.inRotation(at: now) }
-  }
-
-  static func noEndpointReason(pool: String, state: State, tried: Int) -> String {
-    if state.endpoints.isEmpty { return "no replica in pool \"\(pool)\"" }
-    if tried > 0 && !state.rotation.isEmpty {
-      return "no other healthy replica of pool \"\(pool)\" to try"
-    }
-    let now = ContinuousClock.now
-    var counts: [String: Int] = [:]
-    for endpoint in state.endpoints {
-      counts[state.health[ObjectIdentifier(endpoint)]!.stateName(at: now), default: 0] += 1
-    }
-    let summary = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-    return "no healthy replica in pool \"\(pool)\" (\(state.endpoints.count) replicas: \(summary))"
-  }
 }

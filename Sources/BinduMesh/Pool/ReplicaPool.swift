@@ -12,21 +12,6 @@ import Synchronization
 /// choice among the endpoints in rotation (least outstanding calls, or round-robin) that the
 /// listener makes for every attempt, paired with ``release(_:)`` when the attempt ends.
 public final class ReplicaPool: Sendable {
-  /// A registered replica's membership.
-  struct Member: Sendable {
-    var endpoint: Endpoint
-    var liveness: MemberLiveness
-  }
-
-  struct State: Sendable {
-    var endpoints: [Endpoint] = []
-    var health: [ObjectIdentifier: EndpointHealth] = [:]
-    /// The endpoints the balancer may pick: in rotation, in `endpoints` order.
-    var rotation: [Endpoint] = []
-    var balancer: PoolBalancer<Endpoint, QueuedCall>
-    var members: [String: Member] = [:]
-    var definition: AgentDefinition?
-  }
 
   /// A call waiting in the pool's queue for a free slot, resumed on its own event loop.
   struct QueuedCall: Sendable {
@@ -64,11 +49,6 @@ public final class ReplicaPool: Sendable {
     public let liveness: MemberLiveness.Signal?
   }
 
-  /// What eviction found: members to drop, and members alive by their probes alone.
-  struct Eviction: Sendable {
-    var evicted: [Endpoint] = []
-    var keptByProbes: [Endpoint] = []
-  }
 
   /// The agent's name.
   public let name: String
@@ -80,7 +60,7 @@ public final class ReplicaPool: Sendable {
   public let metrics: MeshMetrics
   /// Whether every call forwarded is logged.
   let accessLog: Bool
-  let state: Mutex<State>
+  let state: Mutex<PoolState>
   private let registeredCores = Atomic<Int>(0)
   private let serverMetricsByPath = CallMetricsCache()
   let ejectionsCounter: Counter
@@ -119,7 +99,7 @@ public final class ReplicaPool: Sendable {
     self.queuedGauge = metrics.gauge("queued_calls", [("pool", name)])
     self.queueWait = Timer(
       label: "bindu_mesh_queue_wait_seconds", dimensions: [("pool", name)], factory: metrics.factory)
-    self.state = Mutex(State(balancer: PoolBalancer(config: policy.balancer), definition: definition))
+    self.state = Mutex(PoolState(policy: policy, definition: definition))
     self.loops = loops
     self.upstream = upstream
     self.logger = logger.with("mesh.pool", name)
@@ -150,17 +130,13 @@ public final class ReplicaPool: Sendable {
   /// `balancer.max_concurrent_calls`, the call is queued and `waiter` resumed later.
   func pick(excluding excluded: [Endpoint] = [], waiter: () -> QueuedCall) -> Pick {
     let (pick, queued) = state.withLock { state -> (Pick, Int?) in
-      var candidates = state.rotation
-      if candidates.isEmpty && policy.health.panicMode { candidates = state.endpoints }
-      switch state.balancer.pick(
-        candidates, excluding: excluded, waiter: waiter, now: .now, load: Self.load, take: Self.take)
-      {
+      switch state.pick(excluding: excluded, waiter: waiter, now: .now) {
       case .picked(let endpoint): return (.endpoint(endpoint), nil)
       case .queued(let ticket): return (.queued(ticket: ticket), state.balancer.queuedCount)
       case .queueFull:
         let limit = policy.balancer.maxQueuedCalls
         return (.queueFull("pool \"\(name)\": every replica is at its limit and \(limit) calls are queued"), nil)
-      case .noEndpoint: return (.none(Self.noEndpointReason(pool: name, state: state, tried: excluded.count)), nil)
+      case .noEndpoint: return (.none(state.noEndpointReason(pool: name, tried: excluded.count, now: .now)), nil)
       }
     }
     if let queued { queuedGauge.record(queued) }
@@ -193,13 +169,11 @@ public final class ReplicaPool: Sendable {
   /// Runs `body` under the pool's lock, then gives the slots it freed (or the endpoints it put
   /// in rotation) to queued calls, resuming them outside the lock.
   @discardableResult
-  func withState<Result>(_ body: (inout State) -> Result) -> Result {
+  func withState<Result>(_ body: (inout PoolState) -> Result) -> Result {
     let now = ContinuousClock.now
     let (result, dispatched, queued) = state.withLock { state in
       let result = body(&state)
-      guard state.balancer.queuedCount > 0 else { return (result, [PoolBalancer<Endpoint, QueuedCall>.Dispatched](), 0) }
-      let dispatched = state.balancer.dispatch(state.rotation, now: now, load: Self.load, take: Self.take)
-      return (result, dispatched, state.balancer.queuedCount)
+      return (result, state.dispatch(now: now), state.balancer.queuedCount)
     }
     if !dispatched.isEmpty {
       queuedGauge.record(queued)
@@ -211,9 +185,6 @@ public final class ReplicaPool: Sendable {
     return result
   }
 
-  private static func load(_ endpoint: Endpoint) -> Int { endpoint.outstanding.load(ordering: .relaxed) }
-  private static func take(_ endpoint: Endpoint) { endpoint.outstanding.add(1, ordering: .relaxed) }
-
   /// Records how a call on `endpoint` went (`failed`: it could not reach the handler, was
   /// reset, answered `UNAVAILABLE` or timed out), ejecting the endpoint after too many failures.
   public func record(_ endpoint: Endpoint, failed: Bool) {
@@ -221,16 +192,7 @@ public final class ReplicaPool: Sendable {
     guard failed || endpoint.hasRecentFailures.load(ordering: .relaxed) else { return }
     endpoint.hasRecentFailures.store(failed, ordering: .relaxed)
     let now = ContinuousClock.now
-    let ejected = withState { state -> EndpointHealth? in
-      let id = ObjectIdentifier(endpoint)
-      guard var health = state.health[id] else { return nil }
-      let ejectedCount = failed ? state.health.values.reduce(0) { $0 + ($1.isEjected(at: now) ? 1 : 0) } : 0
-      let limit = max(1, state.endpoints.count * policy.outlierDetection.maxEjectionPercent / 100)
-      let ejected = health.call(failed: failed, now: now, mayEject: ejectedCount < limit)
-      state.health[id] = health
-      if ejected { Self.updateRotation(&state, now: now) }
-      return ejected ? health : nil
-    }
+    let ejected = withState { $0.callOutcome(endpoint, failed: failed, now: now) }
     if let ejected {
       ejectionsCounter.increment()
       logger.warning(
@@ -271,7 +233,7 @@ public final class ReplicaPool: Sendable {
   /// registration (when it has an agent definition) and one endpoint in rotation.
   public var notReadyReason: String? {
     let (hasDefinition, noEndpoint) = state.withLock { state in
-      (state.definition != nil, state.rotation.isEmpty ? Self.noEndpointReason(pool: name, state: state, tried: 0) : nil)
+      (state.definition != nil, state.rotation.isEmpty ? state.noEndpointReason(pool: name, tried: 0, now: .now) : nil)
     }
     if hasDefinition && !isRegisteredWithCore { return "pool \"\(name)\" is not registered with any core" }
     return noEndpoint

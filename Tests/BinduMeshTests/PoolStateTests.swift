@@ -1,0 +1,100 @@
+import Logging
+import NIOPosix
+import Testing
+
+@testable import BinduMesh
+
+/// The pool's rules without sockets: endpoints are made but never connected.
+@Suite struct PoolStateTests {
+  let now = ContinuousClock.now
+
+  func endpoint(_ port: Int, member: String? = nil) -> Endpoint {
+    Endpoint(
+      address: HostPort(host: "127.0.0.1", port: port),
+      origin: member.map { .registered(membershipID: $0) } ?? .configured,
+      loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()), config: .defaults, security: nil,
+      logger: Logger(label: "test"))
+  }
+
+  func state(_ configure: (inout MeshConfig.Policy) -> Void = { _ in }) -> PoolState {
+    var policy = MeshConfig.Policy.defaults
+    configure(&policy)
+    return PoolState(policy: policy, definition: nil)
+  }
+
+  func waiter() -> ReplicaPool.QueuedCall { ReplicaPool.QueuedCall { _ in } }
+
+  func picked(_ decision: PoolState.Balancer.Decision) -> Endpoint? {
+    if case .picked(let endpoint) = decision { return endpoint }
+    return nil
+  }
+
+  @Test func endpointsEnterRotationByProbeAndPanicModeTriesThemAll() {
+    var pool = state()
+    let a = endpoint(1), b = endpoint(2)
+    pool.insert(a, now: now)
+    pool.insert(b, now: now)
+    #expect(pool.rotation.isEmpty && pool.candidates.isEmpty)
+    #expect(pool.noEndpointReason(pool: "p", tried: 0, now: now) == "no healthy replica in pool \"p\" (2 replicas: 2 pending)")
+    #expect(pool.probe(a, passed: true, message: "ok", now: now) != nil)
+    #expect(pool.rotation.map(\.address.port) == [1])
+    var panic = state { $0.health.panicMode = true }
+    panic.insert(a, now: now)
+    panic.insert(b, now: now)
+    #expect(panic.candidates.count == 2)
+  }
+
+  @Test func noMoreThanTheEjectionLimitIsEjectedAtOnce() {
+    var pool = state()  // 5 failures eject; at most 10 % (one endpoint always may be)
+    let endpoints = (1...3).map { endpoint($0) }
+    for e in endpoints {
+      pool.insert(e, now: now)
+      _ = pool.probe(e, passed: true, message: "", now: now)
+    }
+    var ejected: [Int] = []
+    for e in endpoints {
+      for _ in 0..<5 {
+        if pool.callOutcome(e, failed: true, now: now) != nil { ejected.append(e.address.port) }
+      }
+    }
+    #expect(ejected == [1])
+    #expect(pool.rotation.map(\.address.port) == [2, 3])
+    #expect(pool.expireEjections(now: now + .seconds(31)).map(\.address.port) == [1])
+    #expect(pool.rotation.count == 3)
+  }
+
+  @Test func queuedCallsAreNeverGivenAnEndpointThatLeft() {
+    var pool = state { $0.balancer.maxConcurrentCalls = 1 }
+    let a = endpoint(1), c = endpoint(3)
+    pool.insert(a, now: now)
+    _ = pool.probe(a, passed: true, message: "", now: now)
+    let first = picked(pool.pick(excluding: [], waiter: waiter, now: now))
+    #expect(first === a)
+    guard case .queued = pool.pick(excluding: [], waiter: waiter, now: now) else {
+      Issue.record("expected the second call to wait")
+      return
+    }
+    pool.remove([a], now: now)
+    a.outstanding.subtract(1, ordering: .relaxed)
+    #expect(pool.dispatch(now: now).isEmpty)
+    pool.insert(c, now: now)
+    _ = pool.probe(c, passed: true, message: "", now: now)
+    #expect(pool.dispatch(now: now).map { $0.endpoint.address.port } == [3])
+    #expect(c.outstanding.load(ordering: .relaxed) == 1)
+  }
+
+  @Test func membersStayWhileProbesPassAndLeaveWithNeither() {
+    var pool = state()
+    let kotlin = endpoint(1, member: "k"), silent = endpoint(2, member: "s")
+    pool.addMember("k", endpoint: kotlin, now: now)
+    pool.addMember("s", endpoint: silent, now: now)
+    _ = pool.probe(kotlin, passed: true, message: "", now: now + .seconds(80))
+    let found = pool.evict(silentFor: .seconds(60), now: now + .seconds(100))
+    #expect(found.evicted.map(\.address.port) == [2])
+    #expect(found.keptByProbes.map(\.address.port) == [1])
+    #expect(pool.endpoints.map(\.address.port) == [1])
+    #expect(pool.removeMember("k", now: now) === kotlin)
+    #expect(pool.removeMember("k", now: now) == nil)
+    #expect(pool.noEndpointReason(pool: "p", tried: 0, now: now) == "no replica in pool \"p\"")
+  }
+}
