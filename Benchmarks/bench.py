@@ -101,13 +101,14 @@ def start_replicas(bin_dir, workdir, count=3):
     return replicas
 
 
-def start_mesh(bin_dir, workdir, ports):
+def start_mesh(bin_dir, workdir, ports, name="mesh", extra_yaml=""):
     listen = free_port()
-    config = workdir / "mesh.yaml"
+    config = workdir / f"{name}.yaml"
     config.write_text(
         f"core: {{address: 127.0.0.1:{free_port()}}}\nregistry: {{listen: 127.0.0.1:{free_port()}}}\n"
         f"admin: {{listen: 127.0.0.1:{free_port()}}}\n"
-        f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas: [{', '.join(f'127.0.0.1:{p}' for p in ports)}]\n")
+        f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas: [{', '.join(f'127.0.0.1:{p}' for p in ports)}]\n"
+        + extra_yaml)
     process = Process([str(bin_dir / "bindu-mesh"), "--config", str(config), "--log-level", "error"], cwd=workdir, name="mesh")
     wait_port(listen, proc=process.proc)
     return process, listen
@@ -211,6 +212,9 @@ def main():
     parser.add_argument("--repetitions", type=int, default=3, help="h2load: repetitions")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--bin-dir", default=str(ROOT / ".build" / "release"))
+    parser.add_argument("--mesh-variant", action="append", default=[], metavar="NAME,BIN_DIR,YAML",
+                        help="h2load: another bindu-mesh in the same run: its name, the folder of its binary "
+                             "(empty: --bin-dir) and YAML added to its config (\\n for new lines); repeatable")
     agent_load.add_arguments(parser)
     scale_out.add_arguments(parser)
     args = parser.parse_args()
@@ -245,6 +249,13 @@ def h2load_part(args, bin_dir):
             Target("haproxy", haproxy_port, all_pids(haproxy), names),
             Target("nginx", nginx_port, all_pids(nginx), names),
         ]
+        # Other builds or settings of the mesh, side by side (e.g. the commit before a change).
+        for variant in args.mesh_variant:
+            name, variant_bin, extra = (variant.split(",", 2) + ["", ""])[:3]
+            process, port = start_mesh(Path(variant_bin or bin_dir), workdir, ports, name,
+                                       extra.replace("\\n", "\n") + ("\n" if extra else ""))
+            started.append(process)
+            targets.append(Target(name, port, all_pids(process), names))
         time.sleep(1.0)  # health probes mark the mesh's replicas healthy
         check_all(targets)
         body = request_body(workdir)
@@ -256,7 +267,8 @@ def h2load_part(args, bin_dir):
                 for target in order:
                     results[(shape, target.name)].append(run_h2load(target, shape, args.duration, body, workdir))
         check_all(targets)
-        allocations = mallocs_per_call(targets[1], body, workdir)
+        meshes = [targets[1]] + targets[4:]
+        allocations = {target.name: mallocs_per_call(target, body, workdir) for target in meshes}
         print(f"\nbindu-mesh benchmark: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, "
               f"{time.strftime('%Y-%m-%d')}; {args.repetitions} x {args.duration} s per shape and configuration")
         for shape in shapes:
@@ -272,8 +284,9 @@ def h2load_part(args, bin_dir):
                       f"{statistics.median(ratios):>8.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
                       f"{statistics.median(r['p50'] for r in runs):>8.2f} {statistics.median(r['p99'] for r in runs):>8.2f} "
                       f"{statistics.median(r['cpu_per_1k'] for r in runs):>9.3f} {rss:>7}")
-        if allocations is not None:
-            print(f"\nbindu-mesh heap allocations per call (libc malloc, uprobe; 1 x 16): {allocations:.1f}")
+        for name, count in allocations.items():
+            if count is not None:
+                print(f"\n{name} heap allocations per call (libc malloc, uprobe; 1 x 16): {count:.1f}")
     finally:
         for process in reversed(started):
             process.stop(signal.SIGTERM)

@@ -111,6 +111,23 @@ private final class Slot {
     #expect(new.load == 3)
   }
 
+  @Test func withALimitACallWaitsForAFastReplicaRatherThanRunOnAMuchSlowerOne() {
+    var pool = balancer(limit: 2)
+    let fast = Slot("fast", cost: 100), slow = Slot("slow", cost: 300)
+    func next(_ waiter: String) -> String {
+      name(pool.pick([fast, slow], excluding: [], waiter: { waiter }, now: now, load: { $0.load }, cost: { $0.cost },
+                     take: { $0.load += 1 }))
+    }
+    // In turn from nothing outstanding, then by weight; slow takes its first call (1 x 300 is
+    // sooner than fast's 3 x 100 once fast is full)...
+    #expect([next("1"), next("2"), next("3")] == ["fast", "slow", "fast"])
+    // ... but not a second one: (1 + 1) x 300 = 600 is later than fast's (2 + 1) x 100 = 300.
+    #expect(next("4") == "queued 1")
+    fast.load -= 1
+    let given = pool.dispatch([fast, slow], now: now, load: { $0.load }, cost: { $0.cost }, take: { $0.load += 1 })
+    #expect(given.map { "\($0.waiter)->\($0.endpoint.name)" } == ["4->fast"])
+  }
+
   @Test func roundRobinIgnoresLoad() {
     var pool = balancer(.roundRobin)
     a.load = 50

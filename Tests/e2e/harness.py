@@ -173,7 +173,11 @@ class Mesh:
 
     def start(self, *flags):
         self.launch(*flags)
-        wait_port(self.registry_port, timeout=30, proc=self.process.proc)
+        try:
+            wait_port(self.registry_port, timeout=30, proc=self.process.proc)
+        except (RuntimeError, TimeoutError) as error:
+            time.sleep(0.2)  # the last lines of a mesh that exited
+            raise RuntimeError(f"{error}; the mesh said:\n" + "\n".join(self.process.lines[-30:])) from error
         return self
 
     def restart(self):

@@ -97,39 +97,55 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
     return (queued.waiter, now - queued.since)
   }
 
-  /// The endpoint the policy picks among those with a free slot and not excluded. Least request
-  /// compares each endpoint's outstanding calls times its `cost` (how long its calls take; 0:
-  /// not known yet, counted as the average of the known ones), so a replica three times slower
-  /// takes a third as many calls at once; with nothing outstanding anywhere, each in turn.
+  /// The endpoint the policy picks among those with a free slot and not excluded.
+  ///
+  /// Least request compares each endpoint's outstanding calls times its `cost` (how long its
+  /// calls take; 0: not known yet, counted as the average of the known ones), so a replica
+  /// three times slower takes about a third as many calls at once; with nothing outstanding
+  /// anywhere, each in turn. With a limit, a free slot is not taken when a full endpoint would
+  /// still finish the call sooner ((outstanding + 1) x cost): the call waits for it rather
+  /// than run on a much slower replica.
   private mutating func choose(
     _ candidates: [Candidate], _ excluded: [Candidate], _ load: (Candidate) -> Int, _ cost: (Candidate) -> Int
   ) -> Candidate? {
     let limit = config.maxConcurrentCalls
-    let isExcluded = { (index: Int) in
-      (limit > 0 && load(candidates[index]) >= limit) || excluded.contains { $0 === candidates[index] }
-    }
-    let index: Int?
-    switch config.policy {
-    case .leastRequest:
-      var known = 0
-      var total = 0
-      for candidate in candidates {
-        let value = cost(candidate)
-        if value > 0 {
-          known += 1
-          total += value
-        }
+    let isTried = { (candidate: Candidate) in excluded.contains { $0 === candidate } }
+    guard config.policy == .leastRequest else {
+      let index = roundRobin.pick(count: candidates.count) { index in
+        (limit > 0 && load(candidates[index]) >= limit) || isTried(candidates[index])
       }
-      let unknown = known > 0 ? total / known : 1
-      index = leastRequest.pick(
-        count: candidates.count,
-        load: { index in
-          let value = cost(candidates[index])
-          return load(candidates[index]) * (value > 0 ? value : unknown)
-        }, isExcluded: isExcluded)
-    case .roundRobin:
-      index = roundRobin.pick(count: candidates.count, isExcluded: isExcluded)
+      return index.map { candidates[$0] }
     }
+    var known = 0
+    var total = 0
+    for candidate in candidates {
+      let value = cost(candidate)
+      if value > 0 {
+        known += 1
+        total += value
+      }
+    }
+    let unknown = known > 0 ? total / known : 1
+    func weight(_ candidate: Candidate) -> Int {
+      let value = cost(candidate)
+      return value > 0 ? value : unknown
+    }
+    // The soonest a full endpoint would finish one more call.
+    var soonestFull = Int.max
+    if limit > 0 {
+      for candidate in candidates where !isTried(candidate) && load(candidate) >= limit {
+        soonestFull = min(soonestFull, (load(candidate) + 1) * weight(candidate))
+      }
+    }
+    let index = leastRequest.pick(
+      count: candidates.count, load: { load(candidates[$0]) * weight(candidates[$0]) },
+      isExcluded: { index in
+        let candidate = candidates[index]
+        if isTried(candidate) { return true }
+        guard limit > 0 else { return false }
+        let calls = load(candidate)
+        return calls >= limit || (calls + 1) * weight(candidate) > soonestFull
+      })
     return index.map { candidates[$0] }
   }
 }
