@@ -38,8 +38,18 @@ def secure_stub(port, d, client="client"):
 
 
 def ask(stub, text="hello", timeout=5):
+    """One call; while the pool's replicas still wait for their first passing probe (a TLS
+    handshake each, slow on a loaded machine), the call is made again, for up to 15 s."""
     messages = stubs()[0]
-    return stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content=text)]), timeout=timeout).content
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content=text)]),
+                                       timeout=timeout).content
+        except grpc.RpcError as error:
+            if "pending" not in (error.details() or "") or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture
