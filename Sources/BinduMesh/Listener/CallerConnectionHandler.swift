@@ -19,6 +19,8 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private var calls = StreamIDMap<ProxyCall>()
   private var lastStreamID = HTTP2StreamID.rootStream
   private var draining = false
+  /// Checks, every second, the default deadline of calls that came without grpc-timeout.
+  private var defaultDeadlineCheck: Scheduled<Void>?
   /// The server metrics of the last method called here: calls on a connection mostly share one.
   private var lastServerMetrics: (path: String, metrics: GRPCCallMetrics)?
 
@@ -49,7 +51,22 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
     return metrics
   }
 
-  func connectionActive() {}
+  func connectionActive() {
+    if limits.defaultCallTimeout != nil { checkDefaultDeadlines() }
+  }
+
+  /// Ends the calls past their default deadline, then checks again in a second, until the
+  /// connection closes.
+  private func checkDefaultDeadlines() {
+    if !calls.isEmpty {
+      let now = NIODeadline.now()
+      for id in calls.ids { calls[id]?.checkDefaultDeadline(now: now) }
+    }
+    guard connection != nil else { return }
+    defaultDeadlineCheck = eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in
+      checkDefaultDeadlines()
+    }
+  }
 
   func received(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID) {
     if let call = calls[streamID] {
@@ -90,6 +107,8 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   }
 
   func connectionInactive() {
+    defaultDeadlineCheck?.cancel()
+    defaultDeadlineCheck = nil
     let open = calls
     calls.removeAll()
     for id in open.ids { open[id]!.callerClosed() }

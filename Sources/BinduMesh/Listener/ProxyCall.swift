@@ -55,6 +55,8 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var path = ""
   private var deadline: NIODeadline?
   private var deadlineTimer: Scheduled<Void>?
+  /// The deadline of a call that came without one (`upstream.default_call_timeout`).
+  private var defaultDeadline: NIODeadline?
   private var tried: [Endpoint] = []
   /// The endpoint the current attempt counts on (``ReplicaPool/release(_:)`` when it ends).
   private var picked: Endpoint?
@@ -139,23 +141,22 @@ final class ProxyCall: UpstreamStreamDelegate {
     }
     pool.beginCall()
     counted = true
-    // A call without grpc-timeout gets `upstream.default_call_timeout`: none holds a stream
-    // (and a replica's) for ever.
-    var timeout = limits.defaultCallTimeout?.nanoseconds
     if let given = requestHeaders.first(name: "grpc-timeout") {
       guard let nanos = GRPCTimeout.parse(Substring(given)) else {
         finish(.invalidArgument, "malformed grpc-timeout \"\(given)\"")
         return
       }
-      timeout = nanos
-    }
-    if let nanos = timeout {
       let deadline = NIODeadline.now() + .nanoseconds(nanos)
       self.deadline = deadline
       deadlineTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
         deadlineTimer = nil
         deadlineReached()
       }
+    } else if let timeout = limits.defaultCallTimeout {
+      // A call without grpc-timeout gets `upstream.default_call_timeout`, so that none holds a
+      // stream (and a replica's) for ever; its connection checks it every second
+      // (``CallerConnectionHandler``), which costs the call no timer of its own.
+      defaultDeadline = .now() + timeout.timeAmount
     }
     request.keep(.headers(headers))
     attempt(retrying: nil)
@@ -290,6 +291,14 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// Gives the caller `bytes` of its stream's window back.
   private func giveWindow(_ bytes: Int) {
     caller.write(.windowUpdate(windowSizeIncrement: bytes), on: streamID)
+  }
+
+  /// Ends the call if it came without a deadline and has run past the default one.
+  func checkDefaultDeadline(now: NIODeadline) {
+    guard let defaultDeadline, now >= defaultDeadline else { return }
+    if case .finished = state { return }
+    self.defaultDeadline = nil
+    deadlineReached()
   }
 
   private func deadlineReached() {
