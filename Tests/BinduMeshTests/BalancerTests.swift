@@ -118,11 +118,16 @@ private final class Slot {
       name(pool.pick([fast, slow], excluding: [], waiter: { waiter }, now: now, load: { $0.load }, cost: { $0.cost },
                      take: { $0.load += 1 }))
     }
-    // In turn from nothing outstanding, then by weight; slow takes its first call (1 x 300 is
-    // sooner than fast's 3 x 100 once fast is full)...
+    // In turn from nothing outstanding (no replica is full yet), then by weight.
     #expect([next("1"), next("2"), next("3")] == ["fast", "slow", "fast"])
-    // ... but not a second one: (1 + 1) x 300 = 600 is later than fast's (2 + 1) x 100 = 300.
+    // fast is full: waiting for one of its 2 slots (100 x 1/2) and running there (100) is
+    // sooner than running on slow (300), so the call waits...
     #expect(next("4") == "queued 1")
+    // ... and so do the calls behind it, until waiting for fast takes as long as running on
+    // slow: with 3 calls ahead, 100 + 100 x 4/2 = 300, so that call takes slow's free slot.
+    #expect([next("5"), next("6"), next("7")] == ["queued 2", "queued 3", "slow"])
+    // Both full now: the next call waits.
+    #expect(next("8") == "queued 4")
     fast.load -= 1
     let given = pool.dispatch([fast, slow], now: now, load: { $0.load }, cost: { $0.cost }, take: { $0.load += 1 })
     #expect(given.map { "\($0.waiter)->\($0.endpoint.name)" } == ["4->fast"])

@@ -59,7 +59,7 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
     guard allowed else { return .noEndpoint }
     // Waiting calls were given every slot they may use (``dispatch``): a free slot left is one
     // they cannot use, so a new call takes it without overtaking them.
-    if let picked = choose(candidates, excluded, load, cost) {
+    if let picked = choose(candidates, excluded, load, cost, ahead: queue.count) {
       take(picked)
       return .picked(picked)
     }
@@ -78,7 +78,7 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
     var dispatched: [Dispatched] = []
     var index = 0
     while index < queue.count {
-      guard let picked = choose(candidates, queue[index].excluded, load, cost) else {
+      guard let picked = choose(candidates, queue[index].excluded, load, cost, ahead: index) else {
         index += 1
         continue
       }
@@ -102,11 +102,17 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
   /// Least request compares each endpoint's outstanding calls times its `cost` (how long its
   /// calls take; 0: not known yet, counted as the average of the known ones), so a replica
   /// three times slower takes about a third as many calls at once; with nothing outstanding
-  /// anywhere, each in turn. With a limit, a free slot is not taken when a full endpoint would
-  /// still finish the call sooner ((outstanding + 1) x cost): the call waits for it rather
-  /// than run on a much slower replica.
+  /// anywhere, each in turn.
+  ///
+  /// With a limit, a call takes a free slot only where it would finish no later than by waiting
+  /// for a slot on the full endpoints: with `ahead` calls queued before it, one of their
+  /// `limit x full endpoints` slots comes free for it after about `cost x (ahead + 1) / slots`,
+  /// and the call then takes `cost`. So a call waits for a fast replica rather than run on a
+  /// much slower free one, unless enough calls are queued before it that waiting would take
+  /// longer (those further back in the queue then take the slower slot).
   private mutating func choose(
-    _ candidates: [Candidate], _ excluded: [Candidate], _ load: (Candidate) -> Int, _ cost: (Candidate) -> Int
+    _ candidates: [Candidate], _ excluded: [Candidate], _ load: (Candidate) -> Int, _ cost: (Candidate) -> Int,
+    ahead: Int
   ) -> Candidate? {
     let limit = config.maxConcurrentCalls
     let isTried = { (candidate: Candidate) in excluded.contains { $0 === candidate } }
@@ -130,11 +136,17 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
       let value = cost(candidate)
       return value > 0 ? value : unknown
     }
-    // The soonest a full endpoint would finish one more call.
+    // When waiting for a slot on the full endpoints would finish this call.
     var soonestFull = Int.max
     if limit > 0 {
+      var fullCount = 0
+      var fastestFull = Int.max
       for candidate in candidates where !isTried(candidate) && load(candidate) >= limit {
-        soonestFull = min(soonestFull, (load(candidate) + 1) * weight(candidate))
+        fullCount += 1
+        fastestFull = min(fastestFull, weight(candidate))
+      }
+      if fullCount > 0 {
+        soonestFull = fastestFull + fastestFull * (ahead + 1) / (limit * fullCount)
       }
     }
     let index = leastRequest.pick(
@@ -143,8 +155,7 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
         let candidate = candidates[index]
         if isTried(candidate) { return true }
         guard limit > 0 else { return false }
-        let calls = load(candidate)
-        return calls >= limit || (calls + 1) * weight(candidate) > soonestFull
+        return load(candidate) >= limit || weight(candidate) > soonestFull
       })
     return index.map { candidates[$0] }
   }
