@@ -403,7 +403,6 @@ final class ProxyCall: UpstreamStreamDelegate {
     for frame in frames { caller.write(frame, on: streamID) }
   }
 
-  /// Records the end of the current attempt on a replica.
   /// Records the end of the current attempt on a replica; how long it took, when it had begun.
   @discardableResult
   private func endAttempt(code: Int) -> Duration? {

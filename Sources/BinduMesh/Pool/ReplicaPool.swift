@@ -12,7 +12,6 @@ import Synchronization
 /// choice among the endpoints in rotation (least outstanding calls, or round-robin) that the
 /// listener makes for every attempt, paired with ``release(_:)`` when the attempt ends.
 public final class ReplicaPool: Sendable {
-
   /// A call waiting in the pool's queue for a free slot, resumed on its own event loop.
   struct QueuedCall: Sendable {
     /// Hands the call the endpoint it may now use.
@@ -48,7 +47,6 @@ public final class ReplicaPool: Sendable {
     /// For a registered replica, the signal that last showed it alive.
     public let liveness: MemberLiveness.Signal?
   }
-
 
   /// The agent's name.
   public let name: String
