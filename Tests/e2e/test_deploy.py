@@ -175,3 +175,49 @@ def test_kubernetes_manifests_match_the_mesh_config(tmp_path):
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(ports["admin"])
+
+
+# The oldest Kubernetes whose gRPC probes (used by k8s/) are GA, and the newest kubernetes-validate
+# ships schemas for (Tests/e2e/requirements.txt pins at least that release).
+KUBERNETES_VERSIONS = ("1.27", "1.37")
+
+
+def kubernetes_documents():
+    return [(path.name, document) for path in sorted((ROOT / "k8s").glob("*.yaml"))
+            for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+def schema_errors(document, version):
+    """What the Kubernetes schema of `version` says against `document`, strictly (no property the
+    schema does not know): None when it is valid."""
+    import kubernetes_validate
+    try:
+        kubernetes_validate.validate(document, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return f"{'.'.join(map(str, error.path)) or '(top)'}: {error.message}"
+    return None
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_manifests_follow_the_kubernetes_schemas(version):
+    documents = kubernetes_documents()
+    assert {document["kind"] for _, document in documents} >= {"Deployment", "Service", "ConfigMap", "NetworkPolicy"}
+    errors = [f"{name} {document['kind']}/{document['metadata']['name']}: {error}"
+              for name, document in documents if (error := schema_errors(document, version))]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_kubernetes_schema_check_finds_mistakes():
+    """The check above is strict: a misspelt key, a wrong type or a missing field is an error."""
+    deployment = next(d for _, d in kubernetes_documents() if d["kind"] == "Deployment")
+    version = KUBERNETES_VERSIONS[-1]
+    assert schema_errors(deployment, version) is None
+
+    def broken(change):
+        copy = yaml.safe_load(yaml.safe_dump(deployment))
+        change(copy["spec"]["template"]["spec"])
+        return schema_errors(copy, version)
+
+    assert "readinesProbe" in broken(lambda pod: pod["containers"][0].update(readinesProbe={}))
+    assert broken(lambda pod: pod.update(terminationGracePeriodSeconds="35s"))
+    assert "name" in broken(lambda pod: pod["containers"][0].pop("name"))
