@@ -69,7 +69,7 @@ def test_dockerfile_passes_hadolint_and_matches_the_ports():
 def test_compose_file_is_valid_and_matches_the_mesh_config(tmp_path):
     compose = compose_config(DOCKER / "compose.yaml")
     services = compose["services"]
-    assert set(services) == {"mesh", "core", "replica-1", "replica-2", "prometheus"}
+    assert set(services) == {"mesh", "core", "replica-1", "replica-2", "prometheus", "grafana"}
     assert services["core"]["network_mode"] == "service:mesh"
     mesh_config = yaml.safe_load((DOCKER / "mesh.yaml").read_text())
     check_config(DOCKER / "mesh.yaml")
@@ -85,10 +85,38 @@ def test_compose_file_is_valid_and_matches_the_mesh_config(tmp_path):
         assert f"0.0.0.0:{port}" in services[name]["command"]
     prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     assert prometheus["scrape_configs"][0]["static_configs"][0]["targets"] == [f"mesh:{admin_port}"]
+    check_prometheus_and_grafana(services, prometheus, tmp_path)
     # The certificates the compose file mounts are made by the command its comment gives.
     assert "certs dev --out certs/dev --hosts localhost,127.0.0.1,replica-1,replica-2" in (DOCKER / "compose.yaml").read_text()
     for key in ("ca", "cert", "key"):
         assert mesh_config["pools"][0]["upstream_tls"][key].startswith("/certs/")
+
+
+def check_prometheus_and_grafana(services, prometheus, tmp_path):
+    """Prometheus loads monitoring/alerts.yml (its config passes `promtool check config` with the
+    mounted rule file in place) and scrapes under the job the rules name; Grafana is given the
+    dashboard of monitoring/grafana/ and a data source that is the prometheus service."""
+    monitoring = ROOT / "monitoring"
+    rule_mounts = mounts(services["prometheus"])
+    assert [Path(rule_mounts[rule]) for rule in prometheus["rule_files"]] == [monitoring / "alerts.yml"]
+    job = prometheus["scrape_configs"][0]["job_name"]
+    assert f'up{{job="{job}"}}' in (monitoring / "alerts.yml").read_text()
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump({**prometheus, "rule_files": [rule_mounts[r] for r in prometheus["rule_files"]]}))
+    check = subprocess.run([require_tool("promtool"), "check", "config", str(local)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    grafana = mounts(services["grafana"])
+    assert Path(grafana["/etc/grafana/provisioning"]) == monitoring / "grafana" / "provisioning"
+    provisioning = monitoring / "grafana" / "provisioning"
+    providers = yaml.safe_load((provisioning / "dashboards" / "bindu-mesh.yml").read_text())["providers"]
+    dashboard_dirs = {provider["options"]["path"] for provider in providers}
+    dashboards = {target: Path(source) for target, source in grafana.items() if target.endswith(".json")}
+    assert {str(Path(target).parent) for target in dashboards} <= dashboard_dirs
+    assert list(dashboards.values()) == [monitoring / "grafana" / "bindu-mesh.json"]
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert [(s["type"], s["url"]) for s in sources] == [("prometheus", f"http://prometheus:{published_ports(services['prometheus']).pop()}")]
+    assert sources[0]["jsonData"]["timeInterval"] == prometheus["global"]["scrape_interval"]
 
 
 def test_scale_out_compose_file_is_valid_and_matches_its_mesh_config():
