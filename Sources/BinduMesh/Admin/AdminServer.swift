@@ -4,8 +4,9 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 
-/// The admin HTTP listener (Hummingbird): `/metrics` in the Prometheus text format, `/healthz`
-/// (the process answers), `/readyz` (200 when ready, 503 with the reasons), `/pools` (JSON).
+/// The admin HTTP listener (Hummingbird): the status page at `/`, `/metrics` in the Prometheus
+/// text format, `/healthz` (the process answers), `/readyz` (200 when ready, 503 with the
+/// reasons), `/status` (everything the page shows, JSON) and `/pools` (the pools, JSON).
 enum AdminServer {
   static func make(status: MeshStatus, listen: HostPort, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void)
     -> some Service
@@ -27,12 +28,15 @@ enum AdminServer {
         body: .init(byteBuffer: ByteBuffer(string: text)))
     }
     router.get("pools") { _, _ -> Response in
-      let encoder = JSONEncoder()
-      encoder.keyEncodingStrategy = .convertToSnakeCase
-      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-      let data = try encoder.encode(await status.pools())
-      return Response(
-        status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+      try json(await status.pools())
+    }
+    router.get("status") { _, _ -> Response in
+      try json(await status.report())
+    }
+    router.get("/") { _, _ -> Response in
+      Response(
+        status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+        body: .init(byteBuffer: ByteBuffer(string: StatusPage.html(await status.report()))))
     }
     var adminLogger = logger
     adminLogger.logLevel = max(logger.logLevel, .notice)
@@ -46,5 +50,11 @@ enum AdminServer {
       },
       logger: adminLogger
     )
+  }
+
+  private static func json(_ value: some Encodable) throws -> Response {
+    let data = try StatusReport.encoder().encode(value)
+    return Response(
+      status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
   }
 }

@@ -6,71 +6,34 @@ struct MeshStatus: Sendable {
   let directory: PoolDirectory
   let registrars: CoreRegistrars
   let metrics: MeshMetrics
+  let events: RecentEvents
+  /// Every certificate in use and when it expires (`nil`: not read yet).
+  let certificates: @Sendable () -> [(use: String, notAfter: Date?)]
 
-  /// One pool, as `/pools` shows it.
-  struct PoolView: Codable, Sendable {
-    var agent: String
-    var declared: Bool
-    var callbackListen: String
-    var callbackAddress: String
-    /// Whether a core knows the agent.
-    var registeredWithCore: Bool
-    /// Times the cores accepted it, in all.
-    var coreRegistrations: Int
-    /// The DID and agent URL of the first core that accepted it.
-    var did: String?
-    var agentURL: String?
-    /// Each core's registration.
-    var cores: [CoreView]
-    var callsInFlight: Int
-    var ready: Bool
-    var notReadyReason: String?
-    /// What may not work as meant (the agent's storage left to the cores' environment).
-    var warnings: [String]
-    var endpoints: [EndpointView]
-  }
-
-  /// A pool's registration with one core, as `/pools` shows it.
-  struct CoreView: Codable, Sendable {
-    var core: String
-    var registered: Bool
-    /// Times this core accepted the agent (more than 1: it restarted).
-    var registrations: Int
-    var did: String?
-    var agentURL: String?
-    var lastError: String?
-  }
-
-  /// One endpoint, as `/pools` shows it.
-  struct EndpointView: Codable, Sendable {
-    var address: String
-    var origin: String
-    var state: String
-    var ejections: Int
-    var lastProbe: Probe?
-    /// A registered replica's membership id.
-    var member: String?
-    /// What last showed a registered replica alive: `joined`, `heartbeat` or `probe`.
-    var liveness: String?
-  }
-
-  /// The last health probe of an endpoint.
-  struct Probe: Codable, Sendable {
-    var secondsAgo: Double
-    var passed: Bool
-    var message: String
+  /// Everything at once: pools, readiness, certificates and recent events.
+  func report() async -> StatusReport {
+    let (ready, reasons, _) = await readiness()
+    let now = Date()
+    let certificates = certificates().compactMap { use, notAfter in
+      notAfter.map { CertificateView(use: use, notAfter: $0, daysLeft: $0.timeIntervalSince(now) / 86_400) }
+    }
+    return StatusReport(
+      version: BinduMeshVersion.current, generatedAt: now, ready: ready, notReady: reasons, pools: await pools(),
+      certificates: certificates.sorted { $0.use < $1.use }, events: events.newestFirst)
   }
 
   static let endpointStates = ["healthy", "unhealthy", "pending", "ejected"]
 
   func pools() async -> [PoolView] {
     let now = ContinuousClock.now
+    let second = CallWindow.second(of: now)
     return await directory.all.sorted { $0.pool.name < $1.pool.name }.map { entry in
       let pool = entry.pool
       let cores = registrars.registrations(forAgent: pool.name).map { registration in
         CoreView(
           core: registration.core.description, registered: registration.phase.isRegistered,
-          registrations: registration.registrations, did: registration.identity?.did,
+          registrations: registration.registrations, registeredSince: registration.registeredSince,
+          did: registration.identity?.did,
           agentURL: registration.identity?.agentURL, lastError: registration.lastError)
       }
       let identity = cores.first { $0.did != nil }
@@ -83,15 +46,21 @@ struct MeshStatus: Sendable {
         agent: pool.name, declared: pool.declared, callbackListen: entry.listenAddress.description,
         callbackAddress: entry.callbackAddress.description, registeredWithCore: pool.isRegisteredWithCore,
         coreRegistrations: cores.reduce(0) { $0 + $1.registrations }, did: identity?.did,
-        agentURL: identity?.agentURL, cores: cores, callsInFlight: pool.callsInFlightCount, ready: reason == nil,
+        agentURL: identity?.agentURL, cores: cores, callsInFlight: pool.callsInFlightCount,
+        queuedCalls: pool.queuedCallsCount, ready: reason == nil,
         notReadyReason: reason, warnings: warnings,
         endpoints: pool.endpointStates.map { item in
-          EndpointView(
+          let recent = item.endpoint.recentCalls.withLock { $0.summary(at: second) }
+          return EndpointView(
             address: item.endpoint.address.description, origin: item.endpoint.originName, state: item.state,
+            inRotation: item.inRotation, callsInFlight: item.endpoint.outstanding.load(ordering: .relaxed),
             ejections: item.health.ejections,
             lastProbe: item.health.lastProbe.map {
-              Probe(secondsAgo: (now - $0.at).secondsValue, passed: $0.passed, message: $0.message)
-            }, member: item.endpoint.membershipID, liveness: item.liveness?.rawValue)
+              ProbeView(secondsAgo: (now - $0.at).secondsValue, passed: $0.passed, message: $0.message)
+            }, member: item.endpoint.membershipID, liveness: item.liveness?.rawValue,
+            lastMinute: CallsView(
+              calls: recent.calls, failures: recent.failures, callsPerSecond: recent.callsPerSecond,
+              successRate: recent.successRate, p50Seconds: recent.p50, p99Seconds: recent.p99))
         })
     }
   }

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// The state of one pool's registration with one core, and the replicas waiting on it.
@@ -26,6 +27,8 @@ public final class PoolRegistration: Sendable {
     /// What the last successful registration returned, kept while registering again.
     var identity: (did: String, agentURL: String)?
     var registrations = 0
+    /// Since when the core has known the agent without a break.
+    var registeredSince: Date?
     var waiters: [UInt64: CheckedContinuation<Phase, Never>] = [:]
     var nextWaiter: UInt64 = 0
     /// Waiters whose time ran out before they were stored.
@@ -47,6 +50,9 @@ public final class PoolRegistration: Sendable {
   /// How many times the core accepted this pool (1 + registrations after a core restart).
   public var registrations: Int { state.withLock { $0.registrations } }
 
+  /// Since when the core has known the agent without a break; `nil` while it does not.
+  public var registeredSince: Date? { state.withLock { $0.registeredSince } }
+
   /// The DID and URL of the last accepted registration.
   public var identity: (did: String, agentURL: String)? { state.withLock { $0.identity } }
 
@@ -66,6 +72,9 @@ public final class PoolRegistration: Sendable {
       if case .registered(_, let did, let url) = phase {
         state.identity = (did, url)
         state.registrations += 1
+        if state.registeredSince == nil { state.registeredSince = Date() }
+      } else {
+        state.registeredSince = nil
       }
       guard phase.isSettled else { return ([], change) }
       defer { state.waiters.removeAll() }

@@ -36,6 +36,16 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   /// ending at once on two event loops may lose one sample, which an average can afford.
   let callTimeAverage = Atomic<Int>(0)
 
+  /// Its calls of the last minute, for the status page.
+  let recentCalls = Mutex(CallWindow())
+
+  /// Records an attempt that ended on this endpoint at `endedAt` after `took`.
+  func recordAttempt(took: Duration, endedAt: ContinuousClock.Instant, ok: Bool) {
+    let second = CallWindow.second(of: endedAt)
+    let micros = Int(took.nanoseconds / 1000)
+    recentCalls.withLock { $0.record(second: second, micros: micros, ok: ok) }
+  }
+
   /// Feeds a call's time into ``callTimeAverage``.
   func recordCallTime(_ took: Duration) {
     let micros = max(1, Int(took.nanoseconds / 1000))

@@ -52,6 +52,8 @@ public final class Mesh: Sendable {
     config: MeshConfig, logger: Logger, resolver: any DNSResolver = SystemDNSResolver()
   ) async throws -> Mesh {
     let group = MultiThreadedEventLoopGroup.singleton
+    let events = RecentEvents()
+    let logger = events.recording(logger)
     let metrics = MeshMetrics()
     let store = RegistryStore(directory: config.state.dir)
     let snapshot = try store.load()
@@ -94,17 +96,18 @@ public final class Mesh: Sendable {
         PeerIdentityInterceptor(allowed: config.registry.tls?.allowedIdentities ?? [], logger: logger),
       ]
     )
-    let adminPort = AdminPort()
-    let admin = AdminServer.make(
-      status: MeshStatus(directory: directory, registrars: registrars, metrics: metrics), listen: config.admin.listen,
-      logger: logger, onListening: { adminPort.set($0) })
     let grpcCertificates = [coreReloader, registryReloader].compactMap { $0 }
+    let tlsReloader = TLSReloader(
+      materials: await directory.tlsMaterials, grpcCertificates: grpcCertificates,
+      interval: config.admin.tlsReloadInterval, metrics: metrics, logger: logger)
+    let adminPort = AdminPort()
+    let status = MeshStatus(
+      directory: directory, registrars: registrars, metrics: metrics, events: events,
+      certificates: { tlsReloader.expiries })
+    let admin = AdminServer.make(
+      status: status, listen: config.admin.listen, logger: logger, onListening: { adminPort.set($0) })
     var services: [any Service] = grpcCertificates.map(\.reloader)
-    services += [
-      TLSReloader(
-        materials: await directory.tlsMaterials, grpcCertificates: grpcCertificates,
-        interval: config.admin.tlsReloadInterval, metrics: metrics, logger: logger),
-    ]
+    services += [tlsReloader]
     services += registrars.all as [any Service]
     services += [
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),

@@ -406,12 +406,15 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// Records the end of the current attempt on a replica; how long it took, when it had begun.
   @discardableResult
   private func endAttempt(code: Int) -> Duration? {
+    let endpoint = picked
     releasePicked()
     guard let metrics = attemptMetrics else { return nil }
     attemptMetrics = nil
     if attemptOpened { metrics.messagesSent.increment(by: requestScanner.messagesStarted) }
-    let took = ContinuousClock.now - attemptStartedAt
+    let now = ContinuousClock.now
+    let took = now - attemptStartedAt
     metrics.finished(code: code, after: took)
+    endpoint?.recordAttempt(took: took, endedAt: now, ok: code == GRPCStatusCode.ok.rawValue)
     return took
   }
 

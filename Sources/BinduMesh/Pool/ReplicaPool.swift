@@ -44,6 +44,8 @@ public final class ReplicaPool: Sendable {
     public let endpoint: Endpoint
     public let health: EndpointHealth
     public let state: String
+    /// Whether the balancer may pick it now (in rotation, or everyone in panic mode).
+    public let inRotation: Bool
     /// For a registered replica, the signal that last showed it alive.
     public let liveness: MemberLiveness.Signal?
   }
@@ -116,7 +118,9 @@ public final class ReplicaPool: Sendable {
       state.endpoints.map { endpoint in
         let health = state.health[ObjectIdentifier(endpoint)]!
         let liveness = endpoint.membershipID.flatMap { state.members[$0]?.liveness.signal }
-        return EndpointState(endpoint: endpoint, health: health, state: health.stateName(at: now), liveness: liveness)
+        return EndpointState(
+          endpoint: endpoint, health: health, state: health.stateName(at: now),
+          inRotation: state.candidates.contains { $0 === endpoint }, liveness: liveness)
       }
     }
   }
@@ -214,6 +218,9 @@ public final class ReplicaPool: Sendable {
 
   /// Calls in flight now.
   public var callsInFlightCount: Int { callsInFlight.load(ordering: .relaxed) }
+
+  /// Calls waiting in the pool's queue.
+  public var queuedCallsCount: Int { state.withLock { $0.balancer.queuedCount } }
 
   /// Whether a core has accepted this pool's agent (and not forgotten it since).
   public var isRegisteredWithCore: Bool { registeredCores.load(ordering: .relaxed) > 0 }

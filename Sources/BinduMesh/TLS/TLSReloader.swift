@@ -58,9 +58,12 @@ struct TLSReloader: Service {
     }
   }
 
+  /// Every certificate it watches and when it expires (`nil`: not read).
+  var expiries: [(use: String, notAfter: Date?)] {
+    materials.map { ($0.use, $0.notAfter) } + grpcCertificates.map { ($0.use, $0.notAfter) }
+  }
+
   private func updateGauges() {
-    let expiries =
-      materials.map { ($0.use, $0.notAfter) } + grpcCertificates.map { ($0.use, $0.notAfter) }
     for (use, notAfter) in expiries {
       guard let notAfter else { continue }
       metrics.gauge("certificate_expiry_timestamp_seconds", [("use", use)]).record(notAfter.timeIntervalSince1970)
