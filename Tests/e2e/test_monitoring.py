@@ -254,6 +254,20 @@ def variable_values(dashboard, prometheus, start, end):
     return values, found
 
 
+def test_dashboard_panels_have_ids_and_places_of_their_own():
+    dashboard = json.loads((MONITORING / "grafana" / "bindu-mesh.json").read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    panels = list(dashboard_panels(dashboard["panels"]))
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    taken = set()
+    for panel in panels:
+        place = panel["gridPos"]
+        assert place["x"] + place["w"] <= 24, panel["title"]
+        cells = {(place["x"] + dx, place["y"] + dy) for dx in range(place["w"]) for dy in range(place["h"])}
+        assert not cells & taken, f"panel {panel['title']!r} overlaps another"
+        taken |= cells
+
+
 def test_every_dashboard_query_returns_series_from_a_scraped_mesh(scraped):
     prometheus, start, end = scraped
     dashboard = json.loads((MONITORING / "grafana" / "bindu-mesh.json").read_text())
