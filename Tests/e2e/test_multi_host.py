@@ -5,7 +5,10 @@ Bindu's own gRPC stubs (`netns.py replica`). The meshes run the configs of
 examples/multi-host/ as they are, with three substitutions: the example hosts' addresses
 (10.0.0.1, .2, .3 for A, B, C) become the test hosts', the certificate folder
 /etc/bindu-mesh/certs becomes the host's own folder of certificates, and `--state-dir` names a
-folder of the test. Certificates are made as docs/deployment.md says, with `bindu-mesh certs dev`.
+folder of the test. The host names of the examples (`host-a.internal`, ...) resolve to the test
+hosts in each namespace's /etc/hosts. Certificates are made as docs/deployment.md says, with
+`bindu-mesh certs dev`. Two tests change one thing more, and say so: the rewrite turned off, and
+mesh A named by its address instead of its name.
 
 A2A clients run on host A (the core's A2A port, 3773, is on its loopback).
 """
