@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHPACK
 import NIOHTTP2
 import Testing
 
@@ -52,5 +53,76 @@ import Testing
     #expect(HTTP2ConnectionError(.rapidReset, limits: .init()).label == "rapid_reset")
     #expect(HTTP2ErrorCode(networkCode: 0xd).label == "http_1_1_required")
     #expect(HTTP2ErrorCode(networkCode: 0x99).label == "error_153")
+  }
+
+  @Test func streamErrorsHaveABudgetForTheConnectionsLife() {
+    var guards = HTTP2Guards(limits: .init())  // 200, as swift-nio-http2's maximumConnectionGlitches
+    for _ in 0..<200 { #expect(guards.glitch() == nil) }
+    #expect(guards.glitch() == .glitches)
+  }
+}
+
+/// RFC 9113 §8.2–8.3 and gRPC's rules for a caller's request, kind by kind.
+@Suite struct RequestHeaderCheckTests {
+  static let good: [(String, String)] = [
+    (":method", "POST"), (":scheme", "http"), (":path", "/bindu.grpc.AgentHandler/HandleMessages"),
+    (":authority", "127.0.0.1:3776"), ("content-type", "application/grpc"), ("te", "trailers"),
+    ("grpc-timeout", "30S"), ("user-agent", "grpc-python/1.70"),
+  ]
+
+  func check(_ fields: [(String, String)]) -> String? { RequestHeaderCheck.request(HPACKHeaders(fields)) }
+
+  func replacing(_ name: String, with value: String?) -> [(String, String)] {
+    Self.good.compactMap { $0.0 == name ? value.map { (name, $0) } : $0 }
+  }
+
+  @Test func aGRPCRequestPasses() {
+    #expect(check(Self.good) == nil)
+    #expect(check(replacing(":authority", with: nil)) == nil)  // optional
+    #expect(check(replacing("content-type", with: "application/grpc+proto")) == nil)
+    #expect(check(replacing("content-type", with: "application/grpc; charset=utf-8")) == nil)
+    #expect(check(Self.good + [("content-length", "42")]) == nil)
+  }
+
+  @Test func malformedRequestsAreRefusedWithTheirReason() throws {
+    let cases: [([(String, String)], String)] = [
+      (replacing(":method", with: "GET"), ":method is not POST"),
+      (replacing(":method", with: nil), "no :method"),
+      (replacing(":scheme", with: nil), "no :scheme"),
+      (replacing(":scheme", with: "ftp"), ":scheme"),
+      (replacing(":path", with: nil), "no :path"),
+      (replacing(":path", with: "nope"), ":path does not begin with /"),
+      (replacing("content-type", with: nil), "no content-type"),
+      (replacing("content-type", with: "application/json"), "content-type"),
+      (replacing("content-type", with: "application/grpcx"), "content-type"),
+      (replacing("te", with: "gzip"), "te is not"),
+      (Self.good + [(":status", "200")], "pseudo-header :status"),
+      (Self.good + [(":protocol", "websocket")], "pseudo-header :protocol"),
+      ([Self.good[0], (":path", "/again")] + Self.good.dropFirst(), "more than one :path"),
+      ([("x-first", "1")] + Self.good, "after a regular field"),
+      (Self.good + [("X-Upper", "1")], "not lowercase"),
+      (Self.good + [("", "empty")], "empty name"),
+      (Self.good + [("x-a b", "1")], "not lowercase"),
+      (Self.good + [("x-crlf", "a\r\nb: c")], "NUL, CR or LF"),
+      (Self.good + [("x-nul", "a\u{0}b")], "NUL, CR or LF"),
+      (Self.good + [("x-space", " padded")], "whitespace"),
+      (Self.good + [("connection", "keep-alive")], "connection-specific field connection"),
+      (Self.good + [("keep-alive", "5")], "connection-specific"),
+      (Self.good + [("proxy-connection", "x")], "connection-specific"),
+      (Self.good + [("transfer-encoding", "chunked")], "connection-specific"),
+      (Self.good + [("upgrade", "h2c")], "connection-specific"),
+      (Self.good + [("content-length", "12a")], "content-length is not a number"),
+    ]
+    for (fields, reason) in cases {
+      let problem = try #require(check(fields), "accepted: \(fields)")
+      #expect(problem.contains(reason), "\(fields): \(problem)")
+    }
+  }
+
+  @Test func trailersEndTheStreamAndCarryNoPseudoHeader() {
+    #expect(RequestHeaderCheck.trailers(HPACKHeaders([("x-checksum", "1")]), endStream: true) == nil)
+    #expect(RequestHeaderCheck.trailers(HPACKHeaders([("x-checksum", "1")]), endStream: false) != nil)
+    #expect(RequestHeaderCheck.trailers(HPACKHeaders([(":path", "/x")]), endStream: true) != nil)
+    #expect(RequestHeaderCheck.trailers(HPACKHeaders([("Bad", "1")]), endStream: true) != nil)
   }
 }

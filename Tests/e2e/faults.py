@@ -33,7 +33,8 @@ def stubs():
 class Scenario:
     """Three static echo replicas behind a declared pool; no core needed for the data path."""
 
-    def __init__(self, workdir: Path, replicas=3, extra_pool_yaml="", policy_yaml=POLICY_YAML, admin_yaml=""):
+    def __init__(self, workdir: Path, replicas=3, extra_pool_yaml="", policy_yaml=POLICY_YAML, admin_yaml="",
+                 callbacks_yaml=""):
         self.workdir = workdir
         self.unhealthy_files = [workdir / f"r{i}.unhealthy" for i in range(1, replicas + 1)]
         self.replicas = [
@@ -43,7 +44,8 @@ class Scenario:
         self.listen = free_port()
         pool = (f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{self.listen}\n    replicas:\n"
                 + "".join(f"      - 127.0.0.1:{r.port}\n" for r in self.replicas) + extra_pool_yaml)
-        self.mesh = Mesh(workdir, core_port=free_port(), extra_yaml=policy_yaml + pool, admin_yaml=admin_yaml)
+        self.mesh = Mesh(workdir, core_port=free_port(), extra_yaml=policy_yaml + pool, admin_yaml=admin_yaml,
+                         callbacks_yaml=callbacks_yaml)
         self.mesh.start()
         messages, services = stubs()
         self.messages = messages

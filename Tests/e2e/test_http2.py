@@ -164,7 +164,8 @@ def test_the_callers_flow_control_windows_hold_back_a_large_answer(scenario):
     ("a connection window over 2^31-1", PREFACE + SettingsFrame(0).serialize()
      + WindowUpdateFrame(0, window_increment=2**31 - 1).serialize(), FLOW_CONTROL_ERROR),
     ("SETTINGS_INITIAL_WINDOW_SIZE pushing an open stream's window over 2^31-1", PREFACE + SettingsFrame(0).serialize()
-     + HeadersFrame(1, data=hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", PATH)]),
+     + HeadersFrame(1, data=hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", PATH),
+                                                    ("content-type", "application/grpc")]),
                     flags=["END_HEADERS"]).serialize()
      + WindowUpdateFrame(1, window_increment=2**31 - 1 - 65535).serialize()
      + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}).serialize(), FLOW_CONTROL_ERROR),

@@ -57,6 +57,14 @@ def make_known_calls(scenario):
 
 def test_every_counter_and_histogram_matches_the_calls_made(scenario):
     before = scrape(scenario.mesh)
+    # Counters of events that have not happened exist at 0, so rate() sees the first one.
+    for pool in ("echo-agent", "empty-agent"):
+        for reason in ("connect_failed", "refused_stream", "goaway", "unavailable", "replay"):
+            assert [s.value for s in before if s.name == "bindu_mesh_retries_total"
+                    and s.labels == {"pool": pool, "reason": reason}] == [0.0], (pool, reason)
+        for reason in ("rapid_reset", "empty_data_flood", "continuation_flood", "control_frame_flood"):
+            assert [s.value for s in before if s.name == "bindu_mesh_http2_goaways_total"
+                    and s.labels == {"pool": pool, "reason": reason}] == [0.0], (pool, reason)
     base = {k: value(before, f"grpc_server_{k}", pool="echo-agent", **HANDLE)
             for k in ("started_total", "msg_received_total", "msg_sent_total", "handling_seconds_count")}
     make_known_calls(scenario)

@@ -8,7 +8,10 @@ public enum ConfigKeys {
   static let core = ["address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff", "tls"]
   static let coreTarget = ["address", "agent_url"]
   static let registry = ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls"]
-  static let callbacks = ["listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls"]
+  static let callbacks = [
+    "listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls", "max_concurrent_streams",
+    "preface_timeout", "idle_timeout",
+  ]
   static let upstream = [
     "connect_timeout", "max_message_bytes", "max_concurrent_streams", "reconnect_max_backoff", "idle_timeout",
     "keepalive_interval", "keepalive_timeout", "default_call_timeout",

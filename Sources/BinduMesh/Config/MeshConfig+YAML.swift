@@ -128,6 +128,9 @@ extension MeshConfig.Callbacks {
     if let value = keys["first_port"] { firstPort = try value.int(in: 0...65535) }
     if let value = keys["max_pools"] { maxPools = try value.int(in: 0...10_000) }
     if let value = keys["advertise_host"] { advertiseHost = try value.string() }
+    if let value = keys["max_concurrent_streams"] { maxConcurrentStreams = try value.int(in: 1...100_000) }
+    if let value = keys["preface_timeout"] { prefaceTimeout = try value.duration() }
+    if let value = keys["idle_timeout"] { idleTimeout = try value.optionalDuration() }
   }
 }
 

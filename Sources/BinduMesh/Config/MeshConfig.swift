@@ -147,6 +147,15 @@ extension MeshConfig {
     public var tls: ListenerTLS? = nil
     /// TLS from these pools to their replicas; `nil`: plaintext.
     public var upstreamTLS: ClientTLS? = nil
+    /// Most calls one caller's connection may have open at once (the SETTINGS_MAX_CONCURRENT_STREAMS
+    /// the listeners announce); more are refused with REFUSED_STREAM. Default 100.
+    public var maxConcurrentStreams = 100
+    /// A caller's connection that has not sent its HTTP/2 preface and SETTINGS within this is
+    /// closed. Default 10 s.
+    public var prefaceTimeout: Duration = .seconds(10)
+    /// A caller's connection with no call for this long is closed with GOAWAY (the caller
+    /// connects again for its next call); `nil` keeps it. Default 1 h.
+    public var idleTimeout: Duration? = .seconds(3600)
 
     /// Default values.
     public static var defaults: Self {
@@ -160,7 +169,8 @@ extension MeshConfig {
     public var connectTimeout: Duration
     /// Largest gRPC message accepted in either direction. Default 4 MiB, as the core uses.
     public var maxMessageBytes: Int
-    /// Most concurrent calls on one connection, both to the core and to a replica. Default 1000.
+    /// Most concurrent calls on one connection to a replica (fewer when the replica announces
+    /// fewer). Default 1000.
     public var maxConcurrentStreams: Int
     /// Longest wait between reconnect attempts to a replica (from 100 ms, doubled). Default 5 s.
     public var reconnectMaxBackoff: Duration = .seconds(5)

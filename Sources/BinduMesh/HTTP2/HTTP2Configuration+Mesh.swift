@@ -2,17 +2,21 @@ extension HTTP2Connection.Configuration {
   /// The flow-control window the mesh offers its peers, per stream and per connection (1 MiB).
   static let meshWindowSize = 1 << 20
 
-  /// Settings of both sides of the data path: `maxConcurrentStreams` from config and
-  /// ``meshWindowSize`` per stream and for the connection. Callers get swift-nio-http2's
-  /// denial-of-service limits (``HTTP2Guards``); a replica, which the mesh chose, gets looser
-  /// ones, since one that refuses or resets many streams under load is busy, not hostile.
-  static func mesh(_ upstream: MeshConfig.Upstream, mode: HTTP2Connection.Mode) -> Self {
+  /// Settings of a connection from a caller: `callbacks.max_concurrent_streams`,
+  /// ``meshWindowSize`` per stream and for the connection, and swift-nio-http2's
+  /// denial-of-service limits (``HTTP2Guards``).
+  static func caller(_ callbacks: MeshConfig.Callbacks) -> Self {
+    Self(maxConcurrentStreams: callbacks.maxConcurrentStreams, windowSize: meshWindowSize)
+  }
+
+  /// Settings of a connection to a replica: looser guards than a caller's, since a replica (which
+  /// the mesh chose) that refuses or resets many streams under load is busy, not hostile.
+  static func replica(_ upstream: MeshConfig.Upstream) -> Self {
     var configuration = Self(maxConcurrentStreams: upstream.maxConcurrentStreams, windowSize: meshWindowSize)
-    if mode == .client {
-      configuration.guards.maxResets = 10_000
-      configuration.guards.maxEmptyDataInARow = 1_000
-      configuration.guards.maxControlFrames = 100_000
-    }
+    configuration.guards.maxResets = 10_000
+    configuration.guards.maxEmptyDataInARow = 1_000
+    configuration.guards.maxControlFrames = 100_000
+    configuration.guards.maxGlitches = 10_000
     return configuration
   }
 }

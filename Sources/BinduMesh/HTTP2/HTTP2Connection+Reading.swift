@@ -21,6 +21,9 @@ extension HTTP2Connection {
         throw HTTP2ConnectionError(.protocolError, "a header block was interrupted by another frame")
       }
     }
+    guard peerSettingsReceived || frame.kind == HTTP2FrameKind.settings.rawValue else {
+      throw HTTP2ConnectionError(.protocolError, "the peer's first frame is not SETTINGS (§3.4)")
+    }
     guard let kind = HTTP2FrameKind(rawValue: frame.kind) else { return }  // unknown types are ignored (§5.5)
     switch kind {
     case .data: try readData(frame)
@@ -72,12 +75,12 @@ extension HTTP2Connection {
       return  // a stream already closed or reset: its late frames are dropped
     }
     guard !stream.remoteEnded else {
-      reset(frame.streamID, .streamClosed, notifying: true)
+      try streamError(frame.streamID, .streamClosed)
       return
     }
     stream.inboundWindow -= length
     guard stream.inboundWindow >= 0 else {
-      reset(frame.streamID, .flowControlError, notifying: true)
+      try streamError(frame.streamID, .flowControlError)
       return
     }
     stream.remoteEnded = endStream
@@ -137,14 +140,19 @@ extension HTTP2Connection {
       case .tooLarge:
         // Refused, the connection goes on: the block was decoded, so HPACK's table is in step.
         if mode == .server && streamID > lastPeerStreamID { lastPeerStreamID = streamID }
-        reset(streamID, .protocolError, notifying: true)
+        try streamError(streamID, .protocolError)
         return
       }
     }
     let payload = HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: endStream))
     if var stream = streams[streamID] {
       guard !stream.remoteEnded else {
-        reset(streamID, .streamClosed, notifying: true)
+        try streamError(streamID, .streamClosed)
+        return
+      }
+      if mode == .server, let problem = RequestHeaderCheck.trailers(headers, endStream: endStream) {
+        delegate?.refusedRequest(on: streamID, problem)
+        try streamError(streamID, .protocolError)
         return
       }
       stream.remoteEnded = endStream
@@ -158,8 +166,17 @@ extension HTTP2Connection {
       return  // a stream already closed or reset
     }
     lastPeerStreamID = streamID
-    guard !goAwaySent, streams.count < configuration.maxConcurrentStreams else {
+    guard !goAwaySent else {
       writeReset(streamID, .refusedStream)
+      return
+    }
+    guard streams.count < configuration.maxConcurrentStreams else {
+      try streamError(streamID, .refusedStream)  // over the SETTINGS_MAX_CONCURRENT_STREAMS announced
+      return
+    }
+    if let problem = RequestHeaderCheck.request(headers) {
+      delegate?.refusedRequest(on: streamID, problem)
+      try streamError(streamID, .protocolError)
       return
     }
     var stream = newStream(opened: true)
@@ -184,6 +201,10 @@ extension HTTP2Connection {
   func readSettings(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) {
     var payload = frame.payload
     guard frame.streamID == .rootStream else { throw HTTP2ConnectionError(.protocolError, "SETTINGS on a stream") }
+    guard peerSettingsReceived || !frame.has(HTTP2FrameFlag.ack) else {
+      throw HTTP2ConnectionError(.protocolError, "the peer's first SETTINGS is an acknowledgement (§3.4)")
+    }
+    peerSettingsReceived = true
     if frame.has(HTTP2FrameFlag.ack) {
       guard payload.readableBytes == 0 else { throw HTTP2ConnectionError(.frameSizeError, "SETTINGS ACK with a payload") }
       return
@@ -271,7 +292,7 @@ extension HTTP2Connection {
     guard var stream = streams[frame.streamID] else { return }
     stream.outboundWindow += increment
     guard increment > 0, stream.outboundWindow <= HTTP2Protocol.maxWindow else {
-      reset(frame.streamID, increment > 0 ? .flowControlError : .protocolError, notifying: true)
+      try streamError(frame.streamID, increment > 0 ? .flowControlError : .protocolError)
       return
     }
     streams[frame.streamID] = stream

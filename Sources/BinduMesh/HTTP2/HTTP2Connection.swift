@@ -66,6 +66,8 @@ final class HTTP2Connection: ChannelInboundHandler {
   var goAwaySent = false
   var goAwayReceived = false
   var started = false
+  /// The peer's preface and first SETTINGS have arrived.
+  var peerSettingsReceived = false
   /// A protocol violation ended the connection: nothing more is read.
   var failed = false
   /// The peer's floods so far.
@@ -203,6 +205,13 @@ final class HTTP2Connection: ChannelInboundHandler {
     let wasOpen = remove(streamID)
     writeReset(streamID, code)
     if notifying && wasOpen { delegate?.streamClosed(streamID, reason: code) }
+  }
+
+  /// Resets a stream the peer got wrong (its delegate is told), counting it against the
+  /// connection's glitch budget (``HTTP2Guards/Limits/maxGlitches``).
+  func streamError(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode) throws(HTTP2ConnectionError) {
+    reset(streamID, code, notifying: true)
+    if let violation = guards.glitch() { throw HTTP2ConnectionError(violation, limits: guards.limits) }
   }
 
   /// Forgets a stream, failing the frames that wait on it; whether it was open.

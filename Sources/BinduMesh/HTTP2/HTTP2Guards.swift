@@ -3,7 +3,7 @@ import NIOCore
 /// What one peer may make a connection do before it is cut off with GOAWAY
 /// `ENHANCE_YOUR_CALM`: the denial-of-service limits of swift-nio-http2 1.46
 /// (`DOSHeuristics`: 200 resets in 30 s, one empty DATA frame in a row; five CONTINUATION frames
-/// in a row) and a budget of control frames.
+/// in a row; `GlitchesMonitor`: 200 stream errors) and a budget of control frames.
 ///
 /// A value, one per connection, fed every frame that counts, with the clock passed in; it
 /// answers the limit broken, if any, and ``HTTP2Connection`` ends the connection.
@@ -22,14 +22,19 @@ struct HTTP2Guards {
     /// and SETTINGS costs an answer, and a peer that never reads them would pile them up.
     var maxControlFrames = 10_000
     var controlWindow = TimeAmount.seconds(10)
+    /// Streams the peer may get wrong over the connection's life (a malformed request, a header
+    /// list over the limit, DATA beyond a stream's window, ...), each answered with RST_STREAM:
+    /// swift-nio-http2's `maximumConnectionGlitches`.
+    var maxGlitches = 200
   }
 
   /// A limit broken: the reason logged and counted (`bindu_mesh_http2_goaways_total{reason}`).
-  enum Violation: String, Sendable {
+  enum Violation: String, Sendable, CaseIterable {
     case rapidReset = "rapid_reset"
     case emptyData = "empty_data_flood"
     case continuations = "continuation_flood"
     case controlFrames = "control_frame_flood"
+    case glitches = "stream_error_flood"
 
     /// What the log and the GOAWAY's reason say.
     func describe(_ limits: Limits) -> String {
@@ -38,6 +43,7 @@ struct HTTP2Guards {
       case .emptyData: "over \(limits.maxEmptyDataInARow) empty DATA frames in a row"
       case .continuations: "over \(limits.maxContinuations) CONTINUATION frames in one header block"
       case .controlFrames: "over \(limits.maxControlFrames) PING, SETTINGS or PRIORITY frames in \(limits.controlWindow)"
+      case .glitches: "over \(limits.maxGlitches) streams reset for the peer's errors"
       }
     }
   }
@@ -51,6 +57,7 @@ struct HTTP2Guards {
   private var continuations = 0
   private var controlFrames = 0
   private var controlWindowStart: NIODeadline?
+  private var glitches = 0
 
   init(limits: Limits) { self.limits = limits }
 
@@ -96,5 +103,11 @@ struct HTTP2Guards {
       controlFrames = 1
     }
     return controlFrames > limits.maxControlFrames ? .controlFrames : nil
+  }
+
+  /// A stream reset for the peer's error.
+  mutating func glitch() -> Violation? {
+    glitches += 1
+    return glitches > limits.maxGlitches ? .glitches : nil
   }
 }

@@ -7,7 +7,7 @@ import NIOSSL
 /// The listener the core dials for one pool: HTTP/2 (gRPC), with TLS when configured; every
 /// stream is a ``ProxyCall``, routed by the connection's ``CallerConnectionHandler``.
 ///
-/// Bind it with ``bind(pool:address:group:config:grace:security:logger:)``; ``shutdown(grace:)`` stops
+/// Bind it with ``bind(pool:address:group:config:callers:grace:security:logger:)``; ``shutdown(grace:)`` stops
 /// accepting, sends GOAWAY on every connection and waits for calls in flight, at most `grace`.
 final class CallbackListener: Sendable {
   /// The pool this listener serves.
@@ -29,6 +29,7 @@ final class CallbackListener: Sendable {
     address: HostPort,
     group: MultiThreadedEventLoopGroup,
     config: MeshConfig.Upstream,
+    callers: MeshConfig.Callbacks,
     grace: Duration,
     security: ListenerSecurity?,
     logger: Logger
@@ -53,8 +54,8 @@ final class CallbackListener: Sendable {
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
           }
           let caller = CallerConnectionHandler(
-            pool: pool, limits: config, grace: grace, eventLoop: channel.eventLoop, logger: logger)
-          let connection = HTTP2Connection(mode: .server, configuration: .mesh(config, mode: .server), delegate: caller)
+            pool: pool, limits: config, callers: callers, grace: grace, eventLoop: channel.eventLoop, logger: logger)
+          let connection = HTTP2Connection(mode: .server, configuration: .caller(callers), delegate: caller)
           caller.connection = connection
           try sync.addHandler(connection)
         }

@@ -11,6 +11,11 @@ import NIOHTTP2
 final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private let pool: ReplicaPool
   private let limits: MeshConfig.Upstream
+  /// The preface and idle timeouts.
+  private let callers: MeshConfig.Callbacks
+  private let openedAt = NIODeadline.now()
+  /// When the last call ended (or the connection opened), while no call is open.
+  private var idleSince = NIODeadline.now()
   private let grace: TimeAmount
   private let logger: Logger
   private let eventLoop: any EventLoop
@@ -19,14 +24,21 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private var calls = StreamIDMap<ProxyCall>()
   private var lastStreamID = HTTP2StreamID.rootStream
   private var draining = false
-  /// Checks, every second, the default deadline of calls that came without grpc-timeout.
-  private var defaultDeadlineCheck: Scheduled<Void>?
+  /// Requests refused on this connection for malformed headers (the first is logged).
+  private var refusedRequests = 0
+  /// Every second: the default deadline of calls that came without grpc-timeout, and the
+  /// preface and idle timeouts.
+  private var tick: Scheduled<Void>?
   /// The server metrics of the last method called here: calls on a connection mostly share one.
   private var lastServerMetrics: (path: String, metrics: GRPCCallMetrics)?
 
-  init(pool: ReplicaPool, limits: MeshConfig.Upstream, grace: Duration, eventLoop: any EventLoop, logger: Logger) {
+  init(
+    pool: ReplicaPool, limits: MeshConfig.Upstream, callers: MeshConfig.Callbacks, grace: Duration,
+    eventLoop: any EventLoop, logger: Logger
+  ) {
     self.pool = pool
     self.limits = limits
+    self.callers = callers
     self.grace = grace.timeAmount
     self.eventLoop = eventLoop
     self.logger = logger
@@ -51,21 +63,30 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
     return metrics
   }
 
-  func connectionActive() {
-    if limits.defaultCallTimeout != nil { checkDefaultDeadlines() }
-  }
+  func connectionActive() { everySecond() }
 
-  /// Ends the calls past their default deadline, then checks again in a second, until the
-  /// connection closes.
-  private func checkDefaultDeadlines() {
-    if !calls.isEmpty {
-      let now = NIODeadline.now()
+  /// Ends the calls past their default deadline, and the connection when its preface is late
+  /// or it has been idle too long; then checks again in a second, until the connection closes.
+  private func everySecond() {
+    let now = NIODeadline.now()
+    if limits.defaultCallTimeout != nil {
       for id in calls.ids { calls[id]?.checkDefaultDeadline(now: now) }
     }
-    guard connection != nil else { return }
-    defaultDeadlineCheck = eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in
-      checkDefaultDeadlines()
+    guard let connection else { return }
+    if !connection.peerSettingsReceived && now - openedAt >= callers.prefaceTimeout.timeAmount {
+      pool.callerConnectionsClosedCounter(reason: "preface_timeout").increment()
+      logger.notice(
+        "caller connection closed: no HTTP/2 preface and SETTINGS in time",
+        metadata: ["mesh.peer": "\(peerDescription)", "mesh.timeout": "\(callers.prefaceTimeout)"])
+      connection.close()
+      return
     }
+    if let idle = callers.idleTimeout, calls.isEmpty, !draining, now - idleSince >= idle.timeAmount {
+      pool.callerConnectionsClosedCounter(reason: "idle_timeout").increment()
+      logger.debug("caller connection idle: GOAWAY", metadata: ["mesh.peer": "\(peerDescription)"])
+      drain()
+    }
+    tick = eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in everySecond() }
   }
 
   func received(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID) {
@@ -83,6 +104,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
 
   func streamClosed(_ streamID: HTTP2StreamID, reason: HTTP2ErrorCode?) {
     calls.removeValue(forKey: streamID)?.callerClosed()
+    if calls.isEmpty { idleSince = .now() }
     if draining && calls.isEmpty { connection?.closeSoon() }
   }
 
@@ -90,12 +112,23 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
 
   func receivedPingAck(_ data: HTTP2PingData) {}
 
+  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String) {
+    refusedRequests += 1
+    pool.refusedRequestsCounter.increment()
+    guard refusedRequests == 1 else { return }
+    logger.warning(
+      "caller's request refused: its headers cannot be forwarded",
+      metadata: ["reason": "\(problem)", "mesh.peer": "\(peerDescription)", "mesh.stream": "\(streamID)"])
+  }
+
+  private var peerDescription: String { connection?.context?.channel.remoteAddress.map { "\($0)" } ?? "unknown" }
+
   func receivedEvent(_ event: Any) {
     if event is ChannelShouldQuiesceEvent { drain() }
   }
 
   func connectionFailed(_ reason: String, goAway: String?) {
-    let peer = connection?.context?.channel.remoteAddress.map { "\($0)" } ?? "unknown"
+    let peer = peerDescription
     guard let goAway else {
       logger.debug("caller connection failed", metadata: ["error": "\(reason)", "mesh.peer": "\(peer)"])
       return
@@ -107,8 +140,8 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   }
 
   func connectionInactive() {
-    defaultDeadlineCheck?.cancel()
-    defaultDeadlineCheck = nil
+    tick?.cancel()
+    tick = nil
     let open = calls
     calls.removeAll()
     for id in open.ids { open[id]!.callerClosed() }

@@ -264,8 +264,8 @@ public actor PoolDirectory {
     let listener: CallbackListener
     do {
       listener = try await CallbackListener.bind(
-        pool: pool, address: address, group: group, config: config.upstream, grace: config.shutdown.gracePeriod,
-        security: security, logger: logger)
+        pool: pool, address: address, group: group, config: config.upstream, callers: config.callbacks,
+        grace: config.shutdown.gracePeriod, security: security, logger: logger)
     } catch let error as MeshError {
       throw error
     } catch {

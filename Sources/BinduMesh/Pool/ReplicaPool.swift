@@ -67,6 +67,8 @@ public final class ReplicaPool: Sendable {
   let probesPassed: Counter
   let probesFailed: Counter
   private let queuedGauge: Gauge
+  /// Callers' requests refused for headers that cannot be forwarded.
+  let refusedRequestsCounter: Counter
   private let queueWait: Timer
   private let callsInFlight = Atomic<Int>(0)
   private let retriesInFlight = Atomic<Int>(0)
@@ -97,6 +99,12 @@ public final class ReplicaPool: Sendable {
     self.probesPassed = metrics.counter("health_probes_total", [("pool", name), ("result", "passed")])
     self.probesFailed = metrics.counter("health_probes_total", [("pool", name), ("result", "failed")])
     self.queuedGauge = metrics.gauge("queued_calls", [("pool", name)])
+    self.refusedRequestsCounter = metrics.counter("http2_refused_requests_total", [("pool", name)])
+    // Counters exist at 0 from the start, so that rate() and increase() see their first event.
+    for reason in Self.retryReasons { _ = metrics.counter("retries_total", [("pool", name), ("reason", reason)]) }
+    for violation in HTTP2Guards.Violation.allCases {
+      _ = metrics.counter("http2_goaways_total", [("pool", name), ("reason", violation.rawValue)])
+    }
     self.queueWait = Timer(
       label: "bindu_mesh_queue_wait_seconds", dimensions: [("pool", name)], factory: metrics.factory)
     self.state = Mutex(PoolState(policy: policy, definition: definition))
@@ -212,6 +220,14 @@ public final class ReplicaPool: Sendable {
   }
 
   /// Counts a retry, by reason (`connect_failed`, `refused_stream`, `goaway`, `unavailable`, `replay`).
+  /// `bindu_mesh_caller_connections_closed_total{reason}`: `preface_timeout` or `idle_timeout`.
+  func callerConnectionsClosedCounter(reason: String) -> Counter {
+    metrics.counter("caller_connections_closed_total", [("pool", name), ("reason", reason)])
+  }
+
+  /// What `bindu_mesh_retries_total{reason}` counts.
+  static let retryReasons = ["connect_failed", "refused_stream", "goaway", "unavailable", "replay"]
+
   func countRetry(reason: String) {
     metrics.counter("retries_total", [("pool", name), ("reason", reason)]).increment()
   }

@@ -137,7 +137,7 @@ final class UpstreamConnection: @unchecked Sendable {
             try sync.addHandler(
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "replica", logger: logger))
           }
-          let connection = HTTP2Connection(mode: .client, configuration: .mesh(upstream, mode: .client), delegate: handlers.value)
+          let connection = HTTP2Connection(mode: .client, configuration: .replica(upstream), delegate: handlers.value)
           handlers.value.connection = connection
           try sync.addHandler(connection)
         }

@@ -80,6 +80,8 @@ final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
     remove(streamID)?.upstreamClosed(reason: reason, failure: nil)
   }
 
+  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String) {}  // a server's only
+
   func receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {
     for id in streams.ids where id > lastStreamID {
       remove(id)?.upstreamNeverBegan("the replica is going away (GOAWAY \(errorCode)) and never began the call")

@@ -1,0 +1,154 @@
+"""What a caller may send the callback listener: requests checked against RFC 9113 §8.2-8.3 before
+they are forwarded, a budget of stream errors, the callers' own stream limit, and the preface and
+idle timeouts of their connections. A legitimate client works throughout."""
+import socket
+import time
+
+import hpack
+import pytest
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+
+from faults import Scenario
+from test_http2 import PREFACE, PROTOCOL_ERROR, ENHANCE_YOUR_CALM, answer_text, closed, grpc_body, read_frames, \
+    request_headers
+from test_metrics import scrape, value
+
+REFUSED_STREAM = 0x7
+
+
+def ends(sock):
+    """Whether the mesh closes `sock` within its timeout, whatever it writes first (its SETTINGS)."""
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+CALLBACKS = "  max_concurrent_streams: 3\n  preface_timeout: 1s\n  idle_timeout: 2s\n"
+
+
+@pytest.fixture
+def scenario(tmp_path, pb):
+    scenario = Scenario(tmp_path, replicas=1, policy_yaml="health:\n  interval: 60s\n  timeout: 1s\n",
+                        callbacks_yaml=CALLBACKS)
+    yield scenario
+    scenario.stop()
+
+
+def malformed(scenario):
+    """One header list per kind of malformed request, named."""
+    good = request_headers(scenario)
+
+    def without(name):
+        return [h for h in good if h[0] != name]
+
+    def replaced(name, value):
+        return [(n, value if n == name else v) for n, v in good]
+
+    return {
+        "connection-specific field": good + [("connection", "keep-alive")],
+        "transfer-encoding": good + [("transfer-encoding", "chunked")],
+        "te other than trailers": replaced("te", "gzip"),
+        "uppercase name": good + [("X-Upper", "1")],
+        "empty name": good + [("", "x")],
+        "CRLF in a value": good + [("x-injected", "a\r\nx-evil: 1")],
+        "unknown pseudo-header": good + [(":protocol", "websocket")],
+        "pseudo-header after a regular field": [("x-first", "1")] + good,
+        "bad content-length": good + [("content-length", "12abc")],
+        "GET": replaced(":method", "GET"),
+        "no :path": without(":path"),
+        "no :scheme": without(":scheme"),
+        "not gRPC": replaced("content-type", "application/json"),
+    }
+
+
+def test_malformed_requests_are_refused_on_their_stream_and_never_reach_the_replica(scenario):
+    replica = scenario.replicas[0]
+    kinds = malformed(scenario)
+    encoder = hpack.Encoder()
+    stream_ids = {}
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        frames = [PREFACE + SettingsFrame(0).serialize()]
+        for index, (kind, headers) in enumerate(kinds.items()):
+            stream = 1 + 2 * index
+            stream_ids[stream] = kind
+            frames.append(HeadersFrame(stream, data=encoder.encode(headers), flags=["END_HEADERS"]).serialize())
+            frames.append(DataFrame(stream, data=grpc_body(scenario, kind), flags=["END_STREAM"]).serialize())
+        good = 1 + 2 * len(kinds)
+        frames.append(HeadersFrame(good, data=encoder.encode(request_headers(scenario)), flags=["END_HEADERS"]).serialize())
+        frames.append(DataFrame(good, data=grpc_body(scenario, "after them"), flags=["END_STREAM"]).serialize())
+        sock.sendall(b"".join(frames))
+        got = read_frames(sock, lambda f: isinstance(f, HeadersFrame) and f.stream_id == good and "END_STREAM" in f.flags)
+    resets = {f.stream_id: f.error_code for f in got if isinstance(f, RstStreamFrame)}
+    for stream, kind in stream_ids.items():
+        assert resets.get(stream) == PROTOCOL_ERROR, f"{kind}: {resets.get(stream)}"
+    assert not [f for f in got if isinstance(f, GoAwayFrame)], "the connection goes on"
+    body = b"".join(f.data for f in got if isinstance(f, DataFrame) and f.stream_id == good)
+    assert answer_text(scenario, body) == "[r1] after them"
+    time.sleep(0.3)
+    reached = [line for line in replica.process.output().splitlines() if line.startswith("call ")]
+    assert "call after them" in reached
+    assert not [line for line in reached if line[len("call "):] in kinds], "a malformed request reached the replica"
+    samples = scrape(scenario.mesh)
+    assert value(samples, "bindu_mesh_http2_refused_requests_total", pool="echo-agent") == len(kinds)
+    assert scenario.mesh.process.output().count("caller's request refused") == 1, "logged once per connection"
+    assert scenario.ask("still fine") == "[r1] still fine"
+
+
+def test_a_flood_of_stream_errors_ends_the_connection_and_no_other(scenario):
+    encoder = hpack.Encoder()
+    bad = request_headers(scenario, connection="close")
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + b"".join(
+            HeadersFrame(1 + 2 * i, data=encoder.encode(bad), flags=["END_HEADERS", "END_STREAM"]).serialize()
+            for i in range(250)))
+        got = read_frames(sock, lambda f: isinstance(f, GoAwayFrame))
+        assert isinstance(got[-1], GoAwayFrame) and got[-1].error_code == ENHANCE_YOUR_CALM
+        assert sum(isinstance(f, RstStreamFrame) for f in got) == 201  # the 201st is reset, then GOAWAY
+        assert closed(sock)
+    assert scenario.ask("another connection") == "[r1] another connection"
+    samples = scrape(scenario.mesh)
+    assert value(samples, "bindu_mesh_http2_goaways_total", pool="echo-agent", reason="stream_error_flood") == 1
+
+
+def test_callers_have_their_own_stream_limit(scenario):
+    encoder = hpack.Encoder()
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize())
+        settings = read_frames(sock, lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags)[-1]
+        assert settings.settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == 3
+        # Four requests left open (no END_STREAM): the fourth is over the limit announced.
+        sock.sendall(b"".join(HeadersFrame(1 + 2 * i, data=encoder.encode(request_headers(scenario)),
+                                           flags=["END_HEADERS"]).serialize() for i in range(4)))
+        got = read_frames(sock, lambda f: isinstance(f, RstStreamFrame))
+    resets = [(f.stream_id, f.error_code) for f in got if isinstance(f, RstStreamFrame)]
+    assert resets == [(7, REFUSED_STREAM)]
+
+
+def test_connections_without_a_preface_are_closed_and_idle_ones_get_goaway(scenario):
+    silent = socket.create_connection(("127.0.0.1", scenario.listen), timeout=10)
+    half = socket.create_connection(("127.0.0.1", scenario.listen), timeout=10)
+    half.sendall(PREFACE[:10])
+    idle = socket.create_connection(("127.0.0.1", scenario.listen), timeout=10)
+    encoder = hpack.Encoder()
+    idle.sendall(PREFACE + SettingsFrame(0).serialize()
+                 + HeadersFrame(1, data=encoder.encode(request_headers(scenario)), flags=["END_HEADERS"]).serialize()
+                 + DataFrame(1, data=grpc_body(scenario, "once"), flags=["END_STREAM"]).serialize())
+    started = time.monotonic()
+    try:
+        assert ends(silent) and ends(half)
+        assert time.monotonic() - started < 8, "preface_timeout is 1 s"
+        got = read_frames(idle, lambda f: isinstance(f, GoAwayFrame))
+        assert [f.stream_id for f in got if isinstance(f, HeadersFrame) and "END_STREAM" in f.flags] == [1]
+        assert isinstance(got[-1], GoAwayFrame) and got[-1].error_code == 0 and got[-1].last_stream_id == 1
+        assert closed(idle)
+    finally:
+        for sock in (silent, half, idle):
+            sock.close()
+    samples = scrape(scenario.mesh)
+    assert value(samples, "bindu_mesh_caller_connections_closed_total", pool="echo-agent",
+                 reason="preface_timeout") == 2
+    assert value(samples, "bindu_mesh_caller_connections_closed_total", pool="echo-agent", reason="idle_timeout") >= 1
+    assert scenario.ask("after the idle ones") == "[r1] after the idle ones"
