@@ -97,4 +97,29 @@ import Testing
     #expect(pool.removeMember("k", now: now) == nil)
     #expect(pool.noEndpointReason(pool: "p", tried: 0, now: now) == "no replica in pool \"p\"")
   }
+
+  @Test func aReplicaRegisteringAgainFromItsAddressReplacesItsEarlierMembership() {
+    var pool = state()
+    let before = endpoint(7001, member: "old")
+    let other = endpoint(7002, member: "other")
+    let again = endpoint(7001, member: "new")
+    pool.addMember("old", endpoint: before, now: now)
+    pool.addMember("other", endpoint: other, now: now)
+    pool.addMember("new", endpoint: again, now: now)
+    let removed = pool.removeMembers(at: again.address, except: "new", now: now)
+    #expect(removed.map(\.id) == ["old"])
+    #expect(removed.first?.endpoint === before)
+    #expect(Set(pool.members.keys) == ["other", "new"])
+    #expect(pool.endpoints.count == 2)
+  }
+
+  @Test func ipAddressesAreToldFromNames() {
+    #expect(HostPort(host: "10.0.0.1", port: 1).isIPv4Address)
+    #expect(HostPort(host: "::1", port: 1).isIPAddress)
+    #expect(!HostPort(host: "::1", port: 1).isIPv4Address)
+    #expect(!HostPort(host: "host-a.internal", port: 1).isIPAddress)
+    #expect(!HostPort(host: "1.2.3", port: 1).isIPAddress)
+    #expect(!HostPort(host: "300.1.1.1", port: 1).isIPAddress)
+    #expect(!HostPort(host: "10.0.0.1.example", port: 1).isIPAddress)
+  }
 }

@@ -49,6 +49,15 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
     host == "localhost" || host.hasPrefix("127.") || host == "::1"
   }
 
+  /// Whether the host is an IPv4 or IPv6 address rather than a name.
+  public var isIPAddress: Bool { isIPv4Address || host.contains(":") }
+
+  /// Whether the host is an IPv4 address such as `10.0.0.2`.
+  public var isIPv4Address: Bool {
+    let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+    return parts.count == 4 && parts.allSatisfy { $0.count <= 3 && UInt8($0) != nil }
+  }
+
   /// Whether the host is a wildcard address (`0.0.0.0`, `::`).
   public var isWildcard: Bool {
     host == "0.0.0.0" || host == "::" || host == "[::]"

@@ -81,8 +81,21 @@ public final class CoreRegistrar: Service, Sendable {
     // is back: keep it within the registrar's.
     transportConfig.backoff = .init(
       initial: config.retryInitialBackoff, max: config.retryMaxBackoff, multiplier: 2, jitter: 0.1)
+    // The name the core's certificate must carry (and the SNI): `core.tls.server_name`, else
+    // the host; an IP address is dialled as one, so that NIOSSL checks the certificate's IP SANs
+    // against it (an IP cannot be an SNI name).
+    if let serverName = config.tls?.serverName { transportConfig.http2.authority = serverName }
+    let address = target.address
+    let resolvable: any ResolvableTarget =
+      if address.isIPv4Address {
+        ResolvableTargets.IPv4.ipv4(address: address.host, port: address.port)
+      } else if address.isIPAddress {
+        ResolvableTargets.IPv6.ipv6(address: address.host, port: address.port)
+      } else {
+        ResolvableTargets.DNS.dns(host: address.host, port: address.port)
+      }
     let transport = try HTTP2ClientTransport.Posix(
-      target: .dns(host: target.address.host, port: target.address.port),
+      target: resolvable,
       transportSecurity: security,
       config: transportConfig
     )

@@ -3,6 +3,8 @@ import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
 import NIOCertificateReloading
+import NIOCore
+import NIOSSL
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
@@ -81,6 +83,17 @@ public final class Mesh: Sendable {
     }
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
     transportConfig.rpc.maxRequestPayloadSize = config.upstream.maxMessageBytes
+    if config.registry.tls != nil {
+      // Failed handshakes (plaintext, no certificate, another CA) are logged with the peer, as on
+      // the callback listeners; the identities are checked by PeerIdentityInterceptor.
+      transportConfig.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let sync = channel.pipeline.syncOperations
+          let tls = try sync.handler(type: NIOSSLServerHandler.self)
+          try sync.addHandler(PeerIdentityHandler(allowed: [], peerRole: "caller", logger: logger), position: .after(tls))
+        }
+      }
+    }
     let (registrySecurity, registryReloader) = try GRPCTransportSecurity.registry(
       config.registry.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
     let registryTransport = HTTP2ServerTransport.Posix(

@@ -136,6 +136,14 @@ struct PoolState: Sendable {
     return member.endpoint
   }
 
+  /// Removes the members at `address` other than `kept`: their ids and endpoints.
+  mutating func removeMembers(at address: HostPort, except kept: String, now: ContinuousClock.Instant)
+    -> [(id: String, endpoint: Endpoint)]
+  {
+    let ids = members.filter { $0.key != kept && $0.value.endpoint.address == address }.map(\.key)
+    return ids.compactMap { id in removeMember(id, now: now).map { (id, $0) } }
+  }
+
   /// Removes the members with neither a heartbeat nor a passing probe within `timeout`.
   mutating func evict(silentFor timeout: Duration, now: ContinuousClock.Instant) -> Eviction {
     var found = Eviction()

@@ -93,6 +93,17 @@ extension ReplicaPool {
     makeEndpoint(address, origin: .registered(membershipID: membershipID))
   }
 
+  /// Removes the other members at `membershipID`'s address: a replica that registered again
+  /// (after its own restart, or after losing its heartbeats to a partition) is one replica, and
+  /// its earlier membership would keep a second share of the calls. Their connections drain;
+  /// their ids.
+  func replaceMembers(at address: HostPort, with membershipID: String) -> [String] {
+    let now = ContinuousClock.now
+    let removed = withState { $0.removeMembers(at: address, except: membershipID, now: now) }
+    removed.forEach { $0.endpoint.drain() }
+    return removed.map(\.id)
+  }
+
   /// Marks a member alive; `false` when the id is not a member.
   func heartbeat(membershipID: String) -> Bool {
     state.withLock { state in

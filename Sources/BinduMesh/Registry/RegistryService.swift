@@ -41,7 +41,7 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
     guard let given = HostPort(parsing: request.grpcCallbackAddress), given.port != 0 else {
       throw Refusal(reason: "grpc_callback_address \"\(request.grpcCallbackAddress)\" is not host:port with a port 1-65535")
     }
-    let callback = reachableAddress(given, peer: peer)
+    let callback = try reachableAddress(given, peer: peer)
     if case .refused(let reason) = registrars.check(definition) { throw Refusal(reason: reason) }
 
     let entry: PoolDirectory.Entry
@@ -66,6 +66,15 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
       return nil
     }.first
     if let (did, url) = accepted {
+      let replaced = entry.pool.replaceMembers(at: callback, with: membershipID)
+      if !replaced.isEmpty {
+        logger.notice(
+          "replica registered again at the same address: its earlier membership is replaced",
+          metadata: [
+            "mesh.pool": "\(definition.name)", "mesh.replica": "\(callback)", "mesh.member": "\(membershipID)",
+            "mesh.replaced": "\(replaced.joined(separator: ","))",
+          ])
+      }
       await directory.persist()
       logger.notice(
         "replica joined",
@@ -124,11 +133,18 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
   }
 
   /// Where the replica really is: a loopback or wildcard callback host sent from another host is
-  /// replaced by the peer's IP (DESIGN decision 7), unless turned off.
-  private func reachableAddress(_ given: HostPort, peer: String) -> HostPort {
-    guard config.rewriteLoopbackCallbacks, given.isLoopback || given.isWildcard,
-      let peerHost = Self.peerHost(peer), !HostPort(host: peerHost, port: 0).isLoopback
+  /// replaced by the peer's IP, or, with `rewrite_loopback_callbacks` off, refused (the mesh
+  /// could not reach it there).
+  private func reachableAddress(_ given: HostPort, peer: String) throws -> HostPort {
+    guard given.isLoopback || given.isWildcard, let peerHost = Self.peerHost(peer),
+      !HostPort(host: peerHost, port: 0).isLoopback
     else { return given }
+    guard config.rewriteLoopbackCallbacks else {
+      throw Refusal(
+        reason: "grpc_callback_address \"\(given)\" is a loopback or wildcard address but the replica connected "
+          + "from \(peerHost): this mesh cannot reach it there (registry.rewrite_loopback_callbacks is off; "
+          + "send an address this mesh can reach, or turn the rewrite on)")
+    }
     let rewritten = HostPort(host: peerHost, port: given.port)
     logger.notice("callback address rewritten to the replica's address", metadata: ["mesh.given": "\(given)", "mesh.used": "\(rewritten)"])
     return rewritten

@@ -14,7 +14,6 @@ struct UpstreamSecurity: Sendable {
   /// address (NIOSSL then checks the certificate's IP SANs against the address connected to).
   func serverHostname(for address: HostPort) -> String? {
     if let serverName { return serverName }
-    let isIP = address.host.contains(":") || address.host.split(separator: ".").allSatisfy { Int($0) != nil }
-    return isIP ? nil : address.host
+    return address.isIPAddress ? nil : address.host
   }
 }
