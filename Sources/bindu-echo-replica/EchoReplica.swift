@@ -211,7 +211,8 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
     })
   }
 
-  /// The last message's text, after its `sleep:<ms>` prefix has been slept; `fail:<code>` throws.
+  /// The last message's text, after its `sleep:<ms>` prefix has been slept; `fail:...` throws INTERNAL,
+  /// `unavailable:NAME ...` UNAVAILABLE on the replica named NAME.
   private func prepare(_ request: Bindu_Grpc_HandleRequest) async throws -> String {
     var text = request.messages.last?.content ?? ""
     if logCalls { say("call \(text.prefix(80))") }
@@ -225,6 +226,10 @@ struct EchoHandler: Bindu_Grpc_AgentHandler.ServiceProtocol {
     }
     if text.hasPrefix("fail:") {
       throw RPCError(code: .internalError, message: "\(name) failed as asked")
+    }
+    // `unavailable:NAME ...`: the replica named NAME answers UNAVAILABLE, the others echo.
+    if text.hasPrefix("unavailable:"), text.dropFirst(12).prefix(while: { $0 != " " }) == name {
+      throw RPCError(code: .unavailable, message: "\(name) unavailable as asked")
     }
     return text
   }

@@ -33,11 +33,11 @@ import Testing
   }
 
   @Test func keptRequestReplaysHeadersThenFramesInOrder() {
-    var kept = KeptRequest()
+    var kept = KeptRequest(limit: 1 << 20)
     let headers: HPACKHeaders = [":path": "/bindu.grpc.AgentHandler/HandleMessages"]
-    kept.keep(.headers(.init(headers: headers)))
-    for bytes in [1, 2, 3] { kept.keep(.data(data(bytes))) }
-    kept.keep(.headers(.init(headers: ["x-trailer": "1"], endStream: true)))
+    kept.keep(.headers(.init(headers: headers)), sent: false)
+    for bytes in [1, 2, 3] { kept.keep(.data(data(bytes)), sent: true) }
+    kept.keep(.headers(.init(headers: ["x-trailer": "1"], endStream: true)), sent: true)
     #expect(kept.headers?.headers.first(name: ":path") == "/bindu.grpc.AgentHandler/HandleMessages")
     var replayed: [String] = []
     kept.forEachFrameAfterHeaders { payload in
@@ -53,5 +53,28 @@ import Testing
     var none = 0
     kept.forEachFrameAfterHeaders { _ in none += 1 }
     #expect(none == 0)
+  }
+
+  @Test func aRequestOverTheLimitIsDroppedOnceAReplicaHasIt() {
+    var kept = KeptRequest(limit: 100)
+    kept.keep(.headers(.init(headers: [":path": "/p"])), sent: false)
+    kept.keep(.data(data(60)), sent: false)
+    #expect(!kept.isFull)
+    kept.keep(.data(data(60)), sent: false)
+    // No replica has them yet: they stay, and the caller is held back.
+    #expect(kept.isFull && kept.canMove && kept.headers != nil)
+    kept.sent()
+    #expect(!kept.canMove && kept.headers == nil && kept.bytes == 120)
+    kept.keep(.data(data(10)), sent: true)
+    var left = 0
+    kept.forEachFrameAfterHeaders { _ in left += 1 }
+    #expect(left == 0 && kept.bytes == 130)
+  }
+
+  @Test func aRequestWithinTheLimitStaysToMove() {
+    var kept = KeptRequest(limit: 100)
+    kept.keep(.headers(.init(headers: [":path": "/p"])), sent: false)
+    kept.keep(.data(data(100)), sent: true)
+    #expect(kept.canMove && kept.headers != nil)
   }
 }

@@ -22,7 +22,10 @@ public enum ConfigKeys {
   static let balancer = ["policy", "max_concurrent_calls", "max_queued_calls"]
   static let health = ["interval", "timeout", "unhealthy_threshold", "healthy_threshold", "start_healthy", "panic_mode"]
   static let outlierDetection = ["consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent"]
-  static let retry = ["max_attempts", "budget_percent", "min_concurrent_retries", "on_unavailable", "replay_started_calls"]
+  static let retry = [
+    "max_attempts", "budget_percent", "min_concurrent_retries", "on_unavailable", "replay_started_calls",
+    "max_kept_request_bytes",
+  ]
   static let pool = [
     "agent", "listen", "config", "config_file", "skills", "replicas", "dns", "dns_refresh", "balancer", "health",
     "outlier_detection", "retry", "listener_tls", "upstream_tls",

@@ -100,6 +100,10 @@ extension MeshConfig {
     /// Also retry a call whose replica went away after the request was sent (it may have run:
     /// handlers have side effects). Default `false`.
     public var replayStartedCalls: Bool
+    /// The most request bytes a call keeps to move to another replica: a larger request is
+    /// forwarded as it comes and is no longer retried, and one waiting for its replica is read
+    /// no further than this. Default 1 MiB.
+    public var maxKeptRequestBytes = 1 << 20
 
     /// Default values.
     public static var defaults: Self {

@@ -259,6 +259,7 @@ extension MeshConfig.Policy {
       if let value = keys["min_concurrent_retries"] { retry.minConcurrentRetries = try value.int(in: 0...10_000) }
       if let value = keys["on_unavailable"] { retry.onUnavailable = try value.bool() }
       if let value = keys["replay_started_calls"] { retry.replayStartedCalls = try value.bool() }
+      if let value = keys["max_kept_request_bytes"] { retry.maxKeptRequestBytes = try value.int(in: 0...(64 << 20)) }
     }
   }
 }

@@ -187,8 +187,9 @@ extension HTTP2Connection {
 
   func readReset(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) {
     var payload = frame.payload
-    guard frame.streamID != .rootStream, payload.readableBytes == 4, let code = payload.readInteger(as: UInt32.self) else {
-      throw HTTP2ConnectionError(.protocolError, "malformed RST_STREAM frame")
+    guard frame.streamID != .rootStream else { throw HTTP2ConnectionError(.protocolError, "RST_STREAM on stream 0") }
+    guard payload.readableBytes == 4, let code = payload.readInteger(as: UInt32.self) else {
+      throw HTTP2ConnectionError(.frameSizeError, "malformed RST_STREAM frame")
     }
     if let violation = guards.reset(now: .now()) { throw HTTP2ConnectionError(violation, limits: guards.limits) }
     guard remove(frame.streamID) else {
@@ -246,9 +247,8 @@ extension HTTP2Connection {
   }
 
   func readPing(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) {
-    guard frame.streamID == .rootStream, frame.payload.readableBytes == 8 else {
-      throw HTTP2ConnectionError(.frameSizeError, "malformed PING frame")
-    }
+    guard frame.streamID == .rootStream else { throw HTTP2ConnectionError(.protocolError, "PING on a stream") }
+    guard frame.payload.readableBytes == 8 else { throw HTTP2ConnectionError(.frameSizeError, "malformed PING frame") }
     if frame.has(HTTP2FrameFlag.ack) {
       delegate?.receivedPingAck(HTTP2PingData(withInteger: frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt64.self)!))
       return
@@ -261,9 +261,10 @@ extension HTTP2Connection {
 
   func readGoAway(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) {
     var payload = frame.payload
-    guard frame.streamID == .rootStream, let last = payload.readInteger(as: UInt32.self),
-      let code = payload.readInteger(as: UInt32.self)
-    else { throw HTTP2ConnectionError(.frameSizeError, "malformed GOAWAY frame") }
+    guard frame.streamID == .rootStream else { throw HTTP2ConnectionError(.protocolError, "GOAWAY on a stream") }
+    guard let last = payload.readInteger(as: UInt32.self), let code = payload.readInteger(as: UInt32.self) else {
+      throw HTTP2ConnectionError(.frameSizeError, "malformed GOAWAY frame")
+    }
     goAwayReceived = true
     let lastStreamID = HTTP2StreamID(Int32(bitPattern: last & 0x7FFF_FFFF))
     if mode == .client {
@@ -289,7 +290,10 @@ extension HTTP2Connection {
       writeWaitingFrames(of: blocked)
       return
     }
-    guard var stream = streams[frame.streamID] else { return }
+    guard var stream = streams[frame.streamID] else {
+      try checkNotIdle(frame.streamID, "WINDOW_UPDATE")
+      return  // a stream already closed: late updates are dropped
+    }
     stream.outboundWindow += increment
     guard increment > 0, stream.outboundWindow <= HTTP2Protocol.maxWindow else {
       try streamError(frame.streamID, increment > 0 ? .flowControlError : .protocolError)

@@ -37,6 +37,7 @@ public struct HeaderBlockDecoder: Sendable {
     var headers = HPACKHeaders()
     headers.reserveCapacity(8)  // a gRPC call's headers, in one allocation
     var listSize = 0
+    var fieldSeen = false
     while let first = block.getInteger(at: block.readerIndex, as: UInt8.self) {
       let name: String
       let value: String
@@ -49,7 +50,8 @@ public struct HeaderBlockDecoder: Sendable {
         (name, value) = try readLiteral(&block, prefix: 6)
         insert(name: name, value: value)
         indexing = .indexable
-      case 0x20...:  // dynamic table size update
+      case 0x20...:  // dynamic table size update: only before the block's first field (RFC 7541 §4.2)
+        guard !fieldSeen else { throw .malformed("a dynamic table size update after a header field") }
         let size = try readInteger(&block, prefix: 5)
         guard size <= tableSizeLimit else { throw .malformed("table size \(size) over the limit of \(tableSizeLimit)") }
         maxTableSize = size
@@ -59,8 +61,11 @@ public struct HeaderBlockDecoder: Sendable {
         indexing = first & 0x10 != 0 ? .neverIndexed : .nonIndexable
         (name, value) = try readLiteral(&block, prefix: 4)
       }
+      fieldSeen = true
       listSize += name.utf8.count + value.utf8.count + 32
-      headers.add(name: name, value: value, indexing: indexing)
+      // Past the limit the rest is still decoded (the table must stay in step with the peer's),
+      // but nothing more is kept: the list is refused at the end.
+      if listSize <= maxHeaderListSize { headers.add(name: name, value: value, indexing: indexing) }
     }
     guard listSize <= maxHeaderListSize else { throw .tooLarge(listSize) }
     return headers

@@ -3,13 +3,28 @@ import NIOHTTP2
 /// A call's request frames, kept until a replica commits to an answer so the call can move to
 /// another replica: the HEADERS, then the first frame after them in place (a unary request has
 /// one DATA frame, so nothing is allocated for it), then any more in an array.
+///
+/// What it keeps is bounded by `limit` (`retry.max_kept_request_bytes`) once a replica has the
+/// frames: past it they are dropped and the call can no longer move. Frames no replica has yet
+/// must stay, so while a call waits for its replica ``isFull`` tells it to stop taking more.
 struct KeptRequest {
+  /// The most DATA bytes kept to move the call.
+  let limit: Int
   private(set) var headers: HTTP2Frame.FramePayload.Headers?
   private var first: HTTP2Frame.FramePayload?
   private var rest: [HTTP2Frame.FramePayload] = []
+  /// DATA bytes kept (padding excluded), or seen when ``canMove`` is false.
+  private(set) var bytes = 0
+  /// Whether the frames are all here, so the call can move to another replica.
+  private(set) var canMove = true
 
-  /// Keeps `payload`: the HEADERS first, then the frames that follow.
-  mutating func keep(_ payload: HTTP2Frame.FramePayload) {
+  init(limit: Int) { self.limit = limit }
+
+  /// Keeps `payload`: the HEADERS first, then the frames that follow. `sent`: a replica has it
+  /// already, so it may be dropped once over the limit.
+  mutating func keep(_ payload: HTTP2Frame.FramePayload, sent: Bool) {
+    if case .data(let data) = payload { bytes += data.data.readableBytes }
+    guard canMove else { return }
     if headers == nil, case .headers(let frame) = payload {
       headers = frame
     } else if first == nil {
@@ -17,7 +32,14 @@ struct KeptRequest {
     } else {
       rest.append(payload)
     }
+    if sent { dropIfOverLimit() }
   }
+
+  /// A replica has every frame kept: past the limit they are dropped.
+  mutating func sent() { dropIfOverLimit() }
+
+  /// Whether a call with no replica yet should take no more of the request for now.
+  var isFull: Bool { bytes >= limit }
 
   /// The frames after the HEADERS, in order.
   func forEachFrameAfterHeaders(_ body: (HTTP2Frame.FramePayload) -> Void) {
@@ -26,8 +48,16 @@ struct KeptRequest {
     rest.forEach(body)
   }
 
-  /// Forgets every frame.
+  /// Forgets every frame (the replica has committed, or the call ended).
   mutating func removeAll() {
-    self = KeptRequest()
+    self = KeptRequest(limit: limit)
+  }
+
+  private mutating func dropIfOverLimit() {
+    guard canMove, bytes > limit else { return }
+    let seen = bytes
+    self = KeptRequest(limit: limit)
+    bytes = seen
+    canMove = false
   }
 }

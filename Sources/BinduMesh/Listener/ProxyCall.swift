@@ -46,7 +46,10 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var logger: Logger { poolLogger.with("rpc.method", path) }
   private var state = State.idle
   /// The request's frames so far, kept until the replica commits so the call can move.
-  private var request = KeptRequest()
+  private var request: KeptRequest
+  /// Window the caller is owed for request bytes held back while the call waited for a replica
+  /// with ``KeptRequest/isFull``; given back once a replica has them.
+  private var heldWindow = 0
   /// The flow-control windows of the caller's stream (request) and the replica's (response).
   private var requestWindow = ForwardingWindow()
   private var responseWindow = ForwardingWindow()
@@ -85,6 +88,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     self.pool = pool
     self.limits = limits
     self.poolLogger = logger
+    self.request = KeptRequest(limit: pool.policy.retry.maxKeptRequestBytes)
     self.requestScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
     self.responseScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
     self.startedAt = .now  // the call begins with the HEADERS that made it
@@ -158,7 +162,7 @@ final class ProxyCall: UpstreamStreamDelegate {
       // (``CallerConnectionHandler``), which costs the call no timer of its own.
       defaultDeadline = .now() + timeout.timeAmount
     }
-    request.keep(.headers(headers))
+    request.keep(.headers(headers), sent: false)
     attempt(retrying: nil)
   }
 
@@ -167,6 +171,13 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// call) takes nothing from the retry budget.
   private func attempt(retrying reason: String?, transparent: Bool = false) {
     if let reason {
+      guard request.canMove else {
+        finish(
+          .unavailable,
+          "pool \"\(pool.name)\": not moved to another replica: its request (\(request.bytes) bytes) is over "
+            + "retry.max_kept_request_bytes (last: \(reason))")
+        return
+      }
       guard tried.count < pool.policy.retry.maxAttempts else {
         finish(.unavailable, "pool \"\(pool.name)\": gave up after \(tried.count) attempts (last: \(reason))")
         return
@@ -259,6 +270,11 @@ final class ProxyCall: UpstreamStreamDelegate {
     headers.headers = upstreamHeaders()
     stream.write(.headers(headers))
     request.forEachFrameAfterHeaders { stream.write($0) }
+    request.sent()
+    if heldWindow > 0 {
+      giveWindow(heldWindow)
+      heldWindow = 0
+    }
   }
 
   /// The request headers with `grpc-timeout` set to the time left.
@@ -273,12 +289,16 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// Sends a request frame to the replica (keeping it until the replica commits); `windowBack`
   /// bytes of window go back to the caller once it is written.
   private func forward(_ payload: HTTP2Frame.FramePayload, windowBack: Int? = nil) {
-    if !responseStarted { request.keep(payload) }
     guard case .forwarding(_, let stream) = state else {
-      // Kept until a replica's stream opens (bounded by the message limit): nothing to wait for.
-      if let windowBack { giveWindow(windowBack) }
+      // Kept until a replica's stream opens; past retry.max_kept_request_bytes, the caller's
+      // window waits for that too, so a call waiting for a replica holds at most that much.
+      if !responseStarted { request.keep(payload, sent: false) }
+      if let windowBack {
+        if request.isFull { heldWindow += windowBack } else { giveWindow(windowBack) }
+      }
       return
     }
+    if !responseStarted { request.keep(payload, sent: true) }
     guard let windowBack else {
       stream.write(payload)
       return

@@ -1,0 +1,40 @@
+"""What a call keeps to move to another replica is bounded (`retry.max_kept_request_bytes`): a
+request within it moves when a replica answers UNAVAILABLE (`retry.on_unavailable`), a larger one
+is not moved and its caller is told why."""
+import grpc
+import pytest
+
+from faults import Scenario
+
+POLICY = ("health:\n  interval: 60s\n  timeout: 1s\noutlier_detection:\n  consecutive_failures: 1000\n"
+          "retry:\n  on_unavailable: true\n  max_kept_request_bytes: 2000\n")
+
+
+@pytest.fixture
+def scenario(tmp_path, pb):
+    scenario = Scenario(tmp_path, replicas=2, policy_yaml=POLICY)
+    yield scenario
+    scenario.stop()
+
+
+def test_a_request_within_the_limit_moves_and_a_larger_one_does_not(scenario):
+    # r1 answers UNAVAILABLE to these calls, r2 echoes them: a call that starts on r1 moves to r2.
+    before = scenario.retries()
+    small = [scenario.ask(f"unavailable:r1 small {i}") for i in range(6)]
+    assert all(answer.startswith("[r2]") for answer in small), small
+    assert scenario.retries() > before, "some small calls started on r1 and moved"
+
+    before = scenario.retries()
+    outcomes = []
+    for i in range(6):
+        try:
+            outcomes.append(scenario.ask(f"unavailable:r1 large {i} " + "x" * 3000))
+        except grpc.RpcError as error:
+            outcomes.append((error.code(), error.details()))
+    failed = [o for o in outcomes if isinstance(o, tuple)]
+    print([o if isinstance(o, tuple) else o[:20] for o in outcomes])
+    assert failed, "some large calls started on r1"
+    assert all(code == grpc.StatusCode.UNAVAILABLE and "is over retry.max_kept_request_bytes" in details
+               for code, details in failed), failed
+    assert all(o.startswith("[r2]") for o in outcomes if isinstance(o, str))
+    assert scenario.retries() == before, "no large call moved"
