@@ -55,4 +55,15 @@ import Testing
     #expect(headers.first(name: "grpc-message") == "no replica in pool \"a\" 100%25")
     #expect(GRPCStatusCode.deadlineExceeded.name == "DeadlineExceeded")
   }
+
+  @Test func scannerTellsWhenAMessageIsWholeAcrossFrames() throws {
+    var scanner = MessageFrameScanner(limit: 100)
+    // A 6-byte message split over three frames, then an empty message.
+    _ = try scanner.scan(ByteBuffer(bytes: [0, 0, 0]))
+    #expect(scanner.messagesEnded == 0)
+    _ = try scanner.scan(ByteBuffer(bytes: [0, 6, 1, 2, 3]))
+    #expect(scanner.messagesStarted == 1 && scanner.messagesEnded == 0)
+    _ = try scanner.scan(ByteBuffer(bytes: [4, 5, 6, 0, 0, 0, 0, 0]))
+    #expect(scanner.messagesStarted == 2 && scanner.messagesEnded == 2)
+  }
 }

@@ -34,11 +34,12 @@ class Scenario:
     """Three static echo replicas behind a declared pool; no core needed for the data path."""
 
     def __init__(self, workdir: Path, replicas=3, extra_pool_yaml="", policy_yaml=POLICY_YAML, admin_yaml="",
-                 callbacks_yaml=""):
+                 callbacks_yaml="", replica_args=()):
         self.workdir = workdir
         self.unhealthy_files = [workdir / f"r{i}.unhealthy" for i in range(1, replicas + 1)]
         self.replicas = [
-            Replica(workdir, f"r{i}", extra_args=["--unhealthy-file", str(self.unhealthy_files[i - 1]), "--log-calls"])
+            Replica(workdir, f"r{i}", extra_args=["--unhealthy-file", str(self.unhealthy_files[i - 1]), "--log-calls",
+                                                  *replica_args])
             for i in range(1, replicas + 1)
         ]
         self.listen = free_port()

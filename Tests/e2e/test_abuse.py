@@ -122,3 +122,38 @@ def _send_until_closed(sock, data):
         sock.sendall(data)
     except OSError:
         pass  # the mesh closed the connection part way: what the test expects
+
+
+def test_streams_that_send_only_headers_hold_no_replica(tmp_path, pb):
+    """Eight connections each keep their 100 streams open with HEADERS and nothing more (and
+    never read): a replica's stream is taken only once a request's first message is whole, so the
+    replicas' stream slots (50 each here) stay free for the legitimate client."""
+    scenario = Scenario(tmp_path, replicas=3, policy_yaml="health:\n  interval: 500ms\n  timeout: 1s\n",
+                        replica_args=["--max-concurrent-streams", "50"])
+    legit = None
+    attackers = []
+    try:
+        scenario.ask("warm up")
+        before = scrape(scenario.mesh)
+        legit = LegitimateClient(scenario)
+        request = block(scenario)
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", scenario.listen), timeout=10)
+            sock.sendall(PREFACE + SettingsFrame(0).serialize() + b"".join(
+                HeadersFrame(1 + 2 * i, data=request, flags=["END_HEADERS"]).serialize() for i in range(100)))
+            attackers.append(sock)
+        time.sleep(3)
+        legit.stop()
+        after = scrape(scenario.mesh)
+        print(f"legitimate calls ok {legit.ok}, failed {len(legit.failed)}")
+        assert legit.ok > 20 and not legit.failed, legit.failed[:3]
+        assert value(after, "bindu_mesh_endpoints", pool="echo-agent", state="healthy") == 3
+        assert value(after, "bindu_mesh_ejections_total", pool="echo-agent") \
+            == value(before, "bindu_mesh_ejections_total", pool="echo-agent")
+        assert value(after, "bindu_mesh_calls_in_flight", pool="echo-agent") >= 800, "the streams are the mesh's"
+    finally:
+        if legit:
+            legit.stop()
+        for sock in attackers:
+            sock.close()
+        scenario.stop()

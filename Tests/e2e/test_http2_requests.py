@@ -26,7 +26,7 @@ def ends(sock):
         return True
     except socket.timeout:
         return False
-CALLBACKS = "  max_concurrent_streams: 3\n  preface_timeout: 1s\n  idle_timeout: 2s\n"
+CALLBACKS = "  max_concurrent_streams: 3\n  preface_timeout: 1s\n  idle_timeout: 2s\n  stalled_window_timeout: 2s\n"
 
 
 @pytest.fixture
@@ -152,3 +152,22 @@ def test_connections_without_a_preface_are_closed_and_idle_ones_get_goaway(scena
                  reason="preface_timeout") == 2
     assert value(samples, "bindu_mesh_caller_connections_closed_total", pool="echo-agent", reason="idle_timeout") >= 1
     assert scenario.ask("after the idle ones") == "[r1] after the idle ones"
+
+
+def test_a_caller_that_grants_no_window_is_cut_off(scenario):
+    """A caller that announces a stream window of 0 and never grants more: the answer waits for
+    window, and after callbacks.stalled_window_timeout the connection ends with ENHANCE_YOUR_CALM."""
+    encoder = hpack.Encoder()
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=15) as sock:
+        started = time.monotonic()
+        sock.sendall(PREFACE + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}).serialize()
+                     + HeadersFrame(1, data=encoder.encode(request_headers(scenario)), flags=["END_HEADERS"]).serialize()
+                     + DataFrame(1, data=grpc_body(scenario, "never read"), flags=["END_STREAM"]).serialize())
+        got = read_frames(sock, lambda f: isinstance(f, GoAwayFrame))
+        waited = time.monotonic() - started
+    assert not [f for f in got if isinstance(f, DataFrame) and f.stream_id == 1], "no window: no DATA"
+    assert isinstance(got[-1], GoAwayFrame) and got[-1].error_code == ENHANCE_YOUR_CALM, got[-3:]
+    assert 1.5 < waited < 10, waited
+    samples = scrape(scenario.mesh)
+    assert value(samples, "bindu_mesh_http2_goaways_total", pool="echo-agent", reason="stalled_window") == 1
+    assert scenario.ask("a reader") == "[r1] a reader"

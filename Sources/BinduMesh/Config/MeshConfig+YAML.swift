@@ -131,6 +131,7 @@ extension MeshConfig.Callbacks {
     if let value = keys["max_concurrent_streams"] { maxConcurrentStreams = try value.int(in: 1...100_000) }
     if let value = keys["preface_timeout"] { prefaceTimeout = try value.duration() }
     if let value = keys["idle_timeout"] { idleTimeout = try value.optionalDuration() }
+    if let value = keys["stalled_window_timeout"] { stalledWindowTimeout = try value.optionalDuration() }
   }
 }
 

@@ -19,6 +19,8 @@ public struct MessageFrameScanner: Sendable {
   private var prefixCount = 0
   /// Messages whose prefix has been read.
   public private(set) var messagesStarted = 0
+  /// Messages read whole.
+  public private(set) var messagesEnded = 0
 
   /// Creates a scanner that refuses messages longer than `limit` bytes.
   public init(limit: Int) {
@@ -35,6 +37,7 @@ public struct MessageFrameScanner: Sendable {
         let take = min(bodyRemaining, end - index)
         bodyRemaining -= take
         index += take
+        if bodyRemaining == 0 { messagesEnded += 1 }
         continue
       }
       prefix = prefix << 8 | UInt64(buffer.getInteger(at: index, as: UInt8.self)!)
@@ -49,6 +52,7 @@ public struct MessageFrameScanner: Sendable {
         bodyRemaining = length
         started += 1
         messagesStarted += 1
+        if length == 0 { messagesEnded += 1 }
       }
     }
     return started

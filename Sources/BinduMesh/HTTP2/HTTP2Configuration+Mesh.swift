@@ -6,7 +6,9 @@ extension HTTP2Connection.Configuration {
   /// ``meshWindowSize`` per stream and for the connection, and swift-nio-http2's
   /// denial-of-service limits (``HTTP2Guards``).
   static func caller(_ callbacks: MeshConfig.Callbacks) -> Self {
-    Self(maxConcurrentStreams: callbacks.maxConcurrentStreams, windowSize: meshWindowSize)
+    var configuration = Self(maxConcurrentStreams: callbacks.maxConcurrentStreams, windowSize: meshWindowSize)
+    configuration.guards.stalledWindowTimeout = callbacks.stalledWindowTimeout?.timeAmount
+    return configuration
   }
 
   /// Settings of a connection to a replica: looser guards than a caller's, since a replica (which

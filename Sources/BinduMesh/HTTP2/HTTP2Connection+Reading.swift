@@ -232,7 +232,10 @@ extension HTTP2Connection {
             throw HTTP2ConnectionError(.flowControlError, "SETTINGS_INITIAL_WINDOW_SIZE pushes a stream's window past 2^31-1")
           }
         }
-        if change > 0 { writeWaitingFrames(of: ids) }
+        if change > 0 {
+          guards.grantedWindow()
+          writeWaitingFrames(of: ids)
+        }
       case 0x5:
         guard (HTTP2Protocol.defaultMaxFrameSize...HTTP2Protocol.maxFrameSizeLimit).contains(value) else {
           throw HTTP2ConnectionError(.protocolError, "SETTINGS_MAX_FRAME_SIZE of \(value)")
@@ -281,6 +284,7 @@ extension HTTP2Connection {
     let increment = Int(raw & 0x7FFF_FFFF)
     guard frame.streamID != .rootStream else {
       guard increment > 0 else { throw HTTP2ConnectionError(.protocolError, "WINDOW_UPDATE of 0 for the connection") }
+      guards.grantedWindow()
       outboundConnectionWindow += increment
       guard outboundConnectionWindow <= HTTP2Protocol.maxWindow else {
         throw HTTP2ConnectionError(.flowControlError, "the connection's window over 2^31-1")
@@ -295,6 +299,7 @@ extension HTTP2Connection {
       return  // a stream already closed: late updates are dropped
     }
     stream.outboundWindow += increment
+    if increment > 0 { guards.grantedWindow() }
     guard increment > 0, stream.outboundWindow <= HTTP2Protocol.maxWindow else {
       try streamError(frame.streamID, increment > 0 ? .flowControlError : .protocolError)
       return

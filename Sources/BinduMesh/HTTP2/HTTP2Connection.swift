@@ -207,6 +207,15 @@ final class HTTP2Connection: ChannelInboundHandler {
     if notifying && wasOpen { delegate?.streamClosed(streamID, reason: code) }
   }
 
+  /// Cuts the connection off when frames have waited too long for window the peer does not grant
+  /// (``HTTP2Guards/Limits/stalledWindowTimeout``); its owner calls it every second or so.
+  func checkStalledWindow(now: NIODeadline) {
+    let waiting = !blockedStreams.isEmpty || streams.ids.contains { !streams[$0]!.waiting.isEmpty }
+    if let violation = guards.checkWindow(waiting: waiting, now: now) {
+      fail(HTTP2ConnectionError(violation, limits: guards.limits))
+    }
+  }
+
   /// Resets a stream the peer got wrong (its delegate is told), counting it against the
   /// connection's glitch budget (``HTTP2Guards/Limits/maxGlitches``).
   func streamError(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode) throws(HTTP2ConnectionError) {

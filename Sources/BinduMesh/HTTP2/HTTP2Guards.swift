@@ -26,6 +26,9 @@ struct HTTP2Guards {
     /// list over the limit, DATA beyond a stream's window, ...), each answered with RST_STREAM:
     /// swift-nio-http2's `maximumConnectionGlitches`.
     var maxGlitches = 200
+    /// How long frames may wait for window the peer does not grant (it does not read) before the
+    /// connection is cut off: what it would pin otherwise stays for good. `nil`: no limit.
+    var stalledWindowTimeout: TimeAmount? = .seconds(30)
   }
 
   /// A limit broken: the reason logged and counted (`bindu_mesh_http2_goaways_total{reason}`).
@@ -35,6 +38,7 @@ struct HTTP2Guards {
     case continuations = "continuation_flood"
     case controlFrames = "control_frame_flood"
     case glitches = "stream_error_flood"
+    case stalledWindow = "stalled_window"
 
     /// What the log and the GOAWAY's reason say.
     func describe(_ limits: Limits) -> String {
@@ -44,6 +48,7 @@ struct HTTP2Guards {
       case .continuations: "over \(limits.maxContinuations) CONTINUATION frames in one header block"
       case .controlFrames: "over \(limits.maxControlFrames) PING, SETTINGS or PRIORITY frames in \(limits.controlWindow)"
       case .glitches: "over \(limits.maxGlitches) streams reset for the peer's errors"
+      case .stalledWindow: "frames waited \(limits.stalledWindowTimeout ?? .zero) for window the peer did not grant"
       }
     }
   }
@@ -58,6 +63,9 @@ struct HTTP2Guards {
   private var controlFrames = 0
   private var controlWindowStart: NIODeadline?
   private var glitches = 0
+  /// Since when frames have waited for window with none granted.
+  private var stalledSince: NIODeadline?
+  private var windowGranted = false
 
   init(limits: Limits) { self.limits = limits }
 
@@ -109,5 +117,23 @@ struct HTTP2Guards {
   mutating func glitch() -> Violation? {
     glitches += 1
     return glitches > limits.maxGlitches ? .glitches : nil
+  }
+
+  /// The peer granted window (WINDOW_UPDATE, or a larger SETTINGS_INITIAL_WINDOW_SIZE).
+  mutating func grantedWindow() { windowGranted = true }
+
+  /// Checked now and then: whether frames have waited for window longer than the limit.
+  /// `waiting`: frames wait for window now.
+  mutating func checkWindow(waiting: Bool, now: NIODeadline) -> Violation? {
+    defer { windowGranted = false }
+    guard waiting, let timeout = limits.stalledWindowTimeout else {
+      stalledSince = nil
+      return nil
+    }
+    guard let since = stalledSince, !windowGranted else {
+      stalledSince = now
+      return nil
+    }
+    return now - since >= timeout ? .stalledWindow : nil
   }
 }

@@ -81,6 +81,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
       connection.close()
       return
     }
+    connection.checkStalledWindow(now: now)
     if let idle = callers.idleTimeout, calls.isEmpty, !draining, now - idleSince >= idle.timeAmount {
       pool.callerConnectionsClosedCounter(reason: "idle_timeout").increment()
       logger.debug("caller connection idle: GOAWAY", metadata: ["mesh.peer": "\(peerDescription)"])

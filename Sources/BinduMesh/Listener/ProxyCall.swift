@@ -6,7 +6,7 @@ import NIOHTTP2
 /// Forwards one call from the core to one replica of the pool, frame by frame.
 ///
 /// The caller's connection (``CallerConnectionHandler``) hands the call its stream's frames.
-/// The request's HEADERS pick a replica (the pool's balancer, over the healthy ones; with
+/// Once the request's first message is whole, the call picks a replica (the pool's balancer, over the healthy ones; with
 /// `balancer.max_concurrent_calls`, the call may first wait in the pool's queue until its
 /// deadline) and open a stream on that replica's connection from this event loop. The request frames are kept until the
 /// replica commits to an answer (its response HEADERS), so a call that cannot have reached the
@@ -24,6 +24,10 @@ final class ProxyCall: UpstreamStreamDelegate {
   private enum State {
     /// Waiting for the request's HEADERS.
     case idle
+    /// Reading the request until its first message is whole (or the request ends, or fills what
+    /// a call keeps) before a replica is picked: a caller that sends HEADERS and nothing more
+    /// holds no replica's stream.
+    case reading
     /// Every replica is at its limit: waiting in the pool's queue under `ticket`.
     case queued(ticket: UInt64)
     /// Opening a stream to `endpoint`.
@@ -105,6 +109,7 @@ final class ProxyCall: UpstreamStreamDelegate {
         begin(headers)
       } else {
         forward(payload)  // request trailers: rare in gRPC, passed on as they are
+        if headers.endStream { requestReadEnough() }
       }
     case .data(let data):
       if case .finished = state { return }  // answered already: the rest of the request is dropped
@@ -116,6 +121,7 @@ final class ProxyCall: UpstreamStreamDelegate {
       guard let count = withinLimit(data, response: false) else { return }
       serverMetrics?.messagesReceived.increment(by: count)
       forward(payload, windowBack: requestWindow.received(data))
+      if data.endStream || requestScanner.messagesEnded > 0 || request.isFull { requestReadEnough() }
     default:
       break
     }
@@ -163,6 +169,14 @@ final class ProxyCall: UpstreamStreamDelegate {
       defaultDeadline = .now() + timeout.timeAmount
     }
     request.keep(.headers(headers), sent: false)
+    state = .reading
+    if headers.endStream { requestReadEnough() }
+  }
+
+  /// The request's first message is whole, or the request ended, or it fills what a call keeps:
+  /// time to pick a replica.
+  private func requestReadEnough() {
+    guard case .reading = state else { return }
     attempt(retrying: nil)
   }
 
@@ -171,13 +185,6 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// call) takes nothing from the retry budget.
   private func attempt(retrying reason: String?, transparent: Bool = false) {
     if let reason {
-      guard request.canMove else {
-        finish(
-          .unavailable,
-          "pool \"\(pool.name)\": not moved to another replica: its request (\(request.bytes) bytes) is over "
-            + "retry.max_kept_request_bytes (last: \(reason))")
-        return
-      }
       guard tried.count < pool.policy.retry.maxAttempts else {
         finish(.unavailable, "pool \"\(pool.name)\": gave up after \(tried.count) attempts (last: \(reason))")
         return
@@ -259,6 +266,14 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// A `transparent` move (`goaway`) is not the replica's failure and spends no retry budget.
   private func moveOn(from endpoint: Endpoint, kind: String, reason: String, transparent: Bool = false) {
     endAttempt(code: GRPCStatusCode.unavailable.rawValue)
+    guard request.canMove else {
+      if !transparent { pool.record(endpoint, failed: true) }
+      finish(
+        .unavailable,
+        "pool \"\(pool.name)\": not moved to another replica: its request (\(request.bytes) bytes) is over "
+          + "retry.max_kept_request_bytes (last: \(reason))")
+      return
+    }
     pool.countRetry(reason: kind)
     if !transparent { pool.record(endpoint, failed: true) }
     tried.append(endpoint)
