@@ -157,3 +157,25 @@ if ProcessInfo.processInfo.environment["BINDU_MESH_BENCHMARKS"] != nil {
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
     ))
 }
+
+// The libFuzzer target over the data path's HTTP/2 (frame reader, HPACK decoder, connection).
+// Opt-in: it links only with -sanitize=fuzzer (libFuzzer's driver), which scripts/fuzz passes
+// (in its own build folder, .build-fuzz).
+if ProcessInfo.processInfo.environment["BINDU_MESH_FUZZ"] != nil {
+  package.products.append(.executable(name: "bindu-mesh-fuzz", targets: ["bindu-mesh-fuzz"]))
+  package.targets.append(.target(name: "CFuzzDriver", path: "Fuzz/Sources/CFuzzDriver"))
+  package.targets.append(
+    .executableTarget(
+      name: "bindu-mesh-fuzz",
+      dependencies: [
+        "BinduMesh",
+        "CFuzzDriver",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+      ],
+      path: "Fuzz/Sources/bindu-mesh-fuzz",
+      swiftSettings: swiftSettings
+    ))
+}
