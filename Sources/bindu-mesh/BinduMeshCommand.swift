@@ -25,7 +25,7 @@ struct BinduMeshCommand: AsyncParsableCommand {
       (shutdown.grace_period), unregister from the cores, exit 0. SIGHUP: reload TLS files.
       """,
     version: BinduMeshVersion.current,
-    subcommands: [Certs.self, Status.self]
+    subcommands: [Certs.self, Status.self, EndpointCommand.self]
   )
 
   @Option(name: .long, help: "A YAML config file (see Config/bindu-mesh.yaml).")

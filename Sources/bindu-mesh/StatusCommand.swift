@@ -2,10 +2,6 @@ import ArgumentParser
 import BinduMesh
 import Foundation
 
-#if canImport(FoundationNetworking)
-  import FoundationNetworking
-#endif
-
 /// `bindu-mesh status`: a running mesh's pools, endpoints, certificates and recent events, read
 /// from its admin listener's `/status`.
 struct Status: AsyncParsableCommand {
@@ -37,28 +33,15 @@ struct Status: AsyncParsableCommand {
   }
 
   private func fetch() async throws -> String {
-    let url = URL(string: "http://\(admin)/status")!
-    let data: Data
-    let response: URLResponse
-    do {
-      (data, response) = try await URLSession.shared.data(from: url)
-    } catch {
-      throw StatusError("cannot reach the mesh's admin listener at \(admin): \(error.localizedDescription)")
-    }
-    guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
-      throw StatusError("\(url) answered \((response as? HTTPURLResponse)?.statusCode ?? 0), not 200: is it a bindu-mesh admin listener?")
+    let (code, data) = try await AdminClient.send("GET", "/status", admin: admin)
+    guard code == 200 else {
+      throw AdminClientError("http://\(admin)/status answered \(code), not 200: is it a bindu-mesh admin listener?")
     }
     if json { return String(decoding: data, as: UTF8.self) + "\n" }
     do {
       return StatusTable.render(try StatusReport.decoder().decode(StatusReport.self, from: data), admin: admin)
     } catch {
-      throw StatusError("\(url) did not answer a bindu-mesh status report: \(error)")
+      throw AdminClientError("http://\(admin)/status did not answer a bindu-mesh status report: \(error)")
     }
   }
-}
-
-/// A failure of `bindu-mesh status`, printed as it is.
-struct StatusError: Error, CustomStringConvertible {
-  let description: String
-  init(_ description: String) { self.description = description }
 }

@@ -122,4 +122,23 @@ import Testing
     #expect(!HostPort(host: "300.1.1.1", port: 1).isIPAddress)
     #expect(!HostPort(host: "10.0.0.1.example", port: 1).isIPAddress)
   }
+
+  @Test func aDrainedEndpointLeavesRotationWhateverItsHealthAndComesBackUndrained() {
+    var pool = state { $0.health.startHealthy = true }
+    let one = endpoint(7101)
+    let two = endpoint(7102)
+    pool.insert(one, now: now)
+    pool.insert(two, now: now)
+    #expect(pool.rotation.count == 2)
+    #expect(pool.setDrained(true, at: two.address, now: now).map { $0 === two } == [true])
+    #expect(pool.rotation.map(\.address) == [one.address])
+    #expect(pool.isDrained(two))
+    #expect(pool.setDrained(true, at: HostPort(host: "127.0.0.1", port: 1), now: now).isEmpty)
+    _ = pool.setDrained(false, at: two.address, now: now)
+    #expect(pool.rotation.count == 2)
+    _ = pool.setDrained(true, at: two.address, now: now)
+    pool.remove([two], now: now)
+    pool.insert(two, now: now)
+    #expect(!pool.isDrained(two), "a drain ends with the endpoint")
+  }
 }

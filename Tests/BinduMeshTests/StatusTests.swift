@@ -135,3 +135,27 @@ import Testing
       ], certificates: [], events: [.init(at: Date(), level: "warning", pool: "echo-agent", message: "replica ejected", detail: "")])
   }
 }
+
+/// Who may change the mesh through the admin listener.
+@Suite struct AdminAuthorizationTests {
+  @Test func changesNeedTheTokenOfTheFile() throws {
+    let file = FileManager.default.temporaryDirectory.appendingPathComponent("token-\(UUID().uuidString)")
+    try "a-token-of-some-length\n".write(to: file, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: file) }
+    let authorization = AdminAuthorization(tokenFile: file.path)
+    try authorization.check()
+    #expect(authorization.refusal(authorization: "Bearer a-token-of-some-length") == nil)
+    #expect(authorization.refusal(authorization: nil)?.contains("bearer token is needed") == true)
+    #expect(authorization.refusal(authorization: "Bearer a-token-of-some-lengtX")?.contains("not the one") == true)
+    #expect(authorization.refusal(authorization: "Basic xyz")?.contains("bearer token is needed") == true)
+    #expect(AdminAuthorization(tokenFile: nil).refusal(authorization: "Bearer x")?.contains("token_file") == true)
+    #expect(throws: ConfigError.self) { try AdminAuthorization(tokenFile: "/nonexistent/token").check() }
+  }
+
+  @Test func tokensCompareWhole() {
+    #expect(AdminAuthorization.equalInConstantTime(Array("abc".utf8), Array("abc".utf8)))
+    #expect(!AdminAuthorization.equalInConstantTime(Array("abc".utf8), Array("abd".utf8)))
+    #expect(!AdminAuthorization.equalInConstantTime(Array("abc".utf8), Array("abcd".utf8)))
+    #expect(!AdminAuthorization.equalInConstantTime([], Array("a".utf8)))
+  }
+}

@@ -6,12 +6,33 @@ import ServiceLifecycle
 
 /// The admin HTTP listener (Hummingbird): the status page at `/`, `/metrics` in the Prometheus
 /// text format, `/healthz` (the process answers), `/readyz` (200 when ready, 503 with the
-/// reasons), `/status` (everything the page shows, JSON) and `/pools` (the pools, JSON).
+/// reasons), `/status` (everything the page shows, JSON) and `/pools` (the pools, JSON); and,
+/// with the bearer token of `admin.token_file`, `POST /pools/POOL/endpoints/HOST:PORT/drain`
+/// and `.../undrain`.
 enum AdminServer {
-  static func make(status: MeshStatus, listen: HostPort, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void)
-    -> some Service
-  {
+  static func make(
+    status: MeshStatus, listen: HostPort, authorization: AdminAuthorization, logger: Logger,
+    onListening: @escaping @Sendable (Int) async -> Void
+  ) -> some Service {
     let router = Router()
+    for (action, drain) in [("drain", true), ("undrain", false)] {
+      router.post("pools/:pool/endpoints/:address/\(action)") { request, context -> Response in
+        if let refusal = authorization.refusal(authorization: request.headers[.authorization]) {
+          logger.warning("admin change refused", metadata: ["reason": "\(refusal)", "mesh.path": "\(request.uri.path)"])
+          return text(.forbidden, refusal)
+        }
+        let pool = context.parameters.get("pool")?.removingPercentEncoding ?? ""
+        let given = context.parameters.get("address")?.removingPercentEncoding ?? ""
+        guard let address = HostPort(parsing: given) else { return text(.badRequest, "not host:port: \(given)") }
+        guard let entry = await status.directory.all.first(where: { $0.pool.name == pool }) else {
+          return text(.notFound, "no pool \"\(pool)\"")
+        }
+        guard entry.pool.setDrained(drain, at: address) > 0 else {
+          return text(.notFound, "no endpoint \(address) in pool \"\(pool)\"")
+        }
+        return text(.ok, "\(action)ed \(address) in pool \"\(pool)\"")
+      }
+    }
     router.get("metrics") { _, _ -> Response in
       await status.updateGauges()
       return Response(
@@ -50,6 +71,12 @@ enum AdminServer {
       },
       logger: adminLogger
     )
+  }
+
+  private static func text(_ status: HTTPResponse.Status, _ text: String) -> Response {
+    Response(
+      status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+      body: .init(byteBuffer: ByteBuffer(string: text + "\n")))
   }
 
   private static func json(_ value: some Encodable) throws -> Response {

@@ -22,7 +22,7 @@ struct MeshStatus: Sendable {
       certificates: certificates.sorted { $0.use < $1.use }, events: events.newestFirst)
   }
 
-  static let endpointStates = ["healthy", "unhealthy", "pending", "ejected"]
+  static let endpointStates = ["healthy", "unhealthy", "pending", "ejected", "draining"]
 
   func pools() async -> [PoolView] {
     let now = ContinuousClock.now

@@ -62,7 +62,7 @@ enum StatusPage {
 
   private static func row(_ endpoint: EndpointView, pool: String) -> String {
     let recent = endpoint.lastMinute
-    let stateClass = endpoint.state == "healthy" ? "ok" : endpoint.state == "pending" ? "warn" : "bad"
+    let stateClass = endpoint.state == "healthy" ? "ok" : ["pending", "draining"].contains(endpoint.state) ? "warn" : "bad"
     let probe = endpoint.lastProbe.map {
       "\($0.passed ? "passed" : "failed") \(Int($0.secondsAgo.rounded())) s ago\($0.passed ? "" : ": " + escape($0.message))"
     }

@@ -60,7 +60,7 @@ public struct EndpointView: Codable, Sendable {
   public var address: String
   /// `configured`, `registered` or `dns`.
   public var origin: String
-  /// `healthy`, `unhealthy`, `pending` or `ejected`.
+  /// `healthy`, `unhealthy`, `pending`, `ejected` or `draining` (by hand).
   public var state: String
   /// Whether the balancer may pick it now.
   public var inRotation: Bool

@@ -18,7 +18,7 @@ public enum ConfigKeys {
   ]
   static let shutdown = ["grace_period"]
   static let state = ["dir"]
-  static let admin = ["listen", "access_log", "tls_reload_interval"]
+  static let admin = ["listen", "access_log", "tls_reload_interval", "token_file"]
   static let balancer = ["policy", "max_concurrent_calls", "max_queued_calls"]
   static let health = ["interval", "timeout", "unhealthy_threshold", "healthy_threshold", "start_healthy", "panic_mode"]
   static let outlierDetection = ["consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent"]

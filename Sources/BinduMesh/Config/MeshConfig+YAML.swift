@@ -48,6 +48,7 @@ extension MeshConfig {
     if let admin = top["admin"] {
       let keys = try admin.mapping(keys: ConfigKeys.admin)
       if let value = keys["tls_reload_interval"] { config.admin.tlsReloadInterval = try value.duration() }
+      if let value = keys["token_file"] { config.admin.tokenFile = try value.string() }
       if let value = keys["listen"] { config.admin.listen = try value.hostPort() }
       if let value = keys["access_log"] { config.admin.accessLog = try value.bool() }
     }

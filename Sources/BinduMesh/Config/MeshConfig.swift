@@ -203,6 +203,9 @@ extension MeshConfig {
     /// How often certificate, key and CA files are checked for changes (SIGHUP checks at once).
     /// Default 5 s.
     public var tlsReloadInterval: Duration = .seconds(5)
+    /// A file holding the bearer token (16 characters or more) that changes through the admin
+    /// listener (draining an endpoint) need; `nil`: changes are refused. Read at each change.
+    public var tokenFile: String? = nil
 
     /// Default values.
     public static var defaults: Self { Self(listen: HostPort(host: "127.0.0.1", port: 9775), accessLog: false) }

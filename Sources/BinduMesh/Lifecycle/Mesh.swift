@@ -117,8 +117,11 @@ public final class Mesh: Sendable {
     let status = MeshStatus(
       directory: directory, registrars: registrars, metrics: metrics, events: events,
       certificates: { tlsReloader.expiries })
+    let authorization = AdminAuthorization(tokenFile: config.admin.tokenFile)
+    try authorization.check()
     let admin = AdminServer.make(
-      status: status, listen: config.admin.listen, logger: logger, onListening: { adminPort.set($0) })
+      status: status, listen: config.admin.listen, authorization: authorization, logger: logger,
+      onListening: { adminPort.set($0) })
     var services: [any Service] = grpcCertificates.map(\.reloader)
     services += [tlsReloader]
     services += registrars.all as [any Service]

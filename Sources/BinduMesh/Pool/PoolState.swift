@@ -20,6 +20,8 @@ struct PoolState: Sendable {
   private(set) var health: [ObjectIdentifier: EndpointHealth] = [:]
   /// The endpoints the balancer may pick: in rotation, in `endpoints` order.
   private(set) var rotation: [Endpoint] = []
+  /// Endpoints drained by hand (the admin API): out of rotation whatever their health.
+  private var drained: Set<ObjectIdentifier> = []
   var balancer: Balancer
   var members: [String: Member] = [:]
   var definition: AgentDefinition?
@@ -108,14 +110,37 @@ struct PoolState: Sendable {
   mutating func remove(_ gone: [Endpoint], now: ContinuousClock.Instant) {
     guard !gone.isEmpty else { return }
     endpoints.removeAll { endpoint in gone.contains { $0 === endpoint } }
-    for endpoint in gone { health[ObjectIdentifier(endpoint)] = nil }
+    for endpoint in gone {
+      health[ObjectIdentifier(endpoint)] = nil
+      drained.remove(ObjectIdentifier(endpoint))
+    }
     updateRotation(now: now)
   }
 
   private mutating func updateRotation(now: ContinuousClock.Instant) {
     let health = self.health
-    rotation = endpoints.filter { health[ObjectIdentifier($0)]!.inRotation(at: now) }
+    let drained = self.drained
+    rotation = endpoints.filter {
+      !drained.contains(ObjectIdentifier($0)) && health[ObjectIdentifier($0)]!.inRotation(at: now)
+    }
   }
+
+  // MARK: Draining by hand
+
+  /// Drains (or undrains) the endpoints at `address`: a drained endpoint takes no new call and
+  /// its calls in flight finish; its health checks go on, and undraining puts it back in
+  /// rotation if they pass. The endpoints found (none: no endpoint there).
+  mutating func setDrained(_ drain: Bool, at address: HostPort, now: ContinuousClock.Instant) -> [Endpoint] {
+    let found = endpoints.filter { $0.address == address }
+    for endpoint in found {
+      if drain { drained.insert(ObjectIdentifier(endpoint)) } else { drained.remove(ObjectIdentifier(endpoint)) }
+    }
+    if !found.isEmpty { updateRotation(now: now) }
+    return found
+  }
+
+  /// Whether `endpoint` was drained by hand.
+  func isDrained(_ endpoint: Endpoint) -> Bool { drained.contains(ObjectIdentifier(endpoint)) }
 
   /// What eviction found: members dropped, and members alive by their probes alone.
   struct Eviction: Sendable {

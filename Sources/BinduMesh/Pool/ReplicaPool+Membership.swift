@@ -104,6 +104,19 @@ extension ReplicaPool {
     return removed.map(\.id)
   }
 
+  /// Drains or undrains by hand the endpoints at `address` (``PoolState/setDrained(_:at:now:)``);
+  /// how many there were.
+  func setDrained(_ drain: Bool, at address: HostPort) -> Int {
+    let now = ContinuousClock.now
+    let found = withState { $0.setDrained(drain, at: address, now: now) }
+    for endpoint in found {
+      logger.notice(
+        drain ? "replica drained by hand: no new calls, calls in flight finish" : "replica undrained by hand",
+        metadata: ["mesh.replica": "\(endpoint)"])
+    }
+    return found.count
+  }
+
   /// Marks a member alive; `false` when the id is not a member.
   func heartbeat(membershipID: String) -> Bool {
     state.withLock { state in

@@ -127,7 +127,7 @@ public final class ReplicaPool: Sendable {
         let health = state.health[ObjectIdentifier(endpoint)]!
         let liveness = endpoint.membershipID.flatMap { state.members[$0]?.liveness.signal }
         return EndpointState(
-          endpoint: endpoint, health: health, state: health.stateName(at: now),
+          endpoint: endpoint, health: health, state: state.isDrained(endpoint) ? "draining" : health.stateName(at: now),
           inRotation: state.candidates.contains { $0 === endpoint }, liveness: liveness)
       }
     }
