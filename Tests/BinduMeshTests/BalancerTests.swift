@@ -13,6 +13,18 @@ private final class Slot {
   }
 }
 
+@Suite struct RoundRobinTests {
+  @Test func roundRobinSkipsExcludedAndStaysFair() {
+    var balancer = RoundRobin()
+    var picks: [Int] = []
+    for _ in 0..<6 { picks.append(balancer.pick(count: 3) { _ in false }!) }
+    #expect(picks == [0, 1, 2, 0, 1, 2])
+    #expect(balancer.pick(count: 3) { $0 == 0 } == 1)
+    #expect(balancer.pick(count: 3) { _ in true } == nil)
+    #expect(balancer.pick(count: 0) { _ in false } == nil)
+  }
+}
+
 @Suite struct LeastRequestTests {
   @Test func oneCallAtATimeGoesExactlyRoundRobin() {
     var balancer = LeastRequest()

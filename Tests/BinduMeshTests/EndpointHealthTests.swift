@@ -50,26 +50,4 @@ import Testing
     _ = health.probe(passed: true, message: "", now: start + .seconds(1))
     #expect(health.inRotation(at: start + .seconds(1)))
   }
-
-  @Test func policyIsReadGloballyAndPerPool() throws {
-    let yaml = """
-      health: {interval: 500ms, unhealthy_threshold: 3}
-      retry: {max_attempts: 2}
-      pools:
-        - agent: a
-          health: {timeout: 100ms}
-          dns: replicas.default.svc:50051
-        - agent: b
-      """
-    let config = try MeshConfig(yaml: yaml, source: "t.yaml")
-    #expect(config.policy.health.interval == .milliseconds(500))
-    #expect(config.policy.retry.maxAttempts == 2)
-    let own = try #require(config.pools[0].policy)
-    #expect(own.health.interval == .milliseconds(500) && own.health.unhealthyThreshold == 3)
-    #expect(own.health.timeout == .milliseconds(100))
-    #expect(config.pools[0].dns == HostPort(host: "replicas.default.svc", port: 50051))
-    #expect(config.pools[1].policy == nil)
-    #expect(throws: ConfigError.self) { try MeshConfig(yaml: "retry: {max_attempts: 0}", source: "t.yaml") }
-    #expect(throws: ConfigError.self) { try MeshConfig(yaml: "health: {interval: fast}", source: "t.yaml") }
-  }
 }

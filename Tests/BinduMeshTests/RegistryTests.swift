@@ -23,16 +23,6 @@ import Testing
     #expect(pool.conflict(with: skilled)?.contains("skills differ") == true)
   }
 
-  @Test func roundRobinSkipsExcludedAndStaysFair() {
-    var balancer = RoundRobin()
-    var picks: [Int] = []
-    for _ in 0..<6 { picks.append(balancer.pick(count: 3) { _ in false }!) }
-    #expect(picks == [0, 1, 2, 0, 1, 2])
-    #expect(balancer.pick(count: 3) { $0 == 0 } == 1)
-    #expect(balancer.pick(count: 3) { _ in true } == nil)
-    #expect(balancer.pick(count: 0) { _ in false } == nil)
-  }
-
   @Test func peerHostOfGRPCPeers() {
     #expect(RegistryService.peerHost("ipv4:10.1.2.3:5555") == "10.1.2.3")
     #expect(RegistryService.peerHost("ipv6:[fe80::1]:5555") == "fe80::1")

@@ -155,3 +155,24 @@ def test_status_lists_each_certificate_with_its_expiry(tmp_path, cleanup):
     table = status_command(mesh)
     assert table.returncode == 0 and any(line.split()[:1] == ["registry"] and line.split()[-1] in ("29", "30")
                                          for line in table.stdout.splitlines())
+
+
+def test_the_process_figures_and_the_build_are_exported(tmp_path, cleanup):
+    from harness import Mesh
+    from prometheus_client.parser import text_string_to_metric_families
+    workdir = tmp_path / "mesh"
+    workdir.mkdir()
+    mesh = Mesh(workdir, core_port=free_port())
+    cleanup.append(mesh)
+    mesh.start()
+    wait_until(lambda: http_get(f"http://127.0.0.1:{mesh.admin_port}/metrics")[0] == 200, 30, "the admin listener")
+    samples = {s.name: s for f in text_string_to_metric_families(http_get(
+        f"http://127.0.0.1:{mesh.admin_port}/metrics")[1]) for s in f.samples}
+    status = open(f"/proc/{mesh.process.proc.pid}/status").read()
+    rss = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) * 1024
+    assert abs(samples["process_resident_memory_bytes"].value - rss) < 16 * 1024 * 1024
+    assert samples["process_cpu_seconds_total"].value > 0
+    assert 5 < samples["process_open_fds"].value < samples["process_max_fds"].value
+    import time
+    assert abs(samples["process_start_time_seconds"].value - time.time()) < 120
+    assert samples["bindu_mesh_build_info"].labels["version"] and samples["bindu_mesh_build_info"].value == 1

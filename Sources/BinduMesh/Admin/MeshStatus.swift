@@ -9,6 +9,8 @@ struct MeshStatus: Sendable {
   let events: RecentEvents
   /// Every certificate in use and when it expires (`nil`: not read yet).
   let certificates: @Sendable () -> [(use: String, notAfter: Date?)]
+  /// The process's own figures, set at each scrape.
+  let process: ProcessMetrics
 
   /// Everything at once: pools, readiness, certificates and recent events.
   func report() async -> StatusReport {
@@ -84,6 +86,7 @@ struct MeshStatus: Sendable {
 
   /// Sets the gauges that describe the mesh now.
   func updateGauges() async {
+    process.update()
     for view in await pools() {
       let pool = [("pool", view.agent)]
       for state in Self.endpointStates {

@@ -116,7 +116,7 @@ public final class Mesh: Sendable {
     let adminPort = AdminPort()
     let status = MeshStatus(
       directory: directory, registrars: registrars, metrics: metrics, events: events,
-      certificates: { tlsReloader.expiries })
+      certificates: { tlsReloader.expiries }, process: ProcessMetrics(metrics: metrics))
     let authorization = AdminAuthorization(tokenFile: config.admin.tokenFile)
     try authorization.check()
     let admin = AdminServer.make(
