@@ -196,7 +196,8 @@ extension MeshConfig {
 
   /// The admin HTTP listener (`admin:` in YAML).
   public struct Admin: Sendable, Hashable {
-    /// Where `/metrics`, `/healthz`, `/readyz` and `/pools` are served. Default `127.0.0.1:9775`.
+    /// Where the status page, `/status`, `/metrics`, `/healthz`, `/readyz` and `/pools` are served.
+    /// Default `127.0.0.1:9775`.
     public var listen: HostPort
     /// Log one line per call forwarded (method, status, replica, time). Default `false`.
     public var accessLog: Bool

@@ -18,7 +18,7 @@ struct PeerIdentityInterceptor: ServerInterceptor {
     let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
     let identity = try certificate.map { try PeerIdentity(certificate: $0) }
     guard let identity, identity.isAllowed(by: allowed) else {
-      PeerIdentity.logRefusal(identity, peer: context.remotePeer, role: "replica", allowed: allowed, logger: logger)
+      PeerIdentity.logRefusal(identity, peer: context.remotePeer, role: "registrant", allowed: allowed, logger: logger)
       throw RPCError(code: .permissionDenied, message: "client certificate names no allowed identity")
     }
     return try await next(request, context)

@@ -13,7 +13,7 @@ final class PeerIdentityHandler: ChannelInboundHandler {
   private let logger: Logger
   private let peerRole: String
 
-  /// - Parameter peerRole: `client` or `replica`, for the log lines.
+  /// - Parameter peerRole: `caller` or `replica`, for the log lines.
   init(allowed: [String], peerRole: String, logger: Logger) {
     self.allowed = allowed
     self.peerRole = peerRole
