@@ -105,7 +105,9 @@ import Testing
     let again = endpoint(7001, member: "new")
     pool.addMember("old", endpoint: before, now: now)
     pool.addMember("other", endpoint: other, now: now)
-    pool.addMember("new", endpoint: again, now: now)
+    pool.addMember("new", endpoint: again, now: now + .seconds(1))
+    // The earlier registration, ending after the later one joined, removes nothing.
+    #expect(pool.removeMembers(at: again.address, except: "old", now: now).isEmpty)
     let removed = pool.removeMembers(at: again.address, except: "new", now: now)
     #expect(removed.map(\.id) == ["old"])
     #expect(removed.first?.endpoint === before)

@@ -154,20 +154,46 @@ def test_connections_without_a_preface_are_closed_and_idle_ones_get_goaway(scena
     assert scenario.ask("after the idle ones") == "[r1] after the idle ones"
 
 
-def test_a_caller_that_grants_no_window_is_cut_off(scenario):
+def test_a_call_whose_caller_grants_no_window_is_reset_and_the_connection_goes_on(scenario):
     """A caller that announces a stream window of 0 and never grants more: the answer waits for
-    window, and after callbacks.stalled_window_timeout the connection ends with ENHANCE_YOUR_CALM."""
+    window, and after callbacks.stalled_window_timeout that call is reset (CANCEL); the
+    connection and its other calls go on."""
     encoder = hpack.Encoder()
     with socket.create_connection(("127.0.0.1", scenario.listen), timeout=15) as sock:
         started = time.monotonic()
         sock.sendall(PREFACE + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}).serialize()
                      + HeadersFrame(1, data=encoder.encode(request_headers(scenario)), flags=["END_HEADERS"]).serialize()
                      + DataFrame(1, data=grpc_body(scenario, "never read"), flags=["END_STREAM"]).serialize())
-        got = read_frames(sock, lambda f: isinstance(f, GoAwayFrame))
+        got = read_frames(sock, lambda f: isinstance(f, RstStreamFrame) and f.stream_id == 1)
         waited = time.monotonic() - started
-    assert not [f for f in got if isinstance(f, DataFrame) and f.stream_id == 1], "no window: no DATA"
+        assert not [f for f in got if isinstance(f, DataFrame) and f.stream_id == 1], "no window: no DATA"
+        assert isinstance(got[-1], RstStreamFrame) and got[-1].error_code == 0x8, got[-3:]  # CANCEL
+        assert 1.5 < waited < 10, waited
+        # The connection goes on: a call with window is answered.
+        sock.sendall(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 65535}).serialize()
+                     + HeadersFrame(3, data=encoder.encode(request_headers(scenario)), flags=["END_HEADERS"]).serialize()
+                     + DataFrame(3, data=grpc_body(scenario, "read"), flags=["END_STREAM"]).serialize())
+        later = read_frames(sock, lambda f: isinstance(f, HeadersFrame) and f.stream_id == 3 and "END_STREAM" in f.flags)
+    assert answer_text(scenario, b"".join(f.data for f in later if isinstance(f, DataFrame) and f.stream_id == 3)) \
+        == "[r1] read"
+    samples = scrape(scenario.mesh)
+    assert value(samples, "bindu_mesh_http2_stalled_streams_total", pool="echo-agent") == 1
+
+
+def test_a_caller_that_grants_no_connection_window_is_cut_off(scenario):
+    """A caller that takes more than the connection's first 65,535 bytes and never grants the
+    connection more: after callbacks.stalled_window_timeout the connection ends with
+    ENHANCE_YOUR_CALM (stalled_window)."""
+    encoder = hpack.Encoder()
+    headers = request_headers(scenario)
+    headers[2] = (":path", "/bindu.grpc.AgentHandler/HandleMessagesStream")
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=15) as sock:
+        sock.sendall(PREFACE + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 1 << 20}).serialize()
+                     + HeadersFrame(1, data=encoder.encode(headers), flags=["END_HEADERS"]).serialize()
+                     + DataFrame(1, data=grpc_body(scenario, "flood:4"), flags=["END_STREAM"]).serialize())
+        got = read_frames(sock, lambda f: isinstance(f, GoAwayFrame))
+    assert sum(len(f.data) for f in got if isinstance(f, DataFrame)) <= 65535
     assert isinstance(got[-1], GoAwayFrame) and got[-1].error_code == ENHANCE_YOUR_CALM, got[-3:]
-    assert 1.5 < waited < 10, waited
     samples = scrape(scenario.mesh)
     assert value(samples, "bindu_mesh_http2_goaways_total", pool="echo-agent", reason="stalled_window") == 1
     assert scenario.ask("a reader") == "[r1] a reader"

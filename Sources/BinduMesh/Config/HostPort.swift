@@ -44,9 +44,10 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
     host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
   }
 
-  /// Whether the host names this machine only (`localhost`, `127.0.0.0/8`, `::1`).
+  /// Whether the host names this machine only (`localhost`, `127.0.0.0/8`, `::1`, and
+  /// `127.0.0.0/8` mapped into IPv6).
   public var isLoopback: Bool {
-    host == "localhost" || host.hasPrefix("127.") || host == "::1"
+    host == "localhost" || host.hasPrefix("127.") || host == "::1" || host.hasPrefix("::ffff:127.")
   }
 
   /// Whether the host is an IPv4 or IPv6 address rather than a name.

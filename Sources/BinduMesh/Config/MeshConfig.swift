@@ -156,9 +156,9 @@ extension MeshConfig {
     /// A caller's connection with no call for this long is closed with GOAWAY (the caller
     /// connects again for its next call); `nil` keeps it. Default 1 h.
     public var idleTimeout: Duration? = .seconds(3600)
-    /// A caller's connection on which answers have waited this long for flow-control window it
-    /// does not grant (it does not read) is cut off (GOAWAY `ENHANCE_YOUR_CALM`); `nil`: never.
-    /// Default 30 s.
+    /// A caller's call whose answer has waited this long for stream window the caller does not
+    /// grant is reset (CANCEL); a connection whose answers wait this long for connection window
+    /// is cut off (GOAWAY `ENHANCE_YOUR_CALM`); `nil`: never. Default 30 s.
     public var stalledWindowTimeout: Duration? = .seconds(30)
 
     /// Default values.

@@ -233,7 +233,7 @@ extension HTTP2Connection {
           }
         }
         if change > 0 {
-          guards.grantedWindow()
+          for id in ids { streams[id]!.stalledSince = nil }
           writeWaitingFrames(of: ids)
         }
       case 0x5:
@@ -299,7 +299,7 @@ extension HTTP2Connection {
       return  // a stream already closed: late updates are dropped
     }
     stream.outboundWindow += increment
-    if increment > 0 { guards.grantedWindow() }
+    if increment > 0 { stream.stalledSince = nil }
     guard increment > 0, stream.outboundWindow <= HTTP2Protocol.maxWindow else {
       try streamError(frame.streamID, increment > 0 ? .flowControlError : .protocolError)
       return

@@ -207,13 +207,34 @@ final class HTTP2Connection: ChannelInboundHandler {
     if notifying && wasOpen { delegate?.streamClosed(streamID, reason: code) }
   }
 
-  /// Cuts the connection off when frames have waited too long for window the peer does not grant
-  /// (``HTTP2Guards/Limits/stalledWindowTimeout``); its owner calls it every second or so.
-  func checkStalledWindow(now: NIODeadline) {
-    let waiting = !blockedStreams.isEmpty || streams.ids.contains { !streams[$0]!.waiting.isEmpty }
-    if let violation = guards.checkWindow(waiting: waiting, now: now) {
+  /// Frames that have waited too long for window the peer does not grant
+  /// (``HTTP2Guards/Limits/stalledWindowTimeout``): a stream whose own window stays shut is
+  /// reset (CANCEL) and the connection goes on; a connection whose window stays shut is cut off
+  /// (GOAWAY `ENHANCE_YOUR_CALM`). Its owner calls it every second or so; the streams reset.
+  @discardableResult
+  func checkStalledWindows(now: NIODeadline) -> Int {
+    let connectionStalled = !blockedStreams.isEmpty && outboundConnectionWindow <= 0
+    if let violation = guards.checkWindow(waiting: connectionStalled, now: now) {
       fail(HTTP2ConnectionError(violation, limits: guards.limits))
+      return 0
     }
+    guard let timeout = guards.limits.stalledWindowTimeout else { return 0 }
+    var reset = 0
+    for id in streams.ids {
+      guard let stream = streams[id], !stream.waiting.isEmpty, stream.outboundWindow <= 0 else {
+        streams[id]?.stalledSince = nil
+        continue
+      }
+      guard let since = stream.stalledSince else {
+        streams[id]!.stalledSince = now
+        continue
+      }
+      if now - since >= timeout {
+        self.reset(id, .cancel, notifying: true)
+        reset += 1
+      }
+    }
+    return reset
   }
 
   /// Resets a stream the peer got wrong (its delegate is told), counting it against the

@@ -48,7 +48,7 @@ struct HTTP2Guards {
       case .continuations: "over \(limits.maxContinuations) CONTINUATION frames in one header block"
       case .controlFrames: "over \(limits.maxControlFrames) PING, SETTINGS or PRIORITY frames in \(limits.controlWindow)"
       case .glitches: "over \(limits.maxGlitches) streams reset for the peer's errors"
-      case .stalledWindow: "frames waited \(limits.stalledWindowTimeout ?? .zero) for window the peer did not grant"
+      case .stalledWindow: "frames waited \(limits.stalledWindowTimeout ?? .zero) for connection window the peer did not grant"
       }
     }
   }
@@ -119,11 +119,11 @@ struct HTTP2Guards {
     return glitches > limits.maxGlitches ? .glitches : nil
   }
 
-  /// The peer granted window (WINDOW_UPDATE, or a larger SETTINGS_INITIAL_WINDOW_SIZE).
+  /// The peer granted the connection window (WINDOW_UPDATE on stream 0).
   mutating func grantedWindow() { windowGranted = true }
 
-  /// Checked now and then: whether frames have waited for window longer than the limit.
-  /// `waiting`: frames wait for window now.
+  /// Checked now and then: whether frames have waited for the connection's window longer than
+  /// the limit. `waiting`: frames wait for it now.
   mutating func checkWindow(waiting: Bool, now: NIODeadline) -> Violation? {
     defer { windowGranted = false }
     guard waiting, let timeout = limits.stalledWindowTimeout else {

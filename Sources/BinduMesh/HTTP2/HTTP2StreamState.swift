@@ -22,6 +22,9 @@ struct HTTP2StreamState {
   var remoteEnded = false
   /// Frames held back by flow control, in order: once one waits, every later frame waits too.
   var waiting: [Waiting] = []
+  /// Since when frames have waited for this stream's window with none granted (seen by
+  /// ``HTTP2Connection/checkStalledWindows(now:)``).
+  var stalledSince: NIODeadline?
 
   init(outboundWindow: Int, inboundWindow: Int) {
     self.outboundWindow = outboundWindow

@@ -26,6 +26,8 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private var draining = false
   /// Requests refused on this connection for malformed headers (the first is logged).
   private var refusedRequests = 0
+  /// Calls reset here because their answers waited too long for window (the first is logged).
+  private var stalledStreams = 0
   /// Every second: the default deadline of calls that came without grpc-timeout, and the
   /// preface and idle timeouts.
   private var tick: Scheduled<Void>?
@@ -81,7 +83,16 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
       connection.close()
       return
     }
-    connection.checkStalledWindow(now: now)
+    let stalled = connection.checkStalledWindows(now: now)
+    if stalled > 0 {
+      pool.stalledStreamsCounter.increment(by: stalled)
+      stalledStreams += stalled
+      if stalledStreams == stalled {
+        logger.warning(
+          "caller's calls reset: their answers waited for window the caller did not grant",
+          metadata: ["mesh.peer": "\(peerDescription)", "mesh.streams": "\(stalled)", "mesh.timeout": "\(callers.stalledWindowTimeout.map { "\($0)" } ?? "off")"])
+      }
+    }
     if let idle = callers.idleTimeout, calls.isEmpty, !draining, now - idleSince >= idle.timeAmount {
       pool.callerConnectionsClosedCounter(reason: "idle_timeout").increment()
       logger.debug("caller connection idle: GOAWAY", metadata: ["mesh.peer": "\(peerDescription)"])

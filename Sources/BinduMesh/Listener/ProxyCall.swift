@@ -234,7 +234,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     let connection = endpoint.connection(on: eventLoop)
     attemptMetrics = connection.clientMetrics(path: path) { endpoint.clientMetrics(pool: pool, path: $0) }
     attemptMetrics?.started.increment()
-    if !tried.isEmpty { attemptStartedAt = .now }  // the first attempt starts with the call
+    attemptStartedAt = .now  // a replica's time excludes reading the request and waiting in the queue
     attemptOpened = false
     state = .connecting(endpoint)
     if let stream = connection.openStream(self) {

@@ -34,9 +34,10 @@ struct PoolState: Sendable {
 
   // MARK: Picking
 
-  /// Who may take a call: the rotation, or with none in it and `health.panic_mode`, everyone.
+  /// Who may take a call: the rotation, or with none in it and `health.panic_mode`, everyone
+  /// not drained by hand.
   var candidates: [Endpoint] {
-    rotation.isEmpty && policy.health.panicMode ? endpoints : rotation
+    rotation.isEmpty && policy.health.panicMode ? endpoints.filter { !drained.contains(ObjectIdentifier($0)) } : rotation
   }
 
   /// The balancer's decision for a call that may not use `excluded`.
@@ -165,7 +166,12 @@ struct PoolState: Sendable {
   mutating func removeMembers(at address: HostPort, except kept: String, now: ContinuousClock.Instant)
     -> [(id: String, endpoint: Endpoint)]
   {
-    let ids = members.filter { $0.key != kept && $0.value.endpoint.address == address }.map(\.key)
+    // Only members that joined before `kept`: two registrations in flight at once from one
+    // address must not remove each other.
+    guard let keptJoined = members[kept]?.liveness.joined else { return [] }
+    let ids = members.filter {
+      $0.key != kept && $0.value.endpoint.address == address && $0.value.liveness.joined < keptJoined
+    }.map(\.key)
     return ids.compactMap { id in removeMember(id, now: now).map { (id, $0) } }
   }
 

@@ -69,6 +69,8 @@ public final class ReplicaPool: Sendable {
   private let queuedGauge: Gauge
   /// Callers' requests refused for headers that cannot be forwarded.
   let refusedRequestsCounter: Counter
+  /// Callers' calls reset because their answers waited too long for window.
+  let stalledStreamsCounter: Counter
   private let queueWait: Timer
   private let callsInFlight = Atomic<Int>(0)
   private let retriesInFlight = Atomic<Int>(0)
@@ -100,6 +102,7 @@ public final class ReplicaPool: Sendable {
     self.probesFailed = metrics.counter("health_probes_total", [("pool", name), ("result", "failed")])
     self.queuedGauge = metrics.gauge("queued_calls", [("pool", name)])
     self.refusedRequestsCounter = metrics.counter("http2_refused_requests_total", [("pool", name)])
+    self.stalledStreamsCounter = metrics.counter("http2_stalled_streams_total", [("pool", name)])
     // Counters exist at 0 from the start, so that rate() and increase() see their first event.
     for reason in Self.retryReasons { _ = metrics.counter("retries_total", [("pool", name), ("reason", reason)]) }
     for violation in HTTP2Guards.Violation.allCases {

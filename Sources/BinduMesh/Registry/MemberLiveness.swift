@@ -27,7 +27,8 @@ public struct MemberLiveness: Sendable, Hashable {
     case evict
   }
 
-  private var joined: ContinuousClock.Instant
+  /// When the member joined.
+  public private(set) var joined: ContinuousClock.Instant
   private var lastHeartbeat: ContinuousClock.Instant?
   private var lastProbePass: ContinuousClock.Instant?
   private var saidKeptByProbes = false
