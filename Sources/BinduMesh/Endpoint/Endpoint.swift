@@ -32,23 +32,21 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   /// Calls that picked this endpoint and have not ended: the least-request balancer's load.
   let outstanding = Atomic<Int>(0)
   /// How long its calls take, in microseconds: an exponentially weighted moving average (1/8 per
-  /// call) of the calls it answered; 0 before the first. Updated without a lock: two calls
+  /// call) of the calls it answered OK; 0 before the first. Updated without a lock: two calls
   /// ending at once on two event loops may lose one sample, which an average can afford.
   let callTimeAverage = Atomic<Int>(0)
 
   /// Its calls of the last minute, for the status page.
   let recentCalls = Mutex(CallWindow())
 
-  /// Records an attempt that ended on this endpoint at `endedAt` after `took`.
+  /// Records an attempt that ended on this endpoint at `endedAt` after `took`: in its calls of
+  /// the last minute, and, answered OK, in ``callTimeAverage`` (a replica failing fast must not
+  /// look fast).
   func recordAttempt(took: Duration, endedAt: ContinuousClock.Instant, ok: Bool) {
     let second = CallWindow.second(of: endedAt)
-    let micros = Int(took.nanoseconds / 1000)
-    recentCalls.withLock { $0.record(second: second, micros: micros, ok: ok) }
-  }
-
-  /// Feeds a call's time into ``callTimeAverage``.
-  func recordCallTime(_ took: Duration) {
     let micros = max(1, Int(took.nanoseconds / 1000))
+    recentCalls.withLock { $0.record(second: second, micros: micros, ok: ok) }
+    guard ok else { return }
     let average = callTimeAverage.load(ordering: .relaxed)
     callTimeAverage.store(average == 0 ? micros : average + (micros - average) / 8, ordering: .relaxed)
   }

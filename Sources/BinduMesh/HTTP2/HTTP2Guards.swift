@@ -63,9 +63,8 @@ struct HTTP2Guards {
   private var controlFrames = 0
   private var controlWindowStart: NIODeadline?
   private var glitches = 0
-  /// Since when frames have waited for window with none granted.
+  /// Since when frames have waited for the connection's window with none granted.
   private var stalledSince: NIODeadline?
-  private var windowGranted = false
 
   init(limits: Limits) { self.limits = limits }
 
@@ -120,17 +119,17 @@ struct HTTP2Guards {
   }
 
   /// The peer granted the connection window (WINDOW_UPDATE on stream 0).
-  mutating func grantedWindow() { windowGranted = true }
+  mutating func grantedWindow() { stalledSince = nil }
 
   /// Checked now and then: whether frames have waited for the connection's window longer than
-  /// the limit. `waiting`: frames wait for it now.
+  /// the limit, counted from the first check that found them waiting since the last grant.
+  /// `waiting`: frames wait for it now.
   mutating func checkWindow(waiting: Bool, now: NIODeadline) -> Violation? {
-    defer { windowGranted = false }
     guard waiting, let timeout = limits.stalledWindowTimeout else {
       stalledSince = nil
       return nil
     }
-    guard let since = stalledSince, !windowGranted else {
+    guard let since = stalledSince else {
       stalledSince = now
       return nil
     }

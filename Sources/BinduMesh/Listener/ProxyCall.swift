@@ -251,7 +251,7 @@ final class ProxyCall: UpstreamStreamDelegate {
         opened(stream, on: endpoint)
       case .failure(let error):
         // Nothing was written to this replica: the call can safely go to another.
-        moveOn(from: endpoint, kind: "connect_failed", reason: "\(endpoint.address): cannot connect: \(error)")
+        moveOn(from: endpoint, kind: .connectFailed, reason: "\(endpoint.address): cannot connect: \(error)")
       }
     }
   }
@@ -264,10 +264,12 @@ final class ProxyCall: UpstreamStreamDelegate {
 
   /// Counts a failed attempt on `endpoint` and tries the next replica; `kind` labels the retry.
   /// A `transparent` move (`goaway`) is not the replica's failure and spends no retry budget.
-  private func moveOn(from endpoint: Endpoint, kind: String, reason: String, transparent: Bool = false) {
+  private func moveOn(
+    from endpoint: Endpoint, kind: ReplicaPool.RetryReason, reason: String, transparent: Bool = false
+  ) {
     endAttempt(code: GRPCStatusCode.unavailable.rawValue)
+    if !transparent { pool.record(endpoint, failed: true) }
     guard request.canMove else {
-      if !transparent { pool.record(endpoint, failed: true) }
       finish(
         .unavailable,
         "pool \"\(pool.name)\": not moved to another replica: its request (\(request.bytes) bytes) is over "
@@ -275,7 +277,6 @@ final class ProxyCall: UpstreamStreamDelegate {
       return
     }
     pool.countRetry(reason: kind)
-    if !transparent { pool.record(endpoint, failed: true) }
     tried.append(endpoint)
     attempt(retrying: reason, transparent: transparent)
   }
@@ -363,12 +364,12 @@ final class ProxyCall: UpstreamStreamDelegate {
       if !responseStarted && status == GRPCStatusCode.unavailable.rawValue && pool.policy.retry.onUnavailable {
         stream.cancel()
         moveOn(
-          from: endpoint, kind: "unavailable",
+          from: endpoint, kind: .unavailable,
           reason: "\(endpoint.address) answered UNAVAILABLE: \(headers.headers.first(name: "grpc-message") ?? "")")
         return
       }
       pool.record(endpoint, failed: status == GRPCStatusCode.unavailable.rawValue)
-      complete(with: payload, status: status ?? GRPCStatusCode.unknown.rawValue, from: endpoint)
+      complete(with: payload, status: status ?? GRPCStatusCode.unknown.rawValue)
     case .data(let data):
       guard let count = withinLimit(data, response: true) else { return }
       serverMetrics?.messagesSent.increment(by: count)
@@ -390,7 +391,7 @@ final class ProxyCall: UpstreamStreamDelegate {
 
   func upstreamNeverBegan(_ failure: String) {
     guard case .forwarding(let endpoint, _) = state, !responseStarted else { return }
-    moveOn(from: endpoint, kind: "goaway", reason: "\(endpoint.address): \(failure)", transparent: true)
+    moveOn(from: endpoint, kind: .goaway, reason: "\(endpoint.address): \(failure)", transparent: true)
   }
 
   func upstreamClosed(reason: HTTP2ErrorCode?, failure: String?) {
@@ -405,7 +406,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     let failure = "\(endpoint.address): \(why)"
     // REFUSED_STREAM guarantees the replica did not process the call (RFC 9113 §8.7).
     if !responseStarted && (reason == .refusedStream || pool.policy.retry.replayStartedCalls) {
-      moveOn(from: endpoint, kind: reason == .refusedStream ? "refused_stream" : "replay", reason: failure)
+      moveOn(from: endpoint, kind: reason == .refusedStream ? .refusedStream : .replay, reason: failure)
       return
     }
     pool.record(endpoint, failed: true)
@@ -438,19 +439,17 @@ final class ProxyCall: UpstreamStreamDelegate {
     for frame in frames { caller.write(frame, on: streamID) }
   }
 
-  /// Records the end of the current attempt on a replica; how long it took, when it had begun.
-  @discardableResult
-  private func endAttempt(code: Int) -> Duration? {
+  /// Records the end of the current attempt on a replica (its metrics, and its endpoint's figures).
+  private func endAttempt(code: Int) {
     let endpoint = picked
     releasePicked()
-    guard let metrics = attemptMetrics else { return nil }
+    guard let metrics = attemptMetrics else { return }
     attemptMetrics = nil
     if attemptOpened { metrics.messagesSent.increment(by: requestScanner.messagesStarted) }
     let now = ContinuousClock.now
     let took = now - attemptStartedAt
     metrics.finished(code: code, after: took)
     endpoint?.recordAttempt(took: took, endedAt: now, ok: code == GRPCStatusCode.ok.rawValue)
-    return took
   }
 
   private func releasePicked() {
@@ -459,11 +458,10 @@ final class ProxyCall: UpstreamStreamDelegate {
     pool.release(endpoint)
   }
 
-  /// Passes the replica's trailers to the caller and ends the call; the time an OK answer took
-  /// feeds the balancer's weight of the replica (a replica failing fast must not look fast).
-  private func complete(with trailers: HTTP2Frame.FramePayload, status: Int, from endpoint: Endpoint) {
-    let took = endAttempt(code: status)
-    if status == GRPCStatusCode.ok.rawValue, let took { endpoint.recordCallTime(took) }
+  /// Passes the replica's trailers to the caller and ends the call (the time an OK answer took
+  /// feeds the balancer's weight of the replica: ``Endpoint/recordAttempt(took:endedAt:ok:)``).
+  private func complete(with trailers: HTTP2Frame.FramePayload, status: Int) {
+    endAttempt(code: status)
     end(code: status)
     caller.write(trailers, on: streamID)
   }

@@ -104,7 +104,9 @@ public final class ReplicaPool: Sendable {
     self.refusedRequestsCounter = metrics.counter("http2_refused_requests_total", [("pool", name)])
     self.stalledStreamsCounter = metrics.counter("http2_stalled_streams_total", [("pool", name)])
     // Counters exist at 0 from the start, so that rate() and increase() see their first event.
-    for reason in Self.retryReasons { _ = metrics.counter("retries_total", [("pool", name), ("reason", reason)]) }
+    for reason in RetryReason.allCases {
+      _ = metrics.counter("retries_total", [("pool", name), ("reason", reason.rawValue)])
+    }
     for violation in HTTP2Guards.Violation.allCases {
       _ = metrics.counter("http2_goaways_total", [("pool", name), ("reason", violation.rawValue)])
     }
@@ -222,17 +224,23 @@ public final class ReplicaPool: Sendable {
     serverMetricsByPath.metrics(path: path) { metrics.server(pool: name, path: $0) }
   }
 
-  /// Counts a retry, by reason (`connect_failed`, `refused_stream`, `goaway`, `unavailable`, `replay`).
   /// `bindu_mesh_caller_connections_closed_total{reason}`: `preface_timeout` or `idle_timeout`.
   func callerConnectionsClosedCounter(reason: String) -> Counter {
     metrics.counter("caller_connections_closed_total", [("pool", name), ("reason", reason)])
   }
 
-  /// What `bindu_mesh_retries_total{reason}` counts.
-  static let retryReasons = ["connect_failed", "refused_stream", "goaway", "unavailable", "replay"]
+  /// Why a call moved to another replica: the `reason` of `bindu_mesh_retries_total`.
+  enum RetryReason: String, CaseIterable, Sendable {
+    case connectFailed = "connect_failed"
+    case refusedStream = "refused_stream"
+    case goaway
+    case unavailable
+    case replay
+  }
 
-  func countRetry(reason: String) {
-    metrics.counter("retries_total", [("pool", name), ("reason", reason)]).increment()
+  /// Counts a retry, by reason.
+  func countRetry(reason: RetryReason) {
+    metrics.counter("retries_total", [("pool", name), ("reason", reason.rawValue)]).increment()
   }
 
   /// Calls in flight now.
