@@ -22,7 +22,8 @@ struct BinduMeshCommand: AsyncParsableCommand {
 
       Every config key is documented in Config/bindu-mesh.yaml. Flags override the file.
       SIGTERM or SIGINT: stop accepting calls, let calls in flight finish \
-      (shutdown.grace_period), unregister from the cores, exit 0. SIGHUP: reload TLS files.
+      (shutdown.grace_period), unregister from the cores, exit 0. SIGHUP: reload the config file \
+      (pools, replicas, policies and timeouts; see docs/operations.md) and the TLS files.
       """,
     version: BinduMeshVersion.current,
     subcommands: [Certs.self, Status.self, EndpointCommand.self]
@@ -55,28 +56,15 @@ struct BinduMeshCommand: AsyncParsableCommand {
   var check = false
 
   func run() async throws {
-    // SIGHUP reloads TLS files (or does nothing): never let its default action end the process,
+    // SIGHUP reloads the config and TLS files: never let its default action end the process,
     // not even while the mesh starts, before the reloader traps it.
     signal(SIGHUP, SIG_IGN)
     var config: MeshConfig
     do {
-      config = try self.config.map { try MeshConfig.load(file: $0) } ?? .defaults
-      if let value = coreAddress {
-        guard config.cores.isEmpty else {
-          throw ConfigError(source: "--core-address", key: "", message: "the config lists cores: name them there")
-        }
-        config.core.address = try Self.hostPort(value, flag: "--core-address")
-      }
-      if let value = registryListen { config.registry.listen = try Self.hostPort(value, flag: "--registry-listen") }
-      if let value = stateDir {
-        guard !value.isEmpty else { throw ConfigError(source: "--state-dir", key: "", message: "expected a folder path") }
-        config.state.dir = value
-      }
-      if let value = callbackListen {
-        let address = try Self.hostPort(value, flag: "--callback-listen")
-        config.callbacks.listenHost = address.host
-        config.callbacks.firstPort = address.port
-      }
+      config = try ConfigSource(
+        file: self.config, coreAddress: coreAddress, registryListen: registryListen, callbackListen: callbackListen,
+        stateDir: stateDir
+      ).load()
     } catch let error as ConfigError {
       throw ValidationError(error.description)
     }
@@ -109,7 +97,11 @@ struct BinduMeshCommand: AsyncParsableCommand {
       ])
     let mesh: Mesh
     do {
-      mesh = try await Mesh.make(config: config, logger: logger)
+      let source = ConfigSource(
+        file: self.config, coreAddress: coreAddress, registryListen: registryListen, callbackListen: callbackListen,
+        stateDir: stateDir)
+      let reload: (@Sendable () throws -> MeshConfig)? = self.config == nil ? nil : { @Sendable in try source.load() }
+      mesh = try await Mesh.make(config: config, logger: logger, reload: reload)
     } catch {
       logger.critical("cannot start", metadata: ["error": "\(error)"])
       throw ExitCode.failure
@@ -167,4 +159,37 @@ struct Certs: ParsableCommand {
       for file in try DevCertificates.make(options) { print("wrote \(file)") }
     }
   }
+}
+
+/// Where the config comes from: the file and the command line's overrides.
+struct ConfigSource: Sendable {
+  var file: String?
+  var coreAddress: String?
+  var registryListen: String?
+  var callbackListen: String?
+  var stateDir: String?
+
+  /// The config file (or the defaults) with the command line's overrides: at start, and again
+  /// for each reload.
+  func load() throws -> MeshConfig {
+    var config = try file.map { try MeshConfig.load(file: $0) } ?? .defaults
+    if let value = coreAddress {
+      guard config.cores.isEmpty else {
+        throw ConfigError(source: "--core-address", key: "", message: "the config lists cores: name them there")
+      }
+      config.core.address = try BinduMeshCommand.hostPort(value, flag: "--core-address")
+    }
+    if let value = registryListen { config.registry.listen = try BinduMeshCommand.hostPort(value, flag: "--registry-listen") }
+    if let value = stateDir {
+      guard !value.isEmpty else { throw ConfigError(source: "--state-dir", key: "", message: "expected a folder path") }
+      config.state.dir = value
+    }
+    if let value = callbackListen {
+      let address = try BinduMeshCommand.hostPort(value, flag: "--callback-listen")
+      config.callbacks.listenHost = address.host
+      config.callbacks.firstPort = address.port
+    }
+    return config
+  }
+
 }

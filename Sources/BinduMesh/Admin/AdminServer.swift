@@ -8,10 +8,10 @@ import ServiceLifecycle
 /// text format, `/healthz` (the process answers), `/readyz` (200 when ready, 503 with the
 /// reasons), `/status` (everything the page shows, JSON) and `/pools` (the pools, JSON); and,
 /// with the bearer token of `admin.token_file`, `POST /pools/POOL/endpoints/HOST:PORT/drain`
-/// and `.../undrain`.
+/// and `.../undrain`, and `POST /reload` (read the config file again).
 enum AdminServer {
   static func make(
-    status: MeshStatus, listen: HostPort, authorization: AdminAuthorization, logger: Logger,
+    status: MeshStatus, listen: HostPort, authorization: AdminAuthorization, reloader: ConfigReloader, logger: Logger,
     onListening: @escaping @Sendable (Int) async -> Void
   ) -> some Service {
     let router = Router()
@@ -31,6 +31,23 @@ enum AdminServer {
           return text(.notFound, "no endpoint \(address) in pool \"\(pool)\"")
         }
         return text(.ok, "\(action)ed \(address) in pool \"\(pool)\"")
+      }
+    }
+    router.post("reload") { request, _ -> Response in
+      if let refusal = authorization.refusal(authorization: request.headers[.authorization]) {
+        logger.warning("admin change refused", metadata: ["reason": "\(refusal)", "mesh.path": "\(request.uri.path)"])
+        return text(.forbidden, refusal)
+      }
+      logger.notice("reload asked on the admin listener")
+      switch await reloader.reload() {
+      case .applied(let change):
+        return try json(ReloadAnswer(result: "applied", changes: change.summary, leftForNextStart: change.needsRestart))
+      case .refused(let reason):
+        var answer = ReloadAnswer(result: "refused", changes: "nothing changed", leftForNextStart: [])
+        answer.error = reason
+        return try json(answer, status: .unprocessableContent)
+      case .noFile:
+        return text(.conflict, "the mesh was started without --config: there is no file to reload")
       }
     }
     router.get("metrics") { _, _ -> Response in
@@ -79,9 +96,21 @@ enum AdminServer {
       body: .init(byteBuffer: ByteBuffer(string: text + "\n")))
   }
 
-  private static func json(_ value: some Encodable) throws -> Response {
+  private static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
     let data = try StatusReport.encoder().encode(value)
     return Response(
-      status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+      status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
   }
+}
+
+/// The answer to `POST /reload`.
+struct ReloadAnswer: Encodable {
+  /// `applied` or `refused`.
+  var result: String
+  /// What changed, in one line.
+  var changes: String
+  /// Keys changed in the file that take effect at the next start.
+  var leftForNextStart: [String]
+  /// Why the file was refused.
+  var error: String?
 }

@@ -7,8 +7,8 @@
 /// ``ProxyCall`` do the I/O. Generic over the endpoint and the waiter so that it is tested
 /// without sockets.
 struct PoolBalancer<Candidate: AnyObject, Waiter> {
-  /// The pool's settings.
-  let config: MeshConfig.Balancer
+  /// The pool's settings (changed by a reload: ``apply(_:)``).
+  private(set) var config: MeshConfig.Balancer
   private var roundRobin = RoundRobin()
   private var leastRequest = LeastRequest()
   private var queue: [Queued] = []
@@ -43,6 +43,9 @@ struct PoolBalancer<Candidate: AnyObject, Waiter> {
   }
 
   init(config: MeshConfig.Balancer) { self.config = config }
+
+  /// Takes reloaded settings for the next picks; calls already queued stay queued.
+  mutating func apply(_ config: MeshConfig.Balancer) { self.config = config }
 
   /// Calls waiting now.
   var queuedCount: Int { queue.count }

@@ -66,6 +66,20 @@ public final class CoreRegistrar: Service, Sendable {
     return (registration, isNew)
   }
 
+  /// Ends the registration of `agent`'s pool (removed, or moved by a reload): no more
+  /// heartbeats, and the agent is unregistered from the core.
+  /// Returns once the core has answered the unregistration (or `core.call_timeout` passed).
+  func retire(agent: String) async {
+    guard let retired = registrations.withLock({ $0.removeValue(forKey: agent) }) else { return }
+    retired.retire()
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await retired.untilEnded() }
+      group.addTask { try? await Task.sleep(for: self.config.callTimeout * 2) }
+      await group.next()
+      group.cancelAll()
+    }
+  }
+
   /// Drops a registration the core refused, so a later replica can start a new one.
   func forget(_ registration: PoolRegistration) {
     registrations.withLock { registrations in
@@ -103,7 +117,17 @@ public final class CoreRegistrar: Service, Sendable {
       let core = Bindu_Grpc_BinduService.Client(wrapping: client)
       await withTaskGroup(of: Void.self) { group in
         for await registration in newRegistrations.cancelOnGracefulShutdown() {
-          group.addTask { await self.keepRegistered(registration, core: core) }
+          group.addTask {
+            // Until the mesh stops, or a reload retires the registration (then it unregisters).
+            await withTaskGroup(of: Void.self) { one in
+              one.addTask { await self.keepRegistered(registration, core: core) }
+              one.addTask { await registration.untilRetired() }
+              await one.next()
+              one.cancelAll()
+            }
+            if registration.isRetired { await self.unregister(registration, core: core) }
+            registration.end()
+          }
         }
         group.cancelAll()
       }
@@ -256,22 +280,28 @@ public final class CoreRegistrar: Service, Sendable {
   private func unregisterAll(core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>) async {
     let all = registrations.withLock { Array($0.values) }
     for registration in all {
-      guard case .registered(let agentID, _, _) = registration.phase else { continue }
-      let logger = self.logger.with("mesh.pool", registration.entry.pool.name)
-      do {
-        let response = try await measured(
-          registration.entry.pool.name, Bindu_Grpc_BinduService.Method.UnregisterAgent.descriptor
-        ) {
-          try await core.unregisterAgent(.with { $0.agentID = agentID }, options: callOptions)
-        }
-        if response.success {
-          logger.notice("unregistered from the core", metadata: ["mesh.agent_id": "\(agentID)"])
-        } else {
-          logger.warning("the core refused to unregister the agent", metadata: ["error": "\(response.error)"])
-        }
-      } catch {
-        logger.warning("cannot unregister from the core", metadata: ["error": "\(error)"])
+      await unregister(registration, core: core)
+    }
+  }
+
+  private func unregister(
+    _ registration: PoolRegistration, core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>
+  ) async {
+    guard case .registered(let agentID, _, _) = registration.phase else { return }
+    let logger = self.logger.with("mesh.pool", registration.entry.pool.name)
+    do {
+      let response = try await measured(
+        registration.entry.pool.name, Bindu_Grpc_BinduService.Method.UnregisterAgent.descriptor
+      ) {
+        try await core.unregisterAgent(.with { $0.agentID = agentID }, options: callOptions)
       }
+      if response.success {
+        logger.notice("unregistered from the core", metadata: ["mesh.agent_id": "\(agentID)"])
+      } else {
+        logger.warning("the core refused to unregister the agent", metadata: ["error": "\(response.error)"])
+      }
+    } catch {
+      logger.warning("cannot unregister from the core", metadata: ["error": "\(error)"])
     }
   }
 

@@ -41,6 +41,13 @@ public final class CoreRegistrars: Sendable {
     return made.map(\.registration)
   }
 
+  /// Ends the registrations of `agent`'s pool with every core: they stop and unregister.
+  func retire(agent: String) async {
+    await withTaskGroup(of: Void.self) { group in
+      for registrar in all { group.addTask { await registrar.retire(agent: agent) } }
+    }
+  }
+
   /// The registrations of `agent`'s pool, one per core that has one, in config order.
   public func registrations(forAgent agent: String) -> [PoolRegistration] {
     all.compactMap { $0.registration(forAgent: agent) }

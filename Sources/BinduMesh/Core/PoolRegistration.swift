@@ -36,12 +36,42 @@ public final class PoolRegistration: Sendable {
   }
 
   private let state = Mutex(State())
+  private let retirement: AsyncStream<Never>
+  private let retirementContinuation: AsyncStream<Never>.Continuation
+  private let retiredFlag = Atomic<Bool>(false)
+  private let ended: AsyncStream<Never>
+  private let endedContinuation: AsyncStream<Never>.Continuation
 
   init(entry: PoolDirectory.Entry, definition: AgentDefinition, core: HostPort, configJSON: String) {
     self.entry = entry
     self.definition = definition
     self.core = core
     self.configJSON = configJSON
+    (retirement, retirementContinuation) = AsyncStream.makeStream()
+    (ended, endedContinuation) = AsyncStream.makeStream()
+  }
+
+  /// Ends this registration (its pool was removed or moved by a reload): the registrar stops
+  /// heartbeating and unregisters the agent.
+  func retire() {
+    retiredFlag.store(true, ordering: .relaxed)
+    retirementContinuation.finish()
+  }
+
+  /// Whether ``retire()`` was called.
+  var isRetired: Bool { retiredFlag.load(ordering: .relaxed) }
+
+  /// Returns once the registration is retired, or the task is cancelled.
+  func untilRetired() async {
+    for await _ in retirement {}
+  }
+
+  /// Marks the registrar's work on this registration over (after unregistering a retired one).
+  func end() { endedContinuation.finish() }
+
+  /// Returns once the registrar's work on this registration is over, or the task is cancelled.
+  func untilEnded() async {
+    for await _ in ended {}
   }
 
   /// The current phase.

@@ -24,14 +24,21 @@ public struct EndpointHealth: Sendable, Hashable {
   private var probeSuccesses = 0
   private var probeFailures = 0
   private var callFailures = 0
-  private let health: MeshConfig.Health
-  private let outlier: MeshConfig.OutlierDetection
+  private var health: MeshConfig.Health
+  private var outlier: MeshConfig.OutlierDetection
 
   /// A new endpoint: `pending`, or `healthy` when `health.startHealthy`.
   public init(policy: MeshConfig.Policy) {
     self.health = policy.health
     self.outlier = policy.outlierDetection
     self.active = policy.health.startHealthy ? .healthy : .pending
+  }
+
+  /// Takes a reloaded policy's thresholds and ejection times; the state, counts and a running
+  /// ejection stay as they are.
+  public mutating func apply(_ policy: MeshConfig.Policy) {
+    health = policy.health
+    outlier = policy.outlierDetection
   }
 
   public static func == (lhs: Self, rhs: Self) -> Bool {

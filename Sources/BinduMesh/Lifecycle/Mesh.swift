@@ -32,14 +32,17 @@ public final class Mesh: Sendable {
   public let services: [any Service]
   /// Every metric of the mesh.
   public let metrics: MeshMetrics
+  /// Reloads the config file (SIGHUP, `POST /reload`).
+  public let reloader: ConfigReloader
   private let adminPort: AdminPort
   private let registryTransport: HTTP2ServerTransport.Posix
 
   private init(
     config: MeshConfig, directory: PoolDirectory, registrars: CoreRegistrars, services: [any Service],
-    registryTransport: HTTP2ServerTransport.Posix, metrics: MeshMetrics, adminPort: AdminPort
+    registryTransport: HTTP2ServerTransport.Posix, metrics: MeshMetrics, reloader: ConfigReloader, adminPort: AdminPort
   ) {
     self.metrics = metrics
+    self.reloader = reloader
     self.adminPort = adminPort
     self.config = config
     self.directory = directory
@@ -49,9 +52,11 @@ public final class Mesh: Sendable {
   }
 
   /// Builds a mesh and binds its declared pools; declared pools with a config start registering
-  /// with the core once ``services`` run.
+  /// with the core once ``services`` run. `reload` reads the config again for a reload (the file
+  /// and the command line's overrides); `nil`: the mesh has no file to reload.
   public static func make(
-    config: MeshConfig, logger: Logger, resolver: any DNSResolver = SystemDNSResolver()
+    config: MeshConfig, logger: Logger, resolver: any DNSResolver = SystemDNSResolver(),
+    reload: (@Sendable () throws -> MeshConfig)? = nil
   ) async throws -> Mesh {
     let group = MultiThreadedEventLoopGroup.singleton
     let events = RecentEvents()
@@ -59,7 +64,9 @@ public final class Mesh: Sendable {
     let metrics = MeshMetrics()
     let store = RegistryStore(directory: config.state.dir)
     let snapshot = try store.load()
-    let directory = PoolDirectory(config: config, group: group, store: store, metrics: metrics, logger: logger)
+    let dns = DNSDiscovery(resolver: resolver, logger: logger)
+    let directory = PoolDirectory(
+      config: config, group: group, store: store, metrics: metrics, dns: dns, logger: logger)
     let (coreSecurity, coreReloader) = try GRPCTransportSecurity.core(
       config.core.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
     let registrars = CoreRegistrars(config: config, security: coreSecurity, metrics: metrics, logger: logger)
@@ -77,9 +84,6 @@ public final class Mesh: Sendable {
         throw MeshError.poolRefused(pool: entry.pool.name, reason: "\(reason) (kept in \(store.path))")
       }
       _ = registrars.register(entry, definition: definition)
-    }
-    let dnsPools = zip(config.pools, declared).compactMap { pool, entry in
-      pool.dns.map { (pool: entry.pool, name: $0, refresh: pool.dnsRefresh) }
     }
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
     transportConfig.rpc.maxRequestPayloadSize = config.upstream.maxMessageBytes
@@ -113,6 +117,8 @@ public final class Mesh: Sendable {
     let tlsReloader = TLSReloader(
       materials: await directory.tlsMaterials, grpcCertificates: grpcCertificates,
       interval: config.admin.tlsReloadInterval, metrics: metrics, logger: logger)
+    let reloader = ConfigReloader(
+      source: reload, directory: directory, registrars: registrars, tls: tlsReloader, metrics: metrics, logger: logger)
     let adminPort = AdminPort()
     let status = MeshStatus(
       directory: directory, registrars: registrars, metrics: metrics, events: events,
@@ -120,15 +126,15 @@ public final class Mesh: Sendable {
     let authorization = AdminAuthorization(tokenFile: config.admin.tokenFile)
     try authorization.check()
     let admin = AdminServer.make(
-      status: status, listen: config.admin.listen, authorization: authorization, logger: logger,
+      status: status, listen: config.admin.listen, authorization: authorization, reloader: reloader, logger: logger,
       onListening: { adminPort.set($0) })
     var services: [any Service] = grpcCertificates.map(\.reloader)
-    services += [tlsReloader]
+    services += [tlsReloader, reloader]
     services += registrars.all as [any Service]
     services += [
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),
     ]
-    if !dnsPools.isEmpty { services.append(DNSDiscovery(pools: dnsPools, resolver: resolver, logger: logger)) }
+    services.append(dns)
     services += [
       HealthChecker(directory: directory, logger: logger),
       admin,
@@ -137,7 +143,7 @@ public final class Mesh: Sendable {
     ]
     return Mesh(
       config: config, directory: directory, registrars: registrars, services: services,
-      registryTransport: registryTransport, metrics: metrics, adminPort: adminPort)
+      registryTransport: registryTransport, metrics: metrics, reloader: reloader, adminPort: adminPort)
   }
 
   /// The admin listener's port, once it is serving.

@@ -7,7 +7,7 @@ import NIOSSL
 /// The listener the core dials for one pool: HTTP/2 (gRPC), with TLS when configured; every
 /// stream is a ``ProxyCall``, routed by the connection's ``CallerConnectionHandler``.
 ///
-/// Bind it with ``bind(pool:address:group:config:callers:grace:security:logger:)``; ``shutdown(grace:)`` stops
+/// Bind it with ``bind(pool:address:group:settings:security:logger:)``; ``shutdown(grace:)`` stops
 /// accepting, sends GOAWAY on every connection and waits for calls in flight, at most `grace`.
 final class CallbackListener: Sendable {
   /// The pool this listener serves.
@@ -28,9 +28,7 @@ final class CallbackListener: Sendable {
     pool: ReplicaPool,
     address: HostPort,
     group: MultiThreadedEventLoopGroup,
-    config: MeshConfig.Upstream,
-    callers: MeshConfig.Callbacks,
-    grace: Duration,
+    settings: LiveSettings,
     security: ListenerSecurity?,
     logger: Logger
   ) async throws -> CallbackListener {
@@ -54,7 +52,8 @@ final class CallbackListener: Sendable {
               PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
           }
           let caller = CallerConnectionHandler(
-            pool: pool, limits: config, callers: callers, grace: grace, eventLoop: channel.eventLoop, logger: logger)
+            pool: pool, settings: settings, eventLoop: channel.eventLoop, logger: logger)
+          let callers = settings.current.values.callers
           let connection = HTTP2Connection(mode: .server, configuration: .caller(callers), delegate: caller)
           caller.connection = connection
           try sync.addHandler(connection)

@@ -10,13 +10,14 @@ import NIOHTTP2
 /// sends GOAWAY and closes the connection once its last call has ended, or when `grace` runs out.
 final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private let pool: ReplicaPool
-  private let limits: MeshConfig.Upstream
-  /// The preface and idle timeouts.
-  private let callers: MeshConfig.Callbacks
+  /// The calls' limits and the connection's timeouts, brought up to date after a reload.
+  private let settings: LiveSettings
+  private var live: LiveSettings.Snapshot
+  private var limits: MeshConfig.Upstream { live.values.upstream }
+  private var callers: MeshConfig.Callbacks { live.values.callers }
   private let openedAt = NIODeadline.now()
   /// When the last call ended (or the connection opened), while no call is open.
   private var idleSince = NIODeadline.now()
-  private let grace: TimeAmount
   private let logger: Logger
   private let eventLoop: any EventLoop
   /// The connection this handler routes; set once, right after both are made.
@@ -35,13 +36,11 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private var lastServerMetrics: (path: String, metrics: GRPCCallMetrics)?
 
   init(
-    pool: ReplicaPool, limits: MeshConfig.Upstream, callers: MeshConfig.Callbacks, grace: Duration,
-    eventLoop: any EventLoop, logger: Logger
+    pool: ReplicaPool, settings: LiveSettings, eventLoop: any EventLoop, logger: Logger
   ) {
     self.pool = pool
-    self.limits = limits
-    self.callers = callers
-    self.grace = grace.timeAmount
+    self.settings = settings
+    self.live = settings.current
     self.eventLoop = eventLoop
     self.logger = logger
   }
@@ -70,6 +69,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   /// Ends the calls past their default deadline, and the connection when its preface is late
   /// or it has been idle too long; then checks again in a second, until the connection closes.
   private func everySecond() {
+    settings.refresh(&live)
     let now = NIODeadline.now()
     if limits.defaultCallTimeout != nil {
       for id in calls.ids { calls[id]?.checkDefaultDeadline(now: now) }
@@ -107,6 +107,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
       return
     }
     guard case .headers = payload else { return }
+    settings.refresh(&live)
     let call = ProxyCall(
       caller: self, streamID: streamID, eventLoop: eventLoop, pool: pool, limits: limits, logger: logger)
     calls[streamID] = call
@@ -169,6 +170,6 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
       connection.closeSoon()
       return
     }
-    eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in self.connection?.close() }
+    eventLoop.assumeIsolated().scheduleTask(in: live.values.grace.timeAmount) { [self] in self.connection?.close() }
   }
 }

@@ -81,6 +81,8 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var attemptOpened = false
   /// The body of a `grpc.health.v1` Check the mesh answers itself.
   private var localHealthBody: ByteBuffer?
+  /// The pool's retry policy when the call began (a reload changes it for later calls).
+  private let retry: MeshConfig.Retry
 
   init(
     caller: CallerConnectionHandler, streamID: HTTP2StreamID, eventLoop: any EventLoop, pool: ReplicaPool,
@@ -92,7 +94,8 @@ final class ProxyCall: UpstreamStreamDelegate {
     self.pool = pool
     self.limits = limits
     self.poolLogger = logger
-    self.request = KeptRequest(limit: pool.policy.retry.maxKeptRequestBytes)
+    self.retry = pool.policy.retry
+    self.request = KeptRequest(limit: retry.maxKeptRequestBytes)
     self.requestScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
     self.responseScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
     self.startedAt = .now  // the call begins with the HEADERS that made it
@@ -185,7 +188,7 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// call) takes nothing from the retry budget.
   private func attempt(retrying reason: String?, transparent: Bool = false) {
     if let reason {
-      guard tried.count < pool.policy.retry.maxAttempts else {
+      guard tried.count < retry.maxAttempts else {
         finish(.unavailable, "pool \"\(pool.name)\": gave up after \(tried.count) attempts (last: \(reason))")
         return
       }
@@ -361,7 +364,7 @@ final class ProxyCall: UpstreamStreamDelegate {
         return
       }
       let status = GRPCHeaders.status(of: headers.headers)
-      if !responseStarted && status == GRPCStatusCode.unavailable.rawValue && pool.policy.retry.onUnavailable {
+      if !responseStarted && status == GRPCStatusCode.unavailable.rawValue && retry.onUnavailable {
         stream.cancel()
         moveOn(
           from: endpoint, kind: .unavailable,
@@ -405,7 +408,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     let why = failure ?? reason.map { "stream reset (\($0))" } ?? "connection closed"
     let failure = "\(endpoint.address): \(why)"
     // REFUSED_STREAM guarantees the replica did not process the call (RFC 9113 §8.7).
-    if !responseStarted && (reason == .refusedStream || pool.policy.retry.replayStartedCalls) {
+    if !responseStarted && (reason == .refusedStream || retry.replayStartedCalls) {
       moveOn(from: endpoint, kind: reason == .refusedStream ? .refusedStream : .replay, reason: failure)
       return
     }

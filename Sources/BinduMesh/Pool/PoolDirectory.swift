@@ -20,11 +20,15 @@ public actor PoolDirectory {
     let listener: CallbackListener
   }
 
-  private let config: MeshConfig
+  /// The config in force (a reload replaces it).
+  var config: MeshConfig
+  /// The settings of calls and connections that a reload changes.
+  let settings: LiveSettings
+  let dns: DNSDiscovery
   private let group: MultiThreadedEventLoopGroup
   private let loops: [any EventLoop]
-  private let logger: Logger
-  private var entries: [String: Entry] = [:]
+  let logger: Logger
+  var entries: [String: Entry] = [:]
   private var creating: [String: Task<Entry, any Error>] = [:]
   private var madeByRegistration = 0
   private var nextPort: Int
@@ -37,9 +41,12 @@ public actor PoolDirectory {
   private var callbacksUpstreamSecurity: UpstreamSecurity??
 
   init(
-    config: MeshConfig, group: MultiThreadedEventLoopGroup, store: RegistryStore, metrics: MeshMetrics, logger: Logger
+    config: MeshConfig, group: MultiThreadedEventLoopGroup, store: RegistryStore, metrics: MeshMetrics,
+    dns: DNSDiscovery, logger: Logger
   ) {
     self.config = config
+    self.settings = LiveSettings(config)
+    self.dns = dns
     self.store = store
     self.metrics = metrics
     self.group = group
@@ -59,25 +66,32 @@ public actor PoolDirectory {
     entries.values.first { $0.pool.hasMember(membershipID) }?.pool
   }
 
-  /// Binds the listeners of the declared pools and adds their static replicas.
+  /// Binds the listeners of the declared pools, adds their static replicas and follows their
+  /// DNS names.
   func startDeclaredPools() async throws -> [Entry] {
     var started: [Entry] = []
     for declared in config.pools {
-      var definition: AgentDefinition?
-      if let json = declared.agentConfigJSON {
-        definition = try AgentDefinition(configJSON: json, skills: declared.skills.map(\.definition))
-      }
-      let upstream = try declared.upstreamTLS.map { try upstreamSecurity($0, use: "upstream:\(declared.agent)") }
-      let pool = makePool(
-        name: declared.agent, declared: true, definition: definition, policy: declared.policy, security: upstream)
-      declared.replicas.forEach(pool.addConfigured)
-      let address = declared.listen ?? takeDynamicAddress()
-      let listener = try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(declared.agent)") }
-      let entry = try await bind(pool, at: address, security: listener)
-      entries[declared.agent] = entry
-      started.append(entry)
+      started.append(try await startDeclared(declared))
     }
     return started
+  }
+
+  /// Binds one declared pool's listener, adds its static replicas and follows its DNS name.
+  func startDeclared(_ declared: MeshConfig.Pool) async throws -> Entry {
+    var definition: AgentDefinition?
+    if let json = declared.agentConfigJSON {
+      definition = try AgentDefinition(configJSON: json, skills: declared.skills.map(\.definition))
+    }
+    let upstream = try declared.upstreamTLS.map { try upstreamSecurity($0, use: "upstream:\(declared.agent)") }
+    let pool = makePool(
+      name: declared.agent, declared: true, definition: definition, policy: declared.policy, security: upstream)
+    declared.replicas.forEach(pool.addConfigured)
+    let address = declared.listen ?? takeDynamicAddress()
+    let listener = try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(declared.agent)") }
+    let entry = try await bind(pool, at: address, security: listener)
+    entries[declared.agent] = entry
+    if let name = declared.dns { dns.follow(pool, name: name, refresh: declared.dnsRefresh) }
+    return entry
   }
 
   /// The pool of `agent`, made (and its listener bound) if it has none.
@@ -195,11 +209,11 @@ public actor PoolDirectory {
   ) -> ReplicaPool {
     ReplicaPool(
       name: name, declared: declared, definition: definition, policy: policy ?? config.policy, loops: loops,
-      upstream: config.upstream, metrics: metrics, accessLog: config.admin.accessLog, security: security,
+      settings: settings, metrics: metrics, security: security,
       logger: logger)
   }
 
-  private func listenerSecurity(_ tls: MeshConfig.ListenerTLS, use: String) throws -> ListenerSecurity {
+  func listenerSecurity(_ tls: MeshConfig.ListenerTLS, use: String) throws -> ListenerSecurity {
     let material = try TLSMaterial.server(tls, use: use, logger: logger)
     tlsMaterials.append(material)
     return ListenerSecurity(material: material, allowedIdentities: tls.allowedIdentities)
@@ -233,7 +247,7 @@ public actor PoolDirectory {
     _ = try callbacksUpstream()
   }
 
-  private func takeDynamicAddress() -> HostPort {
+  func takeDynamicAddress() -> HostPort {
     // Ports of declared pools, and of every pool bound already (restored ones keep theirs).
     let taken = Set(config.pools.compactMap { $0.listen?.port } + entries.values.map(\.listenAddress.port))
       .subtracting([0])
@@ -260,12 +274,11 @@ public actor PoolDirectory {
     throw lastError!
   }
 
-  private func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?) async throws -> Entry {
+  func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?) async throws -> Entry {
     let listener: CallbackListener
     do {
       listener = try await CallbackListener.bind(
-        pool: pool, address: address, group: group, config: config.upstream, callers: config.callbacks,
-        grace: config.shutdown.gracePeriod, security: security, logger: logger)
+        pool: pool, address: address, group: group, settings: settings, security: security, logger: logger)
     } catch let error as MeshError {
       throw error
     } catch {

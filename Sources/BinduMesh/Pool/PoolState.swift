@@ -14,7 +14,7 @@ struct PoolState: Sendable {
 
   typealias Balancer = PoolBalancer<Endpoint, ReplicaPool.QueuedCall>
 
-  let policy: MeshConfig.Policy
+  private(set) var policy: MeshConfig.Policy
   /// Every endpoint, in the order they joined.
   private(set) var endpoints: [Endpoint] = []
   private(set) var health: [ObjectIdentifier: EndpointHealth] = [:]
@@ -30,6 +30,15 @@ struct PoolState: Sendable {
     self.policy = policy
     self.balancer = Balancer(config: policy.balancer)
     self.definition = definition
+  }
+
+  /// Takes a reloaded policy: the balancer's settings and every endpoint's thresholds change
+  /// for what comes next; health, ejections and queued calls stay.
+  mutating func apply(_ policy: MeshConfig.Policy, now: ContinuousClock.Instant) {
+    self.policy = policy
+    balancer.apply(policy.balancer)
+    for id in health.keys { health[id]!.apply(policy) }
+    updateRotation(now: now)
   }
 
   // MARK: Picking

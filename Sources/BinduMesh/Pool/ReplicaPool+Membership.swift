@@ -38,17 +38,7 @@ extension ReplicaPool {
 
   /// Makes the endpoints from DNS exactly `addresses`: new ones join, missing ones drain.
   func setDiscovered(_ addresses: [HostPort]) -> (added: [Endpoint], removed: [Endpoint]) {
-    let wanted = Set(addresses)
-    let (have, removed) = state.withLock { state -> (Set<HostPort>, [Endpoint]) in
-      let discovered = state.endpoints.filter { $0.origin == .discovered }
-      let removed = discovered.filter { !wanted.contains($0.address) }
-      state.remove(removed, now: .now)
-      return (Set(discovered.map(\.address)), removed)
-    }
-    let added = addresses.filter { !have.contains($0) }.map { makeEndpoint($0, origin: .discovered) }
-    added.forEach(add)
-    removed.forEach { $0.drain() }
-    return (added, removed)
+    setEndpoints(.discovered, to: addresses)
   }
 
   /// Adds a registered replica, unless its config conflicts with the pool's.

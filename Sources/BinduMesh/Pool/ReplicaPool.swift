@@ -54,12 +54,16 @@ public final class ReplicaPool: Sendable {
   public let name: String
   /// Whether the pool was declared in the config (it keeps its definition when empty).
   public let declared: Bool
-  /// Health checks, ejection and retries of this pool.
-  public let policy: MeshConfig.Policy
+  /// Health checks, ejection and retries of this pool (a reload may change them).
+  public var policy: MeshConfig.Policy { state.withLock { $0.policy } }
+  /// Whether `balancer.max_concurrent_calls` limits the endpoints (read without the lock).
+  let hasCallLimit: Atomic<Bool>
   /// The mesh's metrics.
   public let metrics: MeshMetrics
+  /// The settings a reload changes (limits of new connections, the access log).
+  let settings: LiveSettings
   /// Whether every call forwarded is logged.
-  let accessLog: Bool
+  var accessLog: Bool { settings.accessLog }
   let state: Mutex<PoolState>
   private let registeredCores = Atomic<Int>(0)
   private let serverMetricsByPath = CallMetricsCache()
@@ -75,7 +79,8 @@ public final class ReplicaPool: Sendable {
   private let callsInFlight = Atomic<Int>(0)
   private let retriesInFlight = Atomic<Int>(0)
   let loops: [any EventLoop]
-  let upstream: MeshConfig.Upstream
+  /// Limits and timeouts of new connections to replicas.
+  var upstream: MeshConfig.Upstream { settings.current.values.upstream }
   let security: UpstreamSecurity?
   let logger: Logger
 
@@ -85,18 +90,16 @@ public final class ReplicaPool: Sendable {
     definition: AgentDefinition?,
     policy: MeshConfig.Policy,
     loops: [any EventLoop],
-    upstream: MeshConfig.Upstream,
+    settings: LiveSettings,
     metrics: MeshMetrics,
-    accessLog: Bool,
     security: UpstreamSecurity?,
     logger: Logger
   ) {
     self.security = security
     self.name = name
     self.declared = declared
-    self.policy = policy
+    self.hasCallLimit = Atomic(policy.balancer.maxConcurrentCalls > 0)
     self.metrics = metrics
-    self.accessLog = accessLog
     self.ejectionsCounter = metrics.counter("ejections_total", [("pool", name)])
     self.probesPassed = metrics.counter("health_probes_total", [("pool", name), ("result", "passed")])
     self.probesFailed = metrics.counter("health_probes_total", [("pool", name), ("result", "failed")])
@@ -114,7 +117,7 @@ public final class ReplicaPool: Sendable {
       label: "bindu_mesh_queue_wait_seconds", dimensions: [("pool", name)], factory: metrics.factory)
     self.state = Mutex(PoolState(policy: policy, definition: definition))
     self.loops = loops
-    self.upstream = upstream
+    self.settings = settings
     self.logger = logger.with("mesh.pool", name)
   }
 
@@ -149,7 +152,7 @@ public final class ReplicaPool: Sendable {
       case .picked(let endpoint): return (.endpoint(endpoint), nil)
       case .queued(let ticket): return (.queued(ticket: ticket), state.balancer.queuedCount)
       case .queueFull:
-        let limit = policy.balancer.maxQueuedCalls
+        let limit = state.policy.balancer.maxQueuedCalls
         return (.queueFull("pool \"\(name)\": every replica is at its limit and \(limit) calls are queued"), nil)
       case .noEndpoint: return (.none(state.noEndpointReason(pool: name, tried: excluded.count, now: .now)), nil)
       }
@@ -161,7 +164,7 @@ public final class ReplicaPool: Sendable {
   /// Ends an attempt that ``pick(excluding:waiter:)`` counted on `endpoint`; with a limit, its
   /// slot goes to the first queued call that may use it.
   func release(_ endpoint: Endpoint) {
-    guard policy.balancer.maxConcurrentCalls > 0 else {
+    guard hasCallLimit.load(ordering: .relaxed) else {
       endpoint.outstanding.subtract(1, ordering: .relaxed)
       return
     }
@@ -280,8 +283,8 @@ public final class ReplicaPool: Sendable {
   /// Takes a retry from the budget (`retry.budget_percent` of calls in flight, at least
   /// `retry.min_concurrent_retries`); `false` when it is spent. Pair with ``endRetry()``.
   func beginRetry() -> Bool {
-    let allowed = max(
-      policy.retry.minConcurrentRetries, callsInFlight.load(ordering: .relaxed) * policy.retry.budgetPercent / 100)
+    let retry = policy.retry
+    let allowed = max(retry.minConcurrentRetries, callsInFlight.load(ordering: .relaxed) * retry.budgetPercent / 100)
     let (taken, _) = retriesInFlight.add(1, ordering: .relaxed)
     if taken > allowed {
       retriesInFlight.subtract(1, ordering: .relaxed)

@@ -1,47 +1,59 @@
 import Foundation
 import Logging
 import ServiceLifecycle
-import UnixSignals
+import Synchronization
 
-/// Reloads every ``TLSMaterial`` whose files changed, every `admin.tls_reload_interval` and at
-/// once on SIGHUP, reloads the grpc-swift parts' certificates on SIGHUP (their reloaders also
-/// poll on their own), and keeps the certificate expiry gauges current.
-///
-/// It traps SIGHUP whatever the config, so that `systemctl reload` (SIGHUP) never ends a mesh
-/// that has no TLS files: SIGHUP's default action would.
-struct TLSReloader: Service {
-  let materials: [TLSMaterial]
+/// Reloads every ``TLSMaterial`` whose files changed, every `admin.tls_reload_interval`, and
+/// every TLS file at once on ``reloadAll()`` (SIGHUP, through ``ConfigReloader``), including
+/// the grpc-swift parts' certificates (their reloaders also poll on their own); keeps the
+/// certificate expiry gauges current.
+final class TLSReloader: Service, Sendable {
+  private let watched: Mutex<[TLSMaterial]>
   let grpcCertificates: [GRPCCertificateReloader]
   let interval: Duration
   let metrics: MeshMetrics
   let logger: Logger
 
+  init(
+    materials: [TLSMaterial], grpcCertificates: [GRPCCertificateReloader], interval: Duration, metrics: MeshMetrics,
+    logger: Logger
+  ) {
+    self.watched = Mutex(materials)
+    self.grpcCertificates = grpcCertificates
+    self.interval = interval
+    self.metrics = metrics
+    self.logger = logger
+  }
+
+  /// The files watched.
+  var materials: [TLSMaterial] { watched.withLock { $0 } }
+
+  /// Watches `materials` from now on (the pools' TLS after a config reload).
+  func watch(_ materials: [TLSMaterial]) {
+    watched.withLock { $0 = materials }
+    updateGauges()
+  }
+
   func run() async throws {
-    let signals = await UnixSignalsSequence(trapping: .sighup)
+    updateGauges()
+    while !Task.isShuttingDownGracefully {
+      do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) } } catch { break }
+      // The gRPC parts' reloaders poll on their own; the gauges follow their files.
+      _ = materials.map { $0.reloadIfChanged() }
+      updateGauges()
+    }
+  }
+
+  /// Reloads every TLS file now, changed or not.
+  func reloadAll() {
+    let materials = self.materials
     guard !materials.isEmpty || !grpcCertificates.isEmpty else {
-      for await _ in signals.cancelOnGracefulShutdown() {
-        logger.notice("SIGHUP: no TLS files to reload")
-      }
+      logger.notice("no TLS files to reload")
       return
     }
+    materials.forEach { $0.reloadIfChanged(force: true) }
+    reloadGRPCCertificates()
     updateGauges()
-    await withDiscardingTaskGroup { group in
-      group.addTask {
-        for await _ in signals.cancelOnGracefulShutdown() {
-          logger.notice("SIGHUP: reloading TLS files")
-          materials.forEach { $0.reloadIfChanged(force: true) }
-          reloadGRPCCertificates()
-          updateGauges()
-        }
-      }
-      while !Task.isShuttingDownGracefully {
-        do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) } } catch { break }
-        // The gRPC parts' reloaders poll on their own; the gauges follow their files.
-        _ = materials.map { $0.reloadIfChanged() }
-        updateGauges()
-      }
-      group.cancelAll()
-    }
   }
 
   private func reloadGRPCCertificates() {

@@ -1,0 +1,103 @@
+/// A config reload's changes to the pools: declared pools added (listener bound), removed
+/// (listener closed once its calls finish) and changed (replicas, DNS name, policy, listener),
+/// and the reloaded policy and settings for every pool.
+extension PoolDirectory {
+  /// What the registrars must do after a reload.
+  struct Reloaded: Sendable {
+    /// Declared pools added, to register with the cores when they have a config.
+    var added: [Entry] = []
+    /// Pools removed: unregister them.
+    var removed: [String] = []
+    /// Pools whose callback address moved: register them again at the new one.
+    var moved: [Entry] = []
+  }
+
+  /// Applies `change` and makes `config` the config in force. New listeners are bound first:
+  /// when one cannot be, nothing changes and the error is thrown.
+  func reload(to config: MeshConfig, change: ConfigChange) async throws -> Reloaded {
+    let byAgent = Dictionary(config.pools.map { ($0.agent, $0) }, uniquingKeysWith: { first, _ in first })
+    var reloaded = Reloaded()
+    // 1. Listeners that the new config needs, bound before anything changes.
+    var rebound: [(old: Entry, new: Entry)] = []
+    do {
+      for agent in change.addedPools {
+        guard entries[agent] == nil else {
+          throw MeshError.listenerFailed(
+            pool: agent, address: byAgent[agent]?.listen ?? HostPort(host: "", port: 0),
+            reason: "a pool made by registration already serves this agent")
+        }
+        reloaded.added.append(try await startDeclared(byAgent[agent]!))
+      }
+      for (agent, poolChange) in change.changedPools where poolChange.listener {
+        guard let old = entries[agent], let declared = byAgent[agent] else { continue }
+        let address = declared.listen ?? takeDynamicAddress()
+        let security = try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }
+        rebound.append((old, try await bind(old.pool, at: address, security: security)))
+      }
+    } catch {
+      for entry in reloaded.added {
+        entries[entry.pool.name] = nil
+        dns.stop(entry.pool.name)
+        entry.pool.endpoints.forEach { $0.drain() }
+        await entry.listener.shutdown(grace: .zero)
+      }
+      for (_, new) in rebound { await new.listener.shutdown(grace: .zero) }
+      throw error
+    }
+    // 2. Nothing below can fail.
+    self.config = config
+    settings.update(LiveSettings.Values(config))
+    for (old, new) in rebound {
+      entries[new.pool.name] = new
+      if new.callbackAddress != old.callbackAddress { reloaded.moved.append(new) }
+      retireListener(old, reason: "its listen address or TLS changed")
+    }
+    for agent in change.removedPools {
+      guard let entry = entries.removeValue(forKey: agent) else { continue }
+      dns.stop(agent)
+      reloaded.removed.append(agent)
+      retireListener(entry, reason: "the pool was removed", thenDrainReplicas: true)
+    }
+    for entry in entries.values {
+      let pool = entry.pool
+      let declared = pool.declared ? byAgent[pool.name] : nil
+      if pool.apply(declared?.policy ?? config.policy) {
+        logger.notice("pool policy reloaded: in effect for new calls", metadata: ["mesh.pool": "\(pool.name)"])
+      }
+      guard let declared, let poolChange = change.changedPools[pool.name] else { continue }
+      if poolChange.replicas {
+        let (added, removed) = pool.setConfigured(declared.replicas)
+        logger.notice(
+          "pool replicas reloaded",
+          metadata: [
+            "mesh.pool": "\(pool.name)", "mesh.added": "\(added.map(\.address.description))",
+            "mesh.draining": "\(removed.map(\.address.description))",
+          ])
+      }
+      if poolChange.dns {
+        if let name = declared.dns {
+          dns.follow(pool, name: name, refresh: declared.dnsRefresh)
+        } else {
+          dns.stop(pool.name)
+          _ = pool.setDiscovered([])
+        }
+      }
+    }
+    persist()
+    return reloaded
+  }
+
+  /// Stops a listener that a reload replaced or removed: it takes no new connection, and its
+  /// calls in flight have the grace period to finish; then, for a removed pool, the
+  /// connections to its replicas close.
+  private func retireListener(_ entry: Entry, reason: String, thenDrainReplicas: Bool = false) {
+    let grace = config.shutdown.gracePeriod
+    logger.notice(
+      "closing a callback listener: \(reason); its calls in flight finish",
+      metadata: ["mesh.pool": "\(entry.pool.name)", "mesh.listen": "\(entry.listenAddress)"])
+    Task {
+      await entry.listener.shutdown(grace: grace)
+      if thenDrainReplicas { entry.pool.endpoints.forEach { $0.drain() } }
+    }
+  }
+}

@@ -1,0 +1,42 @@
+/// What a config reload changes in a running pool: its policy and its replicas at fixed
+/// addresses. Calls in flight keep the endpoint they were given.
+extension ReplicaPool {
+  /// Takes a reloaded policy for the calls, probes and ejections that come next
+  /// (``PoolState/apply(_:now:)``); `false` when it is the one in force.
+  @discardableResult
+  func apply(_ policy: MeshConfig.Policy) -> Bool {
+    let now = ContinuousClock.now
+    let changed = withState { state -> Bool in
+      guard state.policy != policy else { return false }
+      state.apply(policy, now: now)
+      return true
+    }
+    hasCallLimit.store(policy.balancer.maxConcurrentCalls > 0, ordering: .relaxed)
+    return changed
+  }
+
+  /// Makes the replicas declared at fixed addresses exactly `addresses`: new ones join (after a
+  /// passing probe, as at start), missing ones drain (no new calls, calls in flight finish).
+  func setConfigured(_ addresses: [HostPort]) -> (added: [Endpoint], removed: [Endpoint]) {
+    setEndpoints(.configured, to: addresses)
+  }
+
+  /// Makes the endpoints of `origin` (configured or discovered) exactly `addresses`: new ones
+  /// join, missing ones drain.
+  func setEndpoints(_ origin: Endpoint.Origin, to addresses: [HostPort]) -> (added: [Endpoint], removed: [Endpoint]) {
+    let wanted = Set(addresses)
+    let (have, removed) = state.withLock { state -> (Set<HostPort>, [Endpoint]) in
+      let same = state.endpoints.filter { $0.origin == origin }
+      let removed = same.filter { !wanted.contains($0.address) }
+      state.remove(removed, now: .now)
+      return (Set(same.map(\.address)), removed)
+    }
+    var added: [Endpoint] = []
+    for address in addresses where !have.contains(address) && !added.contains(where: { $0.address == address }) {
+      added.append(makeEndpoint(address, origin: origin))
+    }
+    added.forEach(add)
+    removed.forEach { $0.drain() }
+    return (added, removed)
+  }
+}
