@@ -62,10 +62,13 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // Passing listening sockets to a new bindu-mesh process (SCM_RIGHTS) at a hand-over.
+    .target(name: "CSocketPassing"),
     .target(
       name: "BinduMesh",
       dependencies: [
         "BinduContract",
+        "CSocketPassing",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

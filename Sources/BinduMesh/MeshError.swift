@@ -8,6 +8,8 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
   case tooManyPools(limit: Int)
   /// A pool's agent cannot be registered as configured (with several cores, in-memory storage).
   case poolRefused(pool: String, reason: String)
+  /// Another mesh runs with the same state directory.
+  case alreadyRunning(stateDir: String)
 
   public var description: String {
     switch self {
@@ -17,6 +19,9 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
       "the mesh already serves \(limit) pools made by registration (callbacks.max_pools)"
     case .poolRefused(let pool, let reason):
       "pool \"\(pool)\" cannot be registered: \(reason)"
+    case .alreadyRunning(let stateDir):
+      "another bindu-mesh runs with the state directory \(stateDir) (it answers on "
+        + "\(HandOver.socketPath(stateDir: stateDir))): stop it, or start this one with --take-over to take over from it"
     }
   }
 
@@ -25,6 +30,7 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
     case .listenerFailed: .unavailable
     case .tooManyPools: .resourceExhausted
     case .poolRefused: .failedPrecondition
+    case .alreadyRunning: .failedPrecondition
     }
   }
 

@@ -52,6 +52,11 @@ struct BinduMeshCommand: AsyncParsableCommand {
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
   var logLevel: Logger.Level = .info
 
+  @Flag(
+    name: .customLong("take-over"),
+    help: "Take over from the bindu-mesh running with the same state directory on this host: serve its callback listeners' sockets, then it stops (no call lost). Without one running, start as usual.")
+  var takeOver = false
+
   @Flag(help: "Check the configuration (file and flags) and the state file, print a summary and exit: 0 when they can be used.")
   var check = false
 
@@ -101,7 +106,18 @@ struct BinduMeshCommand: AsyncParsableCommand {
         file: self.config, coreAddress: coreAddress, registryListen: registryListen, callbackListen: callbackListen,
         stateDir: stateDir)
       let reload: (@Sendable () throws -> MeshConfig)? = self.config == nil ? nil : { @Sendable in try source.load() }
-      mesh = try await Mesh.make(config: config, logger: logger, reload: reload)
+      var takenOver: HandOver.TakenOver?
+      if takeOver {
+        takenOver = try HandOver.takeOver(stateDir: config.state.dir)
+        if let takenOver {
+          logger.notice(
+            "taking over from the running bindu-mesh",
+            metadata: ["mesh.previous_pid": "\(takenOver.pid)", "mesh.listeners": "\(takenOver.sockets.count)"])
+        } else {
+          logger.notice("--take-over: no bindu-mesh runs with this state directory; starting as usual")
+        }
+      }
+      mesh = try await Mesh.make(config: config, logger: logger, reload: reload, takenOver: takenOver)
     } catch {
       logger.critical("cannot start", metadata: ["error": "\(error)"])
       throw ExitCode.failure

@@ -184,6 +184,17 @@ class Mesh:
         """Starts the mesh again with the flags of the last start."""
         return self.start(*self.flags)
 
+    def take_over(self, timeout=60.0):
+        """Starts a new process with `--take-over` while this one runs; returns the old process
+        once it has exited (the new one is `process`, serving the same ports)."""
+        old = self.process
+        self.previous.append(old)
+        self.process = Process([str(BIN_DIR / "bindu-mesh"), "--config", str(self.config_path), "--log-level", "debug",
+                                *self.flags, "--take-over"], cwd=self.workdir, name="mesh")
+        old.proc.wait(timeout)
+        wait_port(self.registry_port, timeout=30, proc=self.process.proc)
+        return old
+
     def kill(self):
         """SIGKILL, as a crash or an OOM kill; waits for the process to end."""
         self.process.stop(signal.SIGKILL)

@@ -29,14 +29,16 @@ public final class CoreRegistrar: Service, Sendable {
   private let newRegistrationsContinuation: AsyncStream<PoolRegistration>.Continuation
 
   private let metrics: MeshMetrics
+  private let handedOver: HandedOver
 
   private let security: HTTP2ClientTransport.Posix.TransportSecurity
   private let eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
   init(
     target: MeshConfig.CoreTarget, config: MeshConfig.Core, security: HTTP2ClientTransport.Posix.TransportSecurity,
-    metrics: MeshMetrics, logger: Logger
+    metrics: MeshMetrics, handedOver: HandedOver, logger: Logger
   ) {
+    self.handedOver = handedOver
     self.target = target
     self.config = config
     self.security = security
@@ -278,6 +280,11 @@ public final class CoreRegistrar: Service, Sendable {
   }
 
   private func unregisterAll(core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>) async {
+    // After a hand-over the new process serves the agent: the core must keep it.
+    guard !handedOver.value else {
+      logger.notice("handed over: the agent stays registered with the core")
+      return
+    }
     let all = registrations.withLock { Array($0.values) }
     for registration in all {
       await unregister(registration, core: core)

@@ -14,10 +14,12 @@ public final class CoreRegistrars: Sendable {
   private let logger: Logger
 
   init(
-    config: MeshConfig, security: HTTP2ClientTransport.Posix.TransportSecurity, metrics: MeshMetrics, logger: Logger
+    config: MeshConfig, security: HTTP2ClientTransport.Posix.TransportSecurity, metrics: MeshMetrics,
+    handedOver: HandedOver, logger: Logger
   ) {
     self.all = config.coreTargets.map {
-      CoreRegistrar(target: $0, config: config.core, security: security, metrics: metrics, logger: logger)
+      CoreRegistrar(
+        target: $0, config: config.core, security: security, metrics: metrics, handedOver: handedOver, logger: logger)
     }
     self.logger = logger
   }

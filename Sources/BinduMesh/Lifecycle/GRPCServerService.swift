@@ -3,7 +3,7 @@ import GRPCNIOTransportHTTP2
 import ServiceLifecycle
 
 /// Runs a grpc-swift `GRPCServer` as a `Service`: serves until graceful shutdown, then lets
-/// open calls finish.
+/// open calls finish. A server stopped earlier (a hand-over) waits for the mesh's shutdown.
 struct GRPCServerService: Service {
   let server: GRPCServer<HTTP2ServerTransport.Posix>
 
@@ -13,5 +13,6 @@ struct GRPCServerService: Service {
     } onGracefulShutdown: {
       server.beginGracefulShutdown()
     }
+    try? await gracefulShutdown()
   }
 }

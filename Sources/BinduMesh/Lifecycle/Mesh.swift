@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
@@ -56,20 +57,26 @@ public final class Mesh: Sendable {
   /// and the command line's overrides); `nil`: the mesh has no file to reload.
   public static func make(
     config: MeshConfig, logger: Logger, resolver: any DNSResolver = SystemDNSResolver(),
-    reload: (@Sendable () throws -> MeshConfig)? = nil
+    reload: (@Sendable () throws -> MeshConfig)? = nil, takenOver: HandOver.TakenOver? = nil
   ) async throws -> Mesh {
     let group = MultiThreadedEventLoopGroup.singleton
     let events = RecentEvents()
     let logger = events.recording(logger)
     let metrics = MeshMetrics()
+    try FileManager.default.createDirectory(atPath: config.state.dir, withIntermediateDirectories: true)
+    // One mesh per state directory: a second one would share its file (and its ports).
+    if takenOver == nil { try HandOver.checkNoneRunning(stateDir: config.state.dir) }
     let store = RegistryStore(directory: config.state.dir)
     let snapshot = try store.load()
     let dns = DNSDiscovery(resolver: resolver, logger: logger)
+    let handedOver = HandedOver()
     let directory = PoolDirectory(
-      config: config, group: group, store: store, metrics: metrics, dns: dns, logger: logger)
+      config: config, group: group, store: store, metrics: metrics, dns: dns, handedOver: handedOver,
+      inherited: takenOver?.sockets ?? [:], logger: logger)
     let (coreSecurity, coreReloader) = try GRPCTransportSecurity.core(
       config.core.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
-    let registrars = CoreRegistrars(config: config, security: coreSecurity, metrics: metrics, logger: logger)
+    let registrars = CoreRegistrars(
+      config: config, security: coreSecurity, metrics: metrics, handedOver: handedOver, logger: logger)
     try await directory.prepareRegistrationTLS()
     let declared = try await directory.startDeclaredPools()
     for entry in declared {
@@ -84,6 +91,23 @@ public final class Mesh: Sendable {
         throw MeshError.poolRefused(pool: entry.pool.name, reason: "\(reason) (kept in \(store.path))")
       }
       _ = registrars.register(entry, definition: definition)
+    }
+    await directory.closeUnusedInherited()
+    if let takenOver {
+      // What was in rotation in the previous process takes calls at once: its callers'
+      // connections come here as soon as it stops.
+      for entry in await directory.all {
+        let healthy = Set(takenOver.inRotation.filter { $0.agent == entry.pool.name }.map(\.address))
+        for endpoint in entry.pool.endpoints where healthy.contains(endpoint.address.description) {
+          entry.pool.recordProbe(endpoint, passed: true, message: "in rotation in the previous process")
+        }
+      }
+    }
+    if let takenOver {
+      // The previous process closed its registry and admin listeners before handing over.
+      for address in [config.registry.listen, config.admin.listen] where address.port != 0 {
+        try await waitUntilFree(address, from: takenOver.pid, logger: logger)
+      }
     }
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
     transportConfig.rpc.maxRequestPayloadSize = config.upstream.maxMessageBytes
@@ -125,9 +149,9 @@ public final class Mesh: Sendable {
       certificates: { tlsReloader.expiries }, process: ProcessMetrics(metrics: metrics))
     let authorization = AdminAuthorization(tokenFile: config.admin.tokenFile)
     try authorization.check()
-    let admin = AdminServer.make(
+    let admin = StoppableService(AdminServer.make(
       status: status, listen: config.admin.listen, authorization: authorization, reloader: reloader, logger: logger,
-      onListening: { adminPort.set($0) })
+      onListening: { adminPort.set($0) }))
     var services: [any Service] = grpcCertificates.map(\.reloader)
     services += [tlsReloader, reloader]
     services += registrars.all as [any Service]
@@ -139,11 +163,31 @@ public final class Mesh: Sendable {
       HealthChecker(directory: directory, logger: logger),
       admin,
       GRPCServerService(server: registry),
+      HandOverService(
+        path: HandOver.socketPath(stateDir: config.state.dir), directory: directory, handedOver: handedOver,
+        closeControlListeners: {
+          registry.beginGracefulShutdown()
+          admin.stop()
+        }, logger: logger),
       CallbackListeners(directory: directory, grace: config.shutdown.gracePeriod, logger: logger),
     ]
     return Mesh(
       config: config, directory: directory, registrars: registrars, services: services,
       registryTransport: registryTransport, metrics: metrics, reloader: reloader, adminPort: adminPort)
+  }
+
+  /// Waits until the previous process has let `address` go, at most 10 s.
+  private static func waitUntilFree(_ address: HostPort, from pid: Int32, logger: Logger) async throws {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while !ListeningSocket.isFree(address) {
+      guard ContinuousClock.now < deadline else {
+        throw MeshError.listenerFailed(
+          pool: "(registry or admin)", address: address,
+          reason: "still in use 10 s after the hand-over from process \(pid)")
+      }
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    logger.debug("free after the hand-over", metadata: ["mesh.listen": "\(address)"])
   }
 
   /// The admin listener's port, once it is serving.

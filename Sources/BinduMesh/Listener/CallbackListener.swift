@@ -3,6 +3,13 @@ import NIOCore
 import NIOExtras
 import NIOPosix
 import NIOSSL
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#endif
 
 /// The listener the core dials for one pool: HTTP/2 (gRPC), with TLS when configured; every
 /// stream is a ``ProxyCall``, routed by the connection's ``CallerConnectionHandler``.
@@ -16,13 +23,22 @@ final class CallbackListener: Sendable {
   let localAddress: HostPort
   private let quiescing: ServerQuiescingHelper
   private let logger: Logger
+  /// A second descriptor of the listening socket, to hand to a new process (``HandOver``);
+  /// closed with the listener, so that a closed listener leaves no socket queueing connections.
+  private let handOverSocket: Atomic<CInt>
 
-  private init(pool: ReplicaPool, localAddress: HostPort, quiescing: ServerQuiescingHelper, logger: Logger) {
+  private init(
+    pool: ReplicaPool, localAddress: HostPort, quiescing: ServerQuiescingHelper, handOverSocket: CInt, logger: Logger
+  ) {
     self.pool = pool
     self.localAddress = localAddress
     self.quiescing = quiescing
+    self.handOverSocket = Atomic(handOverSocket)
     self.logger = logger
   }
+
+  /// The listening socket for a new process to take over; it stays open until ``shutdown(grace:)``.
+  var socketForHandOver: CInt { handOverSocket.load(ordering: .relaxed) }
 
   static func bind(
     pool: ReplicaPool,
@@ -30,47 +46,65 @@ final class CallbackListener: Sendable {
     group: MultiThreadedEventLoopGroup,
     settings: LiveSettings,
     security: ListenerSecurity?,
+    inherited: CInt? = nil,
     logger: Logger
   ) async throws -> CallbackListener {
     let quiescing = ServerQuiescingHelper(group: group)
     let logger = logger.with("mesh.pool", pool.name)
-    let channel = try await ServerBootstrap(group: group)
-      .serverChannelOption(.backlog, value: 256)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .serverChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
-        }
-      }
-      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-      .childChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-          let sync = channel.pipeline.syncOperations
-          if let security {
-            try sync.addHandler(NIOSSLServerHandler(context: security.material.context))
-            try sync.addHandler(
-              PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
+    // The mesh opens the socket itself (or takes the one a previous process handed over), so
+    // that it can hand it on in turn, with the connections waiting in its queue.
+    let socket = try inherited ?? ListeningSocket.open(address)
+    let spare = dup(socket)
+    guard spare >= 0 else {
+      if inherited == nil { close(socket) }
+      throw SocketError.last("dup")
+    }
+    let channel: any Channel
+    do {
+      channel = try await ServerBootstrap(group: group)
+        .serverChannelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
           }
-          let caller = CallerConnectionHandler(
-            pool: pool, settings: settings, eventLoop: channel.eventLoop, logger: logger)
-          let callers = settings.current.values.callers
-          let connection = HTTP2Connection(mode: .server, configuration: .caller(callers), delegate: caller)
-          caller.connection = connection
-          try sync.addHandler(connection)
         }
-      }
-      .bind(host: address.host, port: address.port)
-      .get()
+        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        .childChannelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            let sync = channel.pipeline.syncOperations
+            if let security {
+              try sync.addHandler(NIOSSLServerHandler(context: security.material.context))
+              try sync.addHandler(
+                PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
+            }
+            let caller = CallerConnectionHandler(
+              pool: pool, settings: settings, eventLoop: channel.eventLoop, logger: logger)
+            let callers = settings.current.values.callers
+            let connection = HTTP2Connection(mode: .server, configuration: .caller(callers), delegate: caller)
+            caller.connection = connection
+            try sync.addHandler(connection)
+          }
+        }
+        .withBoundSocket(socket)
+        .get()
+    } catch {
+      close(spare)
+      throw error
+    }
     guard let bound = channel.localAddress, let port = bound.port else {
       throw MeshError.listenerFailed(pool: pool.name, address: address, reason: "no local address")
     }
     let local = HostPort(host: bound.ipAddress ?? address.host, port: port)
-    logger.info("callback listener ready", metadata: ["mesh.listen": "\(local)", "mesh.tls": "\(security != nil)"])
-    return CallbackListener(pool: pool, localAddress: local, quiescing: quiescing, logger: logger)
+    logger.info(
+      inherited == nil ? "callback listener ready" : "callback listener taken over from the previous process",
+      metadata: ["mesh.listen": "\(local)", "mesh.tls": "\(security != nil)"])
+    return CallbackListener(
+      pool: pool, localAddress: local, quiescing: quiescing, handOverSocket: spare, logger: logger)
   }
 
   /// Stops accepting and lets open calls finish, waiting at most `grace`.
   func shutdown(grace: Duration) async {
+    let spare = handOverSocket.exchange(-1, ordering: .relaxed)
+    if spare >= 0 { close(spare) }
     let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
     quiescing.initiateShutdown(promise: promise)
     let finished = await withTaskGroup(of: Bool.self) { group in

@@ -2,6 +2,12 @@ import Logging
 import NIOCore
 import NIOPosix
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#endif
+
 /// Every pool of the mesh and its callback listener, by agent name.
 ///
 /// Declared pools are bound by ``startDeclaredPools()``; a registration for an agent that has no
@@ -35,6 +41,11 @@ public actor PoolDirectory {
 
   private let metrics: MeshMetrics
   private let store: RegistryStore
+  /// Set when this process handed over to a new one: the state file is the new one's.
+  let handedOver: HandedOver
+  /// Listening sockets a previous process handed over, by the address it bound, until a pool
+  /// takes its own.
+  private var inherited: [HostPort: CInt]
   /// Every TLS context source of the pools, for reloading.
   public private(set) var tlsMaterials: [TLSMaterial] = []
   private var callbacksListenerSecurity: ListenerSecurity??
@@ -42,8 +53,10 @@ public actor PoolDirectory {
 
   init(
     config: MeshConfig, group: MultiThreadedEventLoopGroup, store: RegistryStore, metrics: MeshMetrics,
-    dns: DNSDiscovery, logger: Logger
+    dns: DNSDiscovery, handedOver: HandedOver, inherited: [HostPort: CInt], logger: Logger
   ) {
+    self.handedOver = handedOver
+    self.inherited = inherited
     self.config = config
     self.settings = LiveSettings(config)
     self.dns = dns
@@ -121,6 +134,7 @@ public actor PoolDirectory {
   /// before a replica is told it joined or after members leave. A write that fails is logged:
   /// the mesh goes on serving, but would forget the change if it restarted.
   func persist() {
+    guard !handedOver.value else { return }
     let pools = entries.values.compactMap { entry -> RegistrySnapshot.Pool? in
       let definition = entry.pool.definition
       let members = entry.pool.storedMembers
@@ -192,6 +206,26 @@ public actor PoolDirectory {
         metadata: ["mesh.pool": "\(pool.name)", "mesh.port": "\(port)", "error": "\(error)"])
       return try await bindDynamic(pool, security: security)
     }
+  }
+
+  /// The socket handed over for `address` (a port a previous process listened on), if any.
+  private func takeInherited(_ address: HostPort) -> CInt? {
+    if let exact = inherited.removeValue(forKey: address) { return exact }
+    guard address.port != 0,
+      let key = inherited.keys.first(where: {
+        $0.port == address.port && ($0.isWildcard || address.isWildcard || $0.host == address.host)
+      })
+    else { return nil }
+    return inherited.removeValue(forKey: key)
+  }
+
+  /// Closes the sockets handed over that no pool took (pools no longer in the config).
+  func closeUnusedInherited() {
+    for (address, socket) in inherited {
+      logger.notice("a listener handed over is not in this config: closed", metadata: ["mesh.listen": "\(address)"])
+      close(socket)
+    }
+    inherited = [:]
   }
 
   /// Stops every listener: no new calls; open calls get `grace` to finish.
@@ -278,7 +312,8 @@ public actor PoolDirectory {
     let listener: CallbackListener
     do {
       listener = try await CallbackListener.bind(
-        pool: pool, address: address, group: group, settings: settings, security: security, logger: logger)
+        pool: pool, address: address, group: group, settings: settings, security: security,
+        inherited: takeInherited(address), logger: logger)
     } catch let error as MeshError {
       throw error
     } catch {

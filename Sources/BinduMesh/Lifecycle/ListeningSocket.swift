@@ -1,0 +1,81 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#else
+  import Darwin
+#endif
+
+/// TCP listening sockets the mesh opens itself (rather than through a bootstrap), so that it
+/// can hand them to a new process (``HandOver``) with their queue of connections.
+enum ListeningSocket {
+  /// A TCP socket bound to `address` (an IP literal or a name) and listening, close-on-exec.
+  static func open(_ address: HostPort, backlog: CInt = 256) throws -> CInt {
+    var hints = addrinfo()
+    hints.ai_family = AF_UNSPEC
+    hints.ai_socktype = CInt(SOCK_STREAM.rawValue)
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+    var found: UnsafeMutablePointer<addrinfo>?
+    let host = address.host.hasPrefix("[") ? String(address.host.dropFirst().dropLast()) : address.host
+    let status = getaddrinfo(host.isEmpty ? nil : host, String(address.port), &hints, &found)
+    guard status == 0, let first = found else {
+      throw SocketError(operation: "resolve \(address.host)", message: String(cString: gai_strerror(status)))
+    }
+    defer { freeaddrinfo(found) }
+    let fd = socket(first.pointee.ai_family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw SocketError.last("socket") }
+    var on: CInt = 1
+    _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<CInt>.size))
+    guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
+      let error = SocketError.last("bind \(address)")
+      close(fd)
+      throw error
+    }
+    guard listen(fd, backlog) == 0 else {
+      let error = SocketError.last("listen \(address)")
+      close(fd)
+      throw error
+    }
+    return fd
+  }
+
+  /// Whether `address` can be bound now (its previous owner has let it go).
+  static func isFree(_ address: HostPort) -> Bool {
+    guard let fd = try? open(address, backlog: 1) else { return false }
+    close(fd)
+    return true
+  }
+
+  /// The port a socket is bound to.
+  static func port(of fd: CInt) -> Int? {
+    var storage = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    let got = withUnsafeMutablePointer(to: &storage) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    guard got == 0 else { return nil }
+    return withUnsafePointer(to: &storage) { pointer -> Int? in
+      switch Int32(pointer.pointee.ss_family) {
+      case AF_INET:
+        return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+      case AF_INET6:
+        return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+          Int(UInt16(bigEndian: $0.pointee.sin6_port))
+        }
+      default: return nil
+      }
+    }
+  }
+}
+
+/// A failed socket call, with what it was doing.
+struct SocketError: Error, CustomStringConvertible {
+  var operation: String
+  var message: String
+
+  static func last(_ operation: String) -> SocketError {
+    SocketError(operation: operation, message: String(cString: strerror(errno)))
+  }
+
+  var description: String { "\(operation): \(message)" }
+}
