@@ -108,6 +108,8 @@ struct BinduMeshCommand: AsyncParsableCommand {
       let reload: (@Sendable () throws -> MeshConfig)? = self.config == nil ? nil : { @Sendable in try source.load() }
       var takenOver: HandOver.TakenOver?
       if takeOver {
+        // Everything that could stop this start is checked before the running mesh stops.
+        _ = try RegistryStore(directory: config.state.dir).load()
         takenOver = try HandOver.takeOver(stateDir: config.state.dir)
         if let takenOver {
           logger.notice(

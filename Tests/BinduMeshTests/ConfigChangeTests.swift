@@ -45,7 +45,9 @@ import Testing
     let change = ConfigChange(from: try config(base), to: new)
     #expect(change.addedPools == ["c"])
     #expect(change.removedPools == ["b"])
-    #expect(change.changedPools["a"] == ConfigChange.PoolChange(replicas: true, dns: false, policy: true, listener: true))
+    #expect(
+      change.changedPools["a"]
+        == ConfigChange.PoolChange(replicas: true, dns: false, policy: true, listener: true, listenerTLS: false))
     #expect(change.policy)
     #expect(change.settings)
     #expect(change.needsRestart.isEmpty)
@@ -75,12 +77,18 @@ import Testing
         - agent: b
           listen: 127.0.0.1:4002
           dns: replicas.local:5000
+          listener_tls:
+            cert: cert.pem
+            key: key.pem
       """)
     let change = ConfigChange(from: old, to: new)
     #expect(change.needsRestart.contains("registry"))
     #expect(change.needsRestart.contains("admin.listen"))
     #expect(change.needsRestart.contains("pools[a].upstream_tls"))
     #expect(change.summary.contains("left for the next start"))
+    // A listener's TLS is applied to the connections it accepts from then on.
+    #expect(change.changedPools["b"]?.listenerTLS == true)
+    #expect(!change.needsRestart.contains { $0.contains("listener_tls") })
     let inForce = ConfigChange.inForce(old: old, new: new)
     #expect(inForce.registry.listen == old.registry.listen)
     #expect(inForce.admin.listen == old.admin.listen)

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from faults import Scenario, run_load, stubs
-from harness import Replica, free_port, http_get, wait_until
+from harness import Mesh, Replica, a2a_ask, agent_config, free_port, http_get, wait_until
 from test_admin_changes import TOKEN, post
 
 
@@ -168,3 +168,46 @@ def test_post_reload_needs_the_token_then_applies_and_removes_a_pool(scenario):
     with pytest.raises(grpc.RpcError):
         ask(second_port, "gone", timeout=2)
     assert "take effect at the next start" in scenario.mesh.process.output()
+
+
+def test_a_reload_registers_an_added_pool_with_the_core_and_unregisters_a_removed_one(tmp_path, core, cleanup, pb):
+    """With the real core: a declared pool added by a reload is registered (its A2A server
+    answers through the mesh); removed by the next reload, it is unregistered (the core stops
+    its A2A server)."""
+    workdir = tmp_path / "mesh"
+    workdir.mkdir()
+    mesh = Mesh(workdir, core.port)
+    cleanup.append(mesh)
+    mesh.start()
+    replica = Replica(tmp_path, "r1")
+    cleanup.append(replica)
+    a2a_port = free_port()
+    config = mesh.config_path.read_text()
+    pool = (f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{free_port()}\n"
+            f"    config: {json.dumps(agent_config(a2a_port=a2a_port))}\n"
+            f"    replicas: [127.0.0.1:{replica.port}]\n")
+    mesh.config_path.write_text(config + pool)
+    mesh.process.send(signal.SIGHUP)
+    url = f"http://localhost:{a2a_port}/"
+    assert a2a_ask(url, "added") == ("completed", "[r1] added")
+    assert mesh.pools()[0]["registered_with_core"]
+
+    mesh.config_path.write_text(config)
+    mesh.process.send(signal.SIGHUP)
+    wait_until(lambda: "unregistered from the core" in mesh.process.output(), 30, "the pool is unregistered")
+    wait_until(lambda: mesh.pools() == [], 10, "the pool is gone")
+    with pytest.raises(OSError):
+        a2a_ask_once(url)
+
+
+def a2a_ask_once(url):
+    """One `message/send` without waiting for the server (it must be gone)."""
+    deadline = time.monotonic() + 15
+    while True:
+        body = json.dumps({"jsonrpc": "2.0", "id": "1", "method": "message/send", "params": {}}).encode()
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.5)

@@ -1,6 +1,7 @@
 """mTLS over real handshakes: core -> mesh, mesh -> replica, registry, mesh -> mesh, rotation."""
 import importlib
 import shutil
+import signal
 import socket
 import ssl
 import threading
@@ -11,7 +12,7 @@ import pytest
 
 import certs
 from faults import stubs
-from harness import Mesh, Replica, a2a_ask, agent_config, free_port
+from harness import Mesh, Replica, a2a_ask, agent_config, free_port, wait_until
 
 
 def listener_tls(d, auth="required", allowed=None):
@@ -255,3 +256,27 @@ def test_sighup_reloads_the_registry_certificate_and_its_expiry_is_exported(tmp_
     assert served_serial(mesh.registry_port, d) == certs.serial_of((rotated / "server.pem").read_bytes())
     status, text = http_get(f"http://127.0.0.1:{mesh.admin_port}/metrics")
     assert 'bindu_mesh_certificate_expiry_timestamp_seconds{use="registry"}' in text
+
+
+def test_a_reload_puts_tls_on_a_listener_for_the_connections_it_accepts_from_then_on(tmp_path, cleanup, pb, d, replica):
+    port = free_port()
+    mesh = start(tmp_path, cleanup, tls_pool(port, [replica]))
+    messages = stubs()[0]
+    plain = grpc.insecure_channel(f"127.0.0.1:{port}")
+    plain_stub = stubs()[1].AgentHandlerStub(plain)
+    assert ask(plain_stub, "before") == "[r1] before"
+
+    mesh.config_path.write_text(mesh.config_path.read_text() + listener_tls(d))
+    mesh.process.send(signal.SIGHUP)
+    wait_until(lambda: "pool listener TLS reloaded" in mesh.process.output(), 15, "the reload")
+    # A new connection must speak TLS with a client certificate; the connection open goes on.
+    stub, channel = secure_stub(port, d)
+    assert ask(stub, "with tls") == "[r1] with tls"
+    assert ask(plain_stub, "still plain") == "[r1] still plain"
+    # (a subchannel pool of its own: grpcio would otherwise reuse the connection open above)
+    fresh = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+    with pytest.raises(grpc.RpcError):
+        stubs()[1].AgentHandlerStub(fresh).HandleMessages(
+            messages.HandleRequest(messages=[messages.ChatMessage(content="plain again")]), timeout=3)
+    for c in (plain, channel, fresh):
+        c.close()

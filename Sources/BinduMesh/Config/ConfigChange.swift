@@ -14,9 +14,11 @@ public struct ConfigChange: Sendable, Hashable {
     public var policy = false
     /// `listen` differs: a listener is bound at the new address (with the new `listener_tls`).
     public var listener = false
+    /// `listener_tls` differs (and `listen` does not): connections accepted from now on use it.
+    public var listenerTLS = false
 
     /// Whether anything differs.
-    public var isEmpty: Bool { !(replicas || dns || policy || listener) }
+    public var isEmpty: Bool { !(replicas || dns || policy || listener || listenerTLS) }
   }
 
   /// Declared pools in the new config only, by agent.
@@ -71,12 +73,12 @@ public struct ConfigChange: Sendable, Hashable {
       change.dns = was.dns != pool.dns || was.dnsRefresh != pool.dnsRefresh
       change.policy = (was.policy ?? old.policy) != (pool.policy ?? new.policy)
       change.listener = was.listen != pool.listen
-      if !change.isEmpty { changedPools[pool.agent] = change }
+      change.listenerTLS = was.listenerTLS != pool.listenerTLS && !change.listener
       let prefix = "pools[\(pool.agent)]"
       if was.agentConfigJSON != pool.agentConfigJSON { restart.append("\(prefix).config") }
       if was.skills != pool.skills { restart.append("\(prefix).skills") }
       if was.upstreamTLS != pool.upstreamTLS { restart.append("\(prefix).upstream_tls") }
-      if was.listenerTLS != pool.listenerTLS && !change.listener { restart.append("\(prefix).listener_tls") }
+      if !change.isEmpty { changedPools[pool.agent] = change }
     }
     needsRestart = restart
   }
@@ -104,7 +106,6 @@ public struct ConfigChange: Sendable, Hashable {
       config.pools[index].agentConfigJSON = was.agentConfigJSON
       config.pools[index].skills = was.skills
       config.pools[index].upstreamTLS = was.upstreamTLS
-      if was.listen == config.pools[index].listen { config.pools[index].listenerTLS = was.listenerTLS }
     }
     return config
   }
@@ -117,7 +118,7 @@ public struct ConfigChange: Sendable, Hashable {
     for (agent, change) in changedPools.sorted(by: { $0.key < $1.key }) {
       let what = [
         change.replicas ? "replicas" : nil, change.dns ? "dns" : nil, change.policy ? "policy" : nil,
-        change.listener ? "listener" : nil,
+        change.listener ? "listener" : nil, change.listenerTLS ? "listener TLS" : nil,
       ].compactMap { $0 }
       parts.append("pool \(agent): \(what.joined(separator: ", "))")
     }

@@ -26,15 +26,33 @@ final class CallbackListener: Sendable {
   /// A second descriptor of the listening socket, to hand to a new process (``HandOver``);
   /// closed with the listener, so that a closed listener leaves no socket queueing connections.
   private let handOverSocket: Atomic<CInt>
+  /// The TLS of connections accepted from now on (a reload may change it).
+  private let security: SecurityBox
+
+  /// Holds the listener's TLS, read by each connection accepted.
+  private final class SecurityBox: Sendable {
+    private let value: Mutex<ListenerSecurity?>
+    init(_ value: ListenerSecurity?) { self.value = Mutex(value) }
+    var current: ListenerSecurity? { value.withLock { $0 } }
+    func set(_ new: ListenerSecurity?) { value.withLock { $0 = new } }
+  }
 
   private init(
-    pool: ReplicaPool, localAddress: HostPort, quiescing: ServerQuiescingHelper, handOverSocket: CInt, logger: Logger
+    pool: ReplicaPool, localAddress: HostPort, quiescing: ServerQuiescingHelper, handOverSocket: CInt,
+    security: SecurityBox, logger: Logger
   ) {
     self.pool = pool
+    self.security = security
     self.localAddress = localAddress
     self.quiescing = quiescing
     self.handOverSocket = Atomic(handOverSocket)
     self.logger = logger
+  }
+
+  /// Uses `security` (or plaintext) for the connections accepted from now on; connections open
+  /// keep theirs.
+  func useTLS(_ security: ListenerSecurity?) {
+    self.security.set(security)
   }
 
   /// The listening socket for a new process to take over; it stays open until ``shutdown(grace:)``.
@@ -59,6 +77,7 @@ final class CallbackListener: Sendable {
       if inherited == nil { close(socket) }
       throw SocketError.last("dup")
     }
+    let current = SecurityBox(security)
     let channel: any Channel
     do {
       channel = try await ServerBootstrap(group: group)
@@ -71,7 +90,7 @@ final class CallbackListener: Sendable {
         .childChannelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
             let sync = channel.pipeline.syncOperations
-            if let security {
+            if let security = current.current {
               try sync.addHandler(NIOSSLServerHandler(context: security.material.context))
               try sync.addHandler(
                 PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
@@ -98,7 +117,7 @@ final class CallbackListener: Sendable {
       inherited == nil ? "callback listener ready" : "callback listener taken over from the previous process",
       metadata: ["mesh.listen": "\(local)", "mesh.tls": "\(security != nil)"])
     return CallbackListener(
-      pool: pool, localAddress: local, quiescing: quiescing, handOverSocket: spare, logger: logger)
+      pool: pool, localAddress: local, quiescing: quiescing, handOverSocket: spare, security: current, logger: logger)
   }
 
   /// Stops accepting and lets open calls finish, waiting at most `grace`.

@@ -14,6 +14,8 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private let settings: LiveSettings
   private var live: LiveSettings.Snapshot
   private var limits: MeshConfig.Upstream { live.values.upstream }
+  /// The pool's retry policy, brought up to date after a reload.
+  private var retry: ReplicaPool.RetrySnapshot
   private var callers: MeshConfig.Callbacks { live.values.callers }
   private let openedAt = NIODeadline.now()
   /// When the last call ended (or the connection opened), while no call is open.
@@ -41,6 +43,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
     self.pool = pool
     self.settings = settings
     self.live = settings.current
+    self.retry = pool.retrySnapshot
     self.eventLoop = eventLoop
     self.logger = logger
   }
@@ -108,8 +111,10 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
     }
     guard case .headers = payload else { return }
     settings.refresh(&live)
+    pool.refreshRetry(&retry)
     let call = ProxyCall(
-      caller: self, streamID: streamID, eventLoop: eventLoop, pool: pool, limits: limits, logger: logger)
+      caller: self, streamID: streamID, eventLoop: eventLoop, pool: pool, limits: limits, retry: retry.retry,
+      logger: logger)
     calls[streamID] = call
     lastStreamID = max(lastStreamID, streamID)
     call.received(payload)

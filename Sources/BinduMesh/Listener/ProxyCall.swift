@@ -86,7 +86,7 @@ final class ProxyCall: UpstreamStreamDelegate {
 
   init(
     caller: CallerConnectionHandler, streamID: HTTP2StreamID, eventLoop: any EventLoop, pool: ReplicaPool,
-    limits: MeshConfig.Upstream, logger: Logger
+    limits: MeshConfig.Upstream, retry: MeshConfig.Retry, logger: Logger
   ) {
     self.caller = caller
     self.streamID = streamID
@@ -94,7 +94,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     self.pool = pool
     self.limits = limits
     self.poolLogger = logger
-    self.retry = pool.policy.retry
+    self.retry = retry
     self.request = KeptRequest(limit: retry.maxKeptRequestBytes)
     self.requestScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
     self.responseScanner = MessageFrameScanner(limit: limits.maxMessageBytes)

@@ -19,6 +19,7 @@ extension PoolDirectory {
     var reloaded = Reloaded()
     // 1. Listeners that the new config needs, bound before anything changes.
     var rebound: [(old: Entry, new: Entry)] = []
+    var retls: [(entry: Entry, security: ListenerSecurity?)] = []
     do {
       for agent in change.addedPools {
         guard entries[agent] == nil else {
@@ -33,6 +34,10 @@ extension PoolDirectory {
         let address = declared.listen ?? takeDynamicAddress()
         let security = try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }
         rebound.append((old, try await bind(old.pool, at: address, security: security)))
+      }
+      for (agent, poolChange) in change.changedPools where poolChange.listenerTLS {
+        guard let entry = entries[agent], let declared = byAgent[agent] else { continue }
+        retls.append((entry, try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }))
       }
     } catch {
       for entry in reloaded.added {
@@ -51,6 +56,12 @@ extension PoolDirectory {
       entries[new.pool.name] = new
       if new.callbackAddress != old.callbackAddress { reloaded.moved.append(new) }
       retireListener(old, reason: "its listen address or TLS changed")
+    }
+    for (entry, security) in retls {
+      entry.listener.useTLS(security)
+      logger.notice(
+        "pool listener TLS reloaded: connections accepted from now on use it",
+        metadata: ["mesh.pool": "\(entry.pool.name)", "mesh.tls": "\(security != nil)"])
     }
     for agent in change.removedPools {
       guard let entry = entries.removeValue(forKey: agent) else { continue }

@@ -249,6 +249,7 @@ public actor PoolDirectory {
 
   func listenerSecurity(_ tls: MeshConfig.ListenerTLS, use: String) throws -> ListenerSecurity {
     let material = try TLSMaterial.server(tls, use: use, logger: logger)
+    tlsMaterials.removeAll { $0.use == use }  // a reload's new files replace the listener's
     tlsMaterials.append(material)
     return ListenerSecurity(material: material, allowedIdentities: tls.allowedIdentities)
   }

@@ -12,7 +12,27 @@ extension ReplicaPool {
       return true
     }
     hasCallLimit.store(policy.balancer.maxConcurrentCalls > 0, ordering: .relaxed)
+    if changed { policyGeneration.add(1, ordering: .releasing) }
     return changed
+  }
+
+  /// The retry policy as a caller's connection keeps it, with the generation it was read at.
+  struct RetrySnapshot: Sendable {
+    var generation: Int
+    var retry: MeshConfig.Retry
+  }
+
+  /// The retry policy in force now.
+  var retrySnapshot: RetrySnapshot {
+    let generation = policyGeneration.load(ordering: .acquiring)
+    return RetrySnapshot(generation: generation, retry: policy.retry)
+  }
+
+  /// Brings `snapshot` up to date when a reload changed the policy since it was read (one
+  /// atomic load otherwise).
+  func refreshRetry(_ snapshot: inout RetrySnapshot) {
+    guard policyGeneration.load(ordering: .acquiring) != snapshot.generation else { return }
+    snapshot = retrySnapshot
   }
 
   /// Makes the replicas declared at fixed addresses exactly `addresses`: new ones join (after a

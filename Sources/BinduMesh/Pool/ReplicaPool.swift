@@ -58,6 +58,9 @@ public final class ReplicaPool: Sendable {
   public var policy: MeshConfig.Policy { state.withLock { $0.policy } }
   /// Whether `balancer.max_concurrent_calls` limits the endpoints (read without the lock).
   let hasCallLimit: Atomic<Bool>
+  /// Counts the reloads that changed ``policy``: a caller's connection keeps the retry policy
+  /// and reads it again only when this moved (``refreshRetry(_:)``).
+  let policyGeneration = Atomic<Int>(0)
   /// The mesh's metrics.
   public let metrics: MeshMetrics
   /// The settings a reload changes (limits of new connections, the access log).
