@@ -280,3 +280,34 @@ def test_a_reload_puts_tls_on_a_listener_for_the_connections_it_accepts_from_the
             messages.HandleRequest(messages=[messages.ChatMessage(content="plain again")]), timeout=3)
     for c in (plain, channel, fresh):
         c.close()
+
+
+def test_a_reload_turns_on_tls_to_the_replicas_without_a_restart(tmp_path, cleanup, pb, d):
+    named = tmp_path / "named"
+    shutil.copytree(d, named)
+    certs.dev(named, "--hosts", "localhost")
+    secure = Replica(tmp_path, "tls-r1", extra_args=["--tls-cert", str(named / "server.pem"), "--tls-key",
+                                                      str(named / "server-key.pem"), "--tls-client-ca", str(d / "ca.pem")])
+    cleanup.append(secure)
+    port = free_port()
+    mesh = start(tmp_path, cleanup, tls_pool(port, [secure]))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = stubs()[1].AgentHandlerStub(channel)
+    # Plaintext to a replica that speaks only TLS: its probes fail, no call gets through.
+    with pytest.raises(grpc.RpcError) as failure:
+        ask(stub, timeout=3)
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    upstream = (f"    upstream_tls:\n      ca: {d}/ca.pem\n      cert: {d}/client.pem\n      key: {d}/client-key.pem\n"
+                "      server_name: localhost\n")
+    mesh.config_path.write_text(mesh.config_path.read_text() + upstream)
+    mesh.process.send(signal.SIGHUP)
+    wait_until(lambda: "pool upstream TLS reloaded" in mesh.process.output(), 15, "the reload")
+
+    def answers():
+        try:
+            return ask(stub, timeout=3) == "[tls-r1] hello"
+        except grpc.RpcError:
+            return False
+    wait_until(answers, 20, "calls reach the replica over mTLS")
+    channel.close()

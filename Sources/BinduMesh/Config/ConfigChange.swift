@@ -16,9 +16,11 @@ public struct ConfigChange: Sendable, Hashable {
     public var listener = false
     /// `listener_tls` differs (and `listen` does not): connections accepted from now on use it.
     public var listenerTLS = false
+    /// `upstream_tls` differs: connections to the replicas made from now on use it.
+    public var upstreamTLS = false
 
     /// Whether anything differs.
-    public var isEmpty: Bool { !(replicas || dns || policy || listener || listenerTLS) }
+    public var isEmpty: Bool { !(replicas || dns || policy || listener || listenerTLS || upstreamTLS) }
   }
 
   /// Declared pools in the new config only, by agent.
@@ -77,7 +79,7 @@ public struct ConfigChange: Sendable, Hashable {
       let prefix = "pools[\(pool.agent)]"
       if was.agentConfigJSON != pool.agentConfigJSON { restart.append("\(prefix).config") }
       if was.skills != pool.skills { restart.append("\(prefix).skills") }
-      if was.upstreamTLS != pool.upstreamTLS { restart.append("\(prefix).upstream_tls") }
+      change.upstreamTLS = was.upstreamTLS != pool.upstreamTLS
       if !change.isEmpty { changedPools[pool.agent] = change }
     }
     needsRestart = restart
@@ -105,7 +107,6 @@ public struct ConfigChange: Sendable, Hashable {
       guard let was = before[config.pools[index].agent] else { continue }
       config.pools[index].agentConfigJSON = was.agentConfigJSON
       config.pools[index].skills = was.skills
-      config.pools[index].upstreamTLS = was.upstreamTLS
     }
     return config
   }
@@ -119,6 +120,7 @@ public struct ConfigChange: Sendable, Hashable {
       let what = [
         change.replicas ? "replicas" : nil, change.dns ? "dns" : nil, change.policy ? "policy" : nil,
         change.listener ? "listener" : nil, change.listenerTLS ? "listener TLS" : nil,
+        change.upstreamTLS ? "upstream TLS" : nil,
       ].compactMap { $0 }
       parts.append("pool \(agent): \(what.joined(separator: ", "))")
     }

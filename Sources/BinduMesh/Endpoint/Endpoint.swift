@@ -86,6 +86,14 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   /// behind calls).
   let probeConnection: UpstreamConnection
 
+  /// Uses `security` for the connections made from now on (a reload changed the pool's
+  /// `upstream_tls`); each connection finishes its calls and closes.
+  func useTLS(_ security: UpstreamSecurity?) {
+    for connection in connections.values + [probeConnection] {
+      connection.eventLoop.execute { connection.useTLS(security) }
+    }
+  }
+
   /// Stops new calls on every connection; calls in flight finish.
   func drain() {
     for connection in connections.values + [probeConnection] {

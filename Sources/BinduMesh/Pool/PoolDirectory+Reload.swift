@@ -20,6 +20,7 @@ extension PoolDirectory {
     // 1. Listeners that the new config needs, bound before anything changes.
     var rebound: [(old: Entry, new: Entry)] = []
     var retls: [(entry: Entry, security: ListenerSecurity?)] = []
+    var upstreamTLS: [(entry: Entry, security: UpstreamSecurity?)] = []
     do {
       for agent in change.addedPools {
         guard entries[agent] == nil else {
@@ -38,6 +39,11 @@ extension PoolDirectory {
       for (agent, poolChange) in change.changedPools where poolChange.listenerTLS {
         guard let entry = entries[agent], let declared = byAgent[agent] else { continue }
         retls.append((entry, try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }))
+      }
+      for (agent, poolChange) in change.changedPools where poolChange.upstreamTLS {
+        guard let entry = entries[agent], let declared = byAgent[agent] else { continue }
+        upstreamTLS.append(
+          (entry, try declared.upstreamTLS.map { try upstreamSecurity($0, use: "upstream:\(agent)") }))
       }
     } catch {
       for entry in reloaded.added {
@@ -61,6 +67,12 @@ extension PoolDirectory {
       entry.listener.useTLS(security)
       logger.notice(
         "pool listener TLS reloaded: connections accepted from now on use it",
+        metadata: ["mesh.pool": "\(entry.pool.name)", "mesh.tls": "\(security != nil)"])
+    }
+    for (entry, security) in upstreamTLS {
+      entry.pool.useTLS(security)
+      logger.notice(
+        "pool upstream TLS reloaded: connections to its replicas finish their calls and connect again with it",
         metadata: ["mesh.pool": "\(entry.pool.name)", "mesh.tls": "\(security != nil)"])
     }
     for agent in change.removedPools {

@@ -254,8 +254,9 @@ public actor PoolDirectory {
     return ListenerSecurity(material: material, allowedIdentities: tls.allowedIdentities)
   }
 
-  private func upstreamSecurity(_ tls: MeshConfig.ClientTLS, use: String) throws -> UpstreamSecurity {
+  func upstreamSecurity(_ tls: MeshConfig.ClientTLS, use: String) throws -> UpstreamSecurity {
     let material = try TLSMaterial.client(tls, use: use, logger: logger)
+    tlsMaterials.removeAll { $0.use == use }  // a reload's new files replace the pool's
     tlsMaterials.append(material)
     return UpstreamSecurity(material: material, serverName: tls.serverName, allowedIdentities: tls.allowedIdentities)
   }

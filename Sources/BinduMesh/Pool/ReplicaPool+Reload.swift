@@ -35,6 +35,13 @@ extension ReplicaPool {
     snapshot = retrySnapshot
   }
 
+  /// Uses `security` (or plaintext) to the replicas from now on: every endpoint's connections
+  /// finish their calls and close, and the next calls dial with the new settings.
+  func useTLS(_ security: UpstreamSecurity?) {
+    upstreamSecurity.withLock { $0 = security }
+    endpoints.forEach { $0.useTLS(security) }
+  }
+
   /// Makes the replicas declared at fixed addresses exactly `addresses`: new ones join (after a
   /// passing probe, as at start), missing ones drain (no new calls, calls in flight finish).
   func setConfigured(_ addresses: [HostPort]) -> (added: [Endpoint], removed: [Endpoint]) {

@@ -84,7 +84,9 @@ public final class ReplicaPool: Sendable {
   let loops: [any EventLoop]
   /// Limits and timeouts of new connections to replicas.
   var upstream: MeshConfig.Upstream { settings.current.values.upstream }
-  let security: UpstreamSecurity?
+  /// TLS to the replicas, for connections made from now on (a reload may change it).
+  var security: UpstreamSecurity? { upstreamSecurity.withLock { $0 } }
+  let upstreamSecurity: Mutex<UpstreamSecurity?>
   let logger: Logger
 
   init(
@@ -98,7 +100,7 @@ public final class ReplicaPool: Sendable {
     security: UpstreamSecurity?,
     logger: Logger
   ) {
-    self.security = security
+    self.upstreamSecurity = Mutex(security)
     self.name = name
     self.declared = declared
     self.hasCallLimit = Atomic(policy.balancer.maxConcurrentCalls > 0)

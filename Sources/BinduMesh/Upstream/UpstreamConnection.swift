@@ -25,9 +25,11 @@ final class UpstreamConnection: @unchecked Sendable {
   let eventLoop: any EventLoop
   let address: HostPort
   private let config: MeshConfig.Upstream
-  private let security: UpstreamSecurity?
+  private var security: UpstreamSecurity?
   private let logger: Logger
   private var state: State = .idle
+  /// The dial under way uses TLS settings replaced since: retire its connection once made.
+  private var retireWhenReady = false
   private var backoff: TimeAmount = .milliseconds(100)
   /// The client metrics of the last method called on this connection.
   private var lastClientMetrics: (path: String, metrics: GRPCCallMetrics)?
@@ -106,6 +108,29 @@ final class UpstreamConnection: @unchecked Sendable {
     }
   }
 
+  /// Uses `security` (or plaintext) for connections made from now on: the current connection
+  /// takes no new stream and closes once its calls have finished (as after a GOAWAY), and the
+  /// next call dials with the new settings.
+  func useTLS(_ security: UpstreamSecurity?) {
+    eventLoop.preconditionInEventLoop()
+    self.security = security
+    switch state {
+    case .ready: retireCurrent()
+    case .connecting: retireWhenReady = true
+    case .backingOff:
+      state = .idle
+      backoff = .milliseconds(100)
+    case .idle, .drained: break
+    }
+  }
+
+  /// The current connection takes no new stream and closes once its calls have finished.
+  private func retireCurrent() {
+    guard case .ready(let channel, _) = state else { return }
+    channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+    state = .idle
+  }
+
   /// Stops new streams; the connection closes when its open streams have finished.
   func drain() {
     eventLoop.preconditionInEventLoop()
@@ -152,6 +177,11 @@ final class UpstreamConnection: @unchecked Sendable {
           self.state = .ready(channel, streams)
           self.backoff = .milliseconds(100)
           self.logger.debug("connected to replica", metadata: ["mesh.replica": "\(self.address)"])
+          if self.retireWhenReady {
+            // Calls waiting for this connection use it; it closes once they have finished.
+            self.retireWhenReady = false
+            self.eventLoop.assumeIsolated().execute { self.retireCurrent() }
+          }
         } else {
           channel.close(promise: nil)
         }
@@ -159,6 +189,7 @@ final class UpstreamConnection: @unchecked Sendable {
           if case .ready(let current, _) = self.state, current === channel { self.state = .idle }
         }
       case .failure(let error):
+        self.retireWhenReady = false
         if case .connecting = self.state {
           self.state = .backingOff(until: .now() + self.backoff, error: error)
           let limit = self.config.reconnectMaxBackoff.timeAmount
