@@ -108,14 +108,20 @@ def test_listener_refuses_bad_clients_with_a_log_line(tmp_path, cleanup, pb, d, 
     channel.close()
 
 
-def test_mesh_reaches_a_replica_that_requires_client_certificates(tmp_path, cleanup, pb, d):
-    # The replica's certificate names only "localhost" (no IP SAN), as one issued for a host name.
+def tls_only_replica(tmp_path, cleanup, d):
+    """A replica that speaks only TLS and requires a client certificate of the dev CA. Its
+    certificate names only "localhost" (no IP SAN), as one issued for a host name."""
     named = tmp_path / "named"
     shutil.copytree(d, named)
     certs.dev(named, "--hosts", "localhost")
     secure = Replica(tmp_path, "tls-r1", extra_args=["--tls-cert", str(named / "server.pem"), "--tls-key",
                                                       str(named / "server-key.pem"), "--tls-client-ca", str(d / "ca.pem")])
     cleanup.append(secure)
+    return secure
+
+
+def test_mesh_reaches_a_replica_that_requires_client_certificates(tmp_path, cleanup, pb, d):
+    secure = tls_only_replica(tmp_path, cleanup, d)
     port, wrong_port = free_port(), free_port()
     upstream = f"    upstream_tls:\n      ca: {d}/ca.pem\n      cert: {d}/client.pem\n      key: {d}/client-key.pem\n"
     yaml = tls_pool(port, [secure], upstream + "      server_name: localhost\n") + (
@@ -283,12 +289,7 @@ def test_a_reload_puts_tls_on_a_listener_for_the_connections_it_accepts_from_the
 
 
 def test_a_reload_turns_on_tls_to_the_replicas_without_a_restart(tmp_path, cleanup, pb, d):
-    named = tmp_path / "named"
-    shutil.copytree(d, named)
-    certs.dev(named, "--hosts", "localhost")
-    secure = Replica(tmp_path, "tls-r1", extra_args=["--tls-cert", str(named / "server.pem"), "--tls-key",
-                                                      str(named / "server-key.pem"), "--tls-client-ca", str(d / "ca.pem")])
-    cleanup.append(secure)
+    secure = tls_only_replica(tmp_path, cleanup, d)
     port = free_port()
     mesh = start(tmp_path, cleanup, tls_pool(port, [secure]))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
