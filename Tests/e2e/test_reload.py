@@ -4,6 +4,7 @@ config in force and is logged with its file, line and key; `POST /reload` needs 
 import json
 import re
 import signal
+import socket
 import time
 import urllib.request
 
@@ -130,6 +131,26 @@ def test_a_broken_file_on_sighup_keeps_the_config_in_force_and_fails_no_call(sce
     assert metric(scenario, "bindu_mesh_config_reloads_total", result="refused") == 2
 
 
+def test_a_pool_not_registered_with_a_core_moves_to_a_new_listen_address(scenario):
+    old_port = scenario.listen
+    new_port = free_port()
+    config = scenario.mesh.config_path.read_text()
+    messages, services = stubs()
+    channel = grpc.insecure_channel(f"127.0.0.1:{old_port}")
+    in_flight = services.AgentHandlerStub(channel).HandleMessages.future(
+        messages.HandleRequest(messages=[messages.ChatMessage(role="user", content="sleep:1500 in flight")]),
+        timeout=10)
+    time.sleep(0.3)
+    scenario.mesh.config_path.write_text(config.replace(f"listen: 127.0.0.1:{old_port}", f"listen: 127.0.0.1:{new_port}"))
+    status, body = post(scenario, "/reload", token=TOKEN)
+    assert status == 200 and "pool echo-agent: listener" in json.loads(body)["changes"], body
+    assert ask(new_port, "moved", timeout=5).endswith("moved")
+    assert in_flight.result().content.endswith("in flight"), "a call in flight on the old listener finishes"
+    channel.close()
+    wait_until(lambda: not port_open(old_port), 15, "the old listener closes once its calls have finished")
+    assert scenario.mesh.pools()[0]["callback_listen"].endswith(f":{new_port}")
+
+
 def test_post_reload_needs_the_token_then_applies_and_removes_a_pool(scenario):
     r1, r2, r3 = scenario.replicas
     config = scenario.mesh.config_path.read_text()
@@ -192,12 +213,29 @@ def test_a_reload_registers_an_added_pool_with_the_core_and_unregisters_a_remove
     assert a2a_ask(url, "added") == ("completed", "[r1] added")
     assert mesh.pools()[0]["registered_with_core"]
 
+    # Another port for a pool registered with the core: the core keeps calling the address it
+    # was given, so the reload keeps it and says so.
+    old_port = int(mesh.pools()[0]["callback_listen"].rsplit(":", 1)[1])
+    mesh.config_path.write_text(config + pool.replace(f"127.0.0.1:{old_port}", f"127.0.0.1:{free_port()}"))
+    mesh.process.send(signal.SIGHUP)
+    wait_until(lambda: "pools[echo-agent].listen" in mesh.process.output(), 15, "the listen change is left for the next start")
+    assert mesh.pools()[0]["callback_listen"].endswith(f":{old_port}")
+    assert a2a_ask(url, "still here") == ("completed", "[r1] still here")
+
     mesh.config_path.write_text(config)
     mesh.process.send(signal.SIGHUP)
     wait_until(lambda: "unregistered from the core" in mesh.process.output(), 30, "the pool is unregistered")
     wait_until(lambda: mesh.pools() == [], 10, "the pool is gone")
     with pytest.raises(OSError):
         a2a_ask_once(url)
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def a2a_ask_once(url):

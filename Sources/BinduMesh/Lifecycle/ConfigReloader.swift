@@ -88,23 +88,23 @@ public final class ConfigReloader: Service, Sendable {
       return refuse("\(error)")
     }
     let old = await directory.config
-    let change = ConfigChange(from: old, to: new)
+    var change = ConfigChange(from: old, to: new)
     let reloaded: PoolDirectory.Reloaded
     do {
       reloaded = try await directory.reload(to: ConfigChange.inForce(old: old, new: new), change: change)
     } catch {
       return refuse("\(error)")
     }
+    for agent in reloaded.keptListenAddresses {
+      change.needsRestart.append("pools[\(agent)].listen")
+      change.changedPools[agent]?.listener = false
+      if change.changedPools[agent]?.isEmpty == true { change.changedPools[agent] = nil }
+    }
     tls.watch(await directory.tlsMaterials)
     for entry in reloaded.added {
       if let definition = entry.pool.definition { _ = registrars.register(entry, definition: definition) }
     }
     for agent in reloaded.removed { await registrars.retire(agent: agent) }
-    for entry in reloaded.moved {
-      // The core's agent keeps calling the address it was given until it is unregistered.
-      await registrars.retire(agent: entry.pool.name)
-      if let definition = entry.pool.definition { _ = registrars.register(entry, definition: definition) }
-    }
     metrics.counter("config_reloads_total", [("result", "applied")]).increment()
     logger.notice("config reloaded", metadata: ["mesh.changes": "\(change.summary)"])
     if !change.needsRestart.isEmpty {

@@ -8,13 +8,15 @@ extension PoolDirectory {
     var added: [Entry] = []
     /// Pools removed: unregister them.
     var removed: [String] = []
-    /// Pools whose callback address moved: register them again at the new one.
-    var moved: [Entry] = []
+    /// Pools registered with the cores whose `listen` changed: the address in force stays
+    /// until the next start.
+    var keptListenAddresses: [String] = []
   }
 
   /// Applies `change` and makes `config` the config in force. New listeners are bound first:
   /// when one cannot be, nothing changes and the error is thrown.
   func reload(to config: MeshConfig, change: ConfigChange) async throws -> Reloaded {
+    var config = config
     let byAgent = Dictionary(config.pools.map { ($0.agent, $0) }, uniquingKeysWith: { first, _ in first })
     var reloaded = Reloaded()
     // 1. Listeners that the new config needs, bound before anything changes.
@@ -32,6 +34,21 @@ extension PoolDirectory {
       }
       for (agent, poolChange) in change.changedPools where poolChange.listener {
         guard let old = entries[agent], let declared = byAgent[agent] else { continue }
+        if old.pool.definition != nil {
+          // Registered with the cores: a Bindu core keeps calling the address it was given when
+          // the agent first registered (unregistering does not stop the agent's A2A server, and
+          // registering again cannot start another on its port). Keep the address in force.
+          reloaded.keptListenAddresses.append(agent)
+          if let index = config.pools.firstIndex(where: { $0.agent == agent }),
+            let was = self.config.pools.first(where: { $0.agent == agent })
+          {
+            config.pools[index].listen = was.listen
+            if was.listenerTLS != declared.listenerTLS {
+              retls.append((old, try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }))
+            }
+          }
+          continue
+        }
         let address = declared.listen ?? takeDynamicAddress()
         let security = try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }
         rebound.append((old, try await bind(old.pool, at: address, security: security)))
@@ -60,8 +77,7 @@ extension PoolDirectory {
     settings.update(LiveSettings.Values(config))
     for (old, new) in rebound {
       entries[new.pool.name] = new
-      if new.callbackAddress != old.callbackAddress { reloaded.moved.append(new) }
-      retireListener(old, reason: "its listen address or TLS changed")
+      retireListener(old, reason: "its listen address changed")
     }
     for (entry, security) in retls {
       entry.listener.useTLS(security)
