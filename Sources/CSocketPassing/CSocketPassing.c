@@ -5,7 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BINDU_MAX_FDS 64
+#define BINDU_MAX_FDS 253
 
 int bindu_send_fds(int socket, const void *data, size_t length, const int *fds, int count) {
   if (count < 0 || count > BINDU_MAX_FDS || length == 0) {
@@ -60,6 +60,7 @@ ssize_t bindu_receive_fds(int socket, void *buffer, size_t capacity, int *fds, i
   } while (received < 0 && errno == EINTR);
   *count = 0;
   if (received < 0) return -1;
+  int truncated = (message.msg_flags & MSG_CTRUNC) != 0;
   for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
     if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
     size_t n = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -71,6 +72,12 @@ ssize_t bindu_receive_fds(int socket, void *buffer, size_t capacity, int *fds, i
         close(given[i]);
       }
     }
+  }
+  if (truncated) {
+    for (int i = 0; i < *count; i++) close(fds[i]);
+    *count = 0;
+    errno = EMSGSIZE;
+    return -1;
   }
   return received;
 }

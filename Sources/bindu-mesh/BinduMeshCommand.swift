@@ -108,18 +108,20 @@ struct BinduMeshCommand: AsyncParsableCommand {
       let reload: (@Sendable () throws -> MeshConfig)? = self.config == nil ? nil : { @Sendable in try source.load() }
       var takenOver: HandOver.TakenOver?
       if takeOver {
-        // Everything that could stop this start is checked before the running mesh stops.
+        // The running mesh stops only once this one is ready (HandOver); a state file that
+        // cannot be read is found before it is even asked.
         _ = try RegistryStore(directory: config.state.dir).load()
         takenOver = try HandOver.takeOver(stateDir: config.state.dir)
         if let takenOver {
           logger.notice(
             "taking over from the running bindu-mesh",
-            metadata: ["mesh.previous_pid": "\(takenOver.pid)", "mesh.listeners": "\(takenOver.sockets.count)"])
+            metadata: ["mesh.previous_pid": "\(takenOver.pid)", "mesh.listeners": "\(takenOver.count)"])
         } else {
           logger.notice("--take-over: no bindu-mesh runs with this state directory; starting as usual")
         }
       }
       mesh = try await Mesh.make(config: config, logger: logger, reload: reload, takenOver: takenOver)
+      if let takenOver { try await mesh.finishTakeOver(takenOver, logger: logger) }
     } catch {
       logger.critical("cannot start", metadata: ["error": "\(error)"])
       throw ExitCode.failure

@@ -7,7 +7,7 @@ import time
 
 import grpc
 
-from harness import Mesh, MessageFlow, agent_config, free_port, wait_until
+from harness import BIN_DIR, Mesh, MessageFlow, Process, Replica, agent_config, free_port, wait_until
 from test_restarts import endpoints, mesh_dir, registrations, sdk_replicas
 
 
@@ -83,7 +83,7 @@ def test_a_new_process_takes_over_under_load_and_no_call_fails(tmp_path, core, c
     assert all(o.state == "completed" for o in flow.outcomes), [o for o in flow.outcomes if o.state != "completed"][:3]
 
     before = old.output()
-    assert "listening sockets handed over" in before, before[-3000:]
+    assert "the new process took over" in before, before[-3000:]
     assert "the agent stays registered with the core" in before
     assert "unregistered from the core" not in before
     after = mesh.process.output()
@@ -113,3 +113,33 @@ def test_a_second_mesh_on_the_same_state_directory_is_refused(tmp_path, cleanup)
     output = process.output()
     assert "another bindu-mesh runs with the state directory" in output and "--take-over" in output, output[-2000:]
     assert first.process.proc.poll() is None
+
+
+def test_a_take_over_that_fails_leaves_the_running_mesh_serving(tmp_path, cleanup, pb):
+    """The new process gets the sockets but cannot start (its admin token file is missing): the
+    running mesh never closed anything, goes on serving, and writes its state file again."""
+    workdir = mesh_dir(tmp_path)
+    mesh = Mesh(workdir, free_port())
+    cleanup.append(mesh)
+    mesh.start()
+    replica = Replica(tmp_path, "r1", extra_args=["--log-calls"])
+    cleanup.append(replica)
+    broken = workdir / "broken.yaml"
+    broken.write_text(mesh.config_path.read_text().replace("admin:\n", "admin:\n  token_file: /nonexistent/token\n", 1)
+                      + f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{free_port()}\n"
+                      + f"    replicas: [127.0.0.1:{replica.port}]\n")
+    new = Process([str(BIN_DIR / "bindu-mesh"), "--config", str(broken), "--take-over"], cwd=workdir, name="new")
+    assert new.proc.wait(60) != 0
+    assert "cannot start" in new.output(), new.output()[-2000:]
+    wait_until(lambda: "the new process did not take over: going on serving" in mesh.process.output(), 15,
+               "the running mesh goes on")
+    assert mesh.process.proc.poll() is None
+    # Its registry takes registrations again (this one is refused for its config, not UNAVAILABLE),
+    # and its admin listener answers.
+    messages, services = pb
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.registry_port}") as channel:
+        answer = services.BinduServiceStub(channel).RegisterAgent(
+            messages.RegisterAgentRequest(config_json="{}", grpc_callback_address="127.0.0.1:1"), timeout=10)
+    assert not answer.success and answer.error, answer
+    assert mesh.pools() == []
+    assert (workdir / ".bindu-mesh" / "handover.sock").exists()

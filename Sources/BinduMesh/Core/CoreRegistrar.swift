@@ -280,13 +280,15 @@ public final class CoreRegistrar: Service, Sendable {
   }
 
   private func unregisterAll(core: Bindu_Grpc_BinduService.Client<HTTP2ClientTransport.Posix>) async {
-    // After a hand-over the new process serves the agent: the core must keep it.
-    guard !handedOver.value else {
-      logger.notice("handed over: the agent stays registered with the core")
-      return
-    }
     let all = registrations.withLock { Array($0.values) }
     for registration in all {
+      // After a hand-over the new process serves the agent: the core must keep it.
+      if handedOver.keepsRegistered(registration.entry.pool.name) {
+        logger.notice(
+          "handed over: the agent stays registered with the core",
+          metadata: ["mesh.pool": "\(registration.entry.pool.name)"])
+        continue
+      }
       await unregister(registration, core: core)
     }
   }

@@ -11,7 +11,8 @@ import Synchronization
 final class DNSDiscovery: Service, Sendable {
   private let resolver: any DNSResolver
   private let logger: Logger
-  private let followers = Mutex<[String: Task<Void, Never>]>([:])
+  /// The follower of each pool's name; a result is applied only by the follower in place.
+  private let followers = Mutex<(tasks: [String: (id: UInt64, task: Task<Void, Never>)], next: UInt64)>(([:], 0))
 
   init(resolver: any DNSResolver, logger: Logger) {
     self.resolver = resolver
@@ -20,34 +21,39 @@ final class DNSDiscovery: Service, Sendable {
 
   /// Follows `name` for `pool` (in place of the name it followed, if any).
   func follow(_ pool: ReplicaPool, name: HostPort, refresh: Duration) {
-    let task = Task { await self.resolve(pool, name: name, refresh: refresh) }
     followers.withLock { followers in
-      followers[pool.name]?.cancel()
-      followers[pool.name] = task
+      followers.next += 1
+      let id = followers.next
+      followers.tasks[pool.name]?.task.cancel()
+      followers.tasks[pool.name] = (id, Task { await self.resolve(pool, name: name, refresh: refresh, id: id) })
     }
   }
 
-  /// Stops following a name for `pool`.
+  /// Stops following a name for `pool`; no result of the follower is applied after this.
   func stop(_ pool: String) {
-    followers.withLock { $0.removeValue(forKey: pool) }?.cancel()
+    followers.withLock { $0.tasks.removeValue(forKey: pool) }?.task.cancel()
   }
 
   func run() async throws {
     try? await gracefulShutdown()
     let all = followers.withLock { followers in
-      defer { followers = [:] }
-      return Array(followers.values)
+      defer { followers.tasks = [:] }
+      return followers.tasks.values.map(\.task)
     }
     all.forEach { $0.cancel() }
   }
 
-  private func resolve(_ pool: ReplicaPool, name: HostPort, refresh: Duration) async {
+  private func resolve(_ pool: ReplicaPool, name: HostPort, refresh: Duration, id: UInt64) async {
     let logger = self.logger.with("mesh.pool", pool.name).with("mesh.dns", "\(name)")
     while !Task.isCancelled {
       do {
         let addresses = try await resolver.resolve(host: name.host, port: name.port)
-        guard !Task.isCancelled else { return }
-        let (added, removed) = pool.setDiscovered(addresses)
+        // Applied under the followers' lock, so that a stopped or replaced follower's last
+        // result never lands after the reload that stopped it.
+        let applied = followers.withLock { followers in
+          followers.tasks[pool.name]?.id == id ? pool.setDiscovered(addresses) : nil
+        }
+        guard let (added, removed) = applied else { return }
         if !added.isEmpty || !removed.isEmpty {
           logger.notice(
             "replicas from DNS changed",

@@ -104,7 +104,10 @@ public final class ConfigReloader: Service, Sendable {
     for entry in reloaded.added {
       if let definition = entry.pool.definition { _ = registrars.register(entry, definition: definition) }
     }
-    for agent in reloaded.removed { await registrars.retire(agent: agent) }
+    for entry in reloaded.removed {
+      await registrars.retire(agent: entry.pool.name)
+      await directory.closeRemoved(entry)
+    }
     metrics.counter("config_reloads_total", [("result", "applied")]).increment()
     logger.notice("config reloaded", metadata: ["mesh.changes": "\(change.summary)"])
     if !change.needsRestart.isEmpty {

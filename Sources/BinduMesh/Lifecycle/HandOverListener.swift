@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import Synchronization
-import CSocketPassing
 
 #if canImport(Glibc)
   import Glibc
@@ -11,12 +10,18 @@ import CSocketPassing
 
 /// The running mesh's side of a ``HandOver``: a Unix socket in the state directory, served by a
 /// thread of its own (a request comes once per upgrade).
-///
-/// On a request it asks `prepare` for the offer (the mesh closes its registry and admin
-/// listeners and stops writing its state), sends it with the sockets, then calls `stop`.
 final class HandOverListener: Sendable {
-  /// What to send: the listeners and their sockets, in the same order.
-  typealias Prepare = @Sendable () async -> (offer: HandOver.Offer, sockets: [CInt])
+  /// What the running mesh does at each step of a hand-over.
+  struct Steps: Sendable {
+    /// Stops writing the state file; the offer and the sockets to send (copies, closed once sent).
+    var offer: @Sendable () async -> (offer: HandOver.Offer, sockets: [CInt])
+    /// The new process is ready and serves these pools: close the control listeners.
+    var commit: @Sendable (_ agents: [String]) async -> Void
+    /// The new process did not take over: go on as before.
+    var abandon: @Sendable (_ reason: String) async -> Void
+    /// Stop the mesh (after a commit).
+    var stop: @Sendable () -> Void
+  }
 
   private let path: String
   private let fd: CInt
@@ -30,9 +35,7 @@ final class HandOverListener: Sendable {
   }
 
   /// Listens at `path` (a file left there is replaced) and serves requests on a thread.
-  static func start(
-    path: String, logger: Logger, prepare: @escaping Prepare, stop: @escaping @Sendable () -> Void
-  ) throws -> HandOverListener {
+  static func start(path: String, logger: Logger, steps: Steps) throws -> HandOverListener {
     guard path.utf8.count < MemoryLayout.size(ofValue: sockaddr_un().sun_path) else {
       throw SocketError(operation: "listen on \(path)", message: "the path is too long for a Unix socket")
     }
@@ -50,40 +53,51 @@ final class HandOverListener: Sendable {
     }
     chmod(path, 0o600)
     let listener = HandOverListener(path: path, fd: fd, logger: logger)
-    let thread = Thread { listener.serve(prepare: prepare, stop: stop) }
+    let thread = Thread { listener.serve(steps) }
     thread.name = "bindu-mesh hand-over"
     thread.start()
     return listener
   }
 
-  /// Stops answering (the socket file is removed unless a new process replaced it).
+  /// Stops answering; the thread closes the socket.
   func close() {
     guard !closed.exchange(true, ordering: .relaxed) else { return }
     shutdown(fd, CInt(SHUT_RDWR))
   }
 
-  private func serve(prepare: @escaping Prepare, stop: @escaping @Sendable () -> Void) {
-    defer { Glibc.close(fd) }
+  private func serve(_ steps: Steps) {
+    defer {
+      closed.store(true, ordering: .relaxed)
+      Glibc.close(fd)
+    }
     while !closed.load(ordering: .relaxed) {
       let client = accept(fd, nil, nil)
       if client < 0 {
-        if errno == EINTR { continue }
-        return
+        switch errno {
+        case EINTR, ECONNABORTED: continue
+        case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+          logger.warning("hand-over socket: cannot accept now", metadata: ["error": "\(SocketError.last("accept"))"])
+          usleep(100_000)
+          continue
+        default:
+          if !closed.load(ordering: .relaxed) {
+            logger.error("hand-over is off: the socket failed", metadata: ["error": "\(SocketError.last("accept"))"])
+          }
+          return
+        }
       }
-      if handle(client, prepare: prepare) {
-        Glibc.close(client)
-        closed.store(true, ordering: .relaxed)
-        stop()
-        return
-      }
+      let handedOver = handle(client, steps)
       Glibc.close(client)
+      if handedOver {
+        steps.stop()
+        return
+      }
     }
   }
 
-  /// Answers one connection; `true` when the sockets were handed over.
-  private func handle(_ client: CInt, prepare: @escaping Prepare) -> Bool {
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+  /// Answers one connection; `true` when the new process took over.
+  private func handle(_ client: CInt, _ steps: Steps) -> Bool {
+    HandOver.setTimeout(client, seconds: 5)
     var buffer = [UInt8](repeating: 0, count: 64)
     let count = read(client, &buffer, buffer.count)
     // A start that only checks whether a mesh runs here connects and closes: nothing to do.
@@ -92,30 +106,37 @@ final class HandOverListener: Sendable {
       logger.warning("hand-over socket: unknown request ignored", metadata: ["mesh.path": "\(path)"])
       return false
     }
-    logger.notice("a new bindu-mesh process asks to take over: closing the registry and admin listeners")
-    let result = Mutex<(offer: HandOver.Offer, sockets: [CInt])?>(nil)
+    logger.notice("a new bindu-mesh process asks to take over: sending the listening sockets")
+    let (offer, sockets) = blocking { await steps.offer() }
+    defer { sockets.forEach { Glibc.close($0) } }
+    do {
+      try HandOver.send(JSONEncoder().encode(offer), fds: sockets, on: client)
+      // The new process builds everything before it answers: TLS files, the state file, pools.
+      HandOver.setTimeout(client, seconds: 120)
+      let (data, extra) = try HandOver.receive(on: client)
+      extra.forEach { Glibc.close($0) }
+      let ready = try JSONDecoder().decode(HandOver.Ready.self, from: data)
+      blocking { await steps.commit(ready.agents) }
+      logger.notice(
+        "the new process took over; stopping: no new calls, calls in flight finish",
+        metadata: ["mesh.listeners": "\(offer.listeners.map(\.address))", "mesh.agents": "\(ready.agents)"])
+      return true
+    } catch {
+      blocking { await steps.abandon("\(error)") }
+      return false
+    }
+  }
+
+  /// Runs `body` from this thread and waits for it.
+  private func blocking<Result: Sendable>(_ body: @escaping @Sendable () async -> Result) -> Result {
+    let result = Mutex<Result?>(nil)
     let done = DispatchSemaphore(value: 0)
     Task {
-      let prepared = await prepare()
-      result.withLock { $0 = prepared }
+      let value = await body()
+      result.withLock { $0 = value }
       done.signal()
     }
     done.wait()
-    guard let (offer, sockets) = result.withLock({ $0 }), let data = try? JSONEncoder().encode(offer) else { return false }
-    let sent = data.withUnsafeBytes { bytes in
-      sockets.withUnsafeBufferPointer { fds in
-        bindu_send_fds(client, bytes.baseAddress, bytes.count, fds.baseAddress, CInt(fds.count))
-      }
-    }
-    guard sent == 0 else {
-      logger.error(
-        "cannot send the listening sockets to the new process; stopping anyway (it serves from the state file)",
-        metadata: ["error": "\(SocketError.last("sendmsg"))"])
-      return true
-    }
-    logger.notice(
-      "listening sockets handed over; stopping: no new calls, calls in flight finish",
-      metadata: ["mesh.listeners": "\(offer.listeners.map(\.address))"])
-    return true
+    return result.withLock { $0! }
   }
 }

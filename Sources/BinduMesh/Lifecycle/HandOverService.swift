@@ -8,12 +8,25 @@ import Synchronization
   import Musl
 #endif
 
-/// Whether this process handed its work to a new one: then it neither writes the state file
-/// nor unregisters from the cores as it stops (the new process owns both).
+/// Where this process is in a hand-over to a new one. While it offers its sockets it neither
+/// writes the state file nor takes registrations (the new process reads the file); once the new
+/// one is ready, the pools it serves stay registered with the cores as this one stops.
 final class HandedOver: Sendable {
-  private let flag = Atomic<Bool>(false)
-  var value: Bool { flag.load(ordering: .relaxed) }
-  func set() { flag.store(true, ordering: .relaxed) }
+  private enum Phase { case none, offering, committed(Set<String>) }
+  private let phase = Mutex<Phase>(.none)
+
+  /// Whether the state file is this process's to write.
+  var writesState: Bool { phase.withLock { if case .none = $0 { true } else { false } } }
+  /// Whether registrations are refused for now.
+  var refusesRegistrations: Bool { !writesState }
+  /// Whether `agent`'s pool stays registered as this process stops (the new one serves it).
+  func keepsRegistered(_ agent: String) -> Bool {
+    phase.withLock { if case .committed(let agents) = $0 { agents.contains(agent) } else { false } }
+  }
+
+  func offer() { phase.withLock { $0 = .offering } }
+  func commit(keeping agents: [String]) { phase.withLock { $0 = .committed(Set(agents)) } }
+  func abandon() { phase.withLock { $0 = .none } }
 }
 
 /// Answers hand-over requests while the mesh runs (``HandOverListener``); on one, closes the
@@ -30,25 +43,7 @@ struct HandOverService: Service {
   func run() async throws {
     let listener: HandOverListener
     do {
-      listener = try HandOverListener.start(
-        path: path, logger: logger,
-        prepare: {
-          handedOver.set()
-          await closeControlListeners()
-          let entries = await directory.all.sorted { $0.pool.name < $1.pool.name }
-          let listeners = entries
-            .map { (agent: $0.pool.name, address: $0.listenAddress, socket: $0.listener.socketForHandOver) }
-            .filter { $0.socket >= 0 }
-          var offer = HandOver.Offer(
-            pid: getpid(), listeners: listeners.map { .init(agent: $0.agent, address: $0.address.description) })
-          offer.inRotation = entries.flatMap { entry in
-            entry.pool.endpointStates.filter(\.inRotation).map {
-              HandOver.Offer.Endpoint(agent: entry.pool.name, address: $0.endpoint.address.description)
-            }
-          }
-          return (offer, listeners.map(\.socket))
-        },
-        stop: { kill(getpid(), SIGTERM) })
+      listener = try HandOverListener.start(path: path, logger: logger, steps: steps)
     } catch {
       logger.warning("hand-over is off: cannot listen for a new process", metadata: ["error": "\(error)"])
       try? await gracefulShutdown()
@@ -56,7 +51,43 @@ struct HandOverService: Service {
     }
     try? await gracefulShutdown()
     listener.close()
-    if !handedOver.value { unlink(path) }
+    if handedOver.writesState { unlink(path) }
+  }
+
+  private var steps: HandOverListener.Steps {
+    HandOverListener.Steps(
+      offer: {
+        handedOver.offer()
+        let entries = await directory.all.sorted { $0.pool.name < $1.pool.name }
+        var listeners: [HandOver.Offer.Listener] = []
+        var sockets: [CInt] = []
+        for entry in entries {
+          // A copy: the listener may close its own while the offer is under way.
+          let socket = entry.listener.socketForHandOver
+          guard socket >= 0 else { continue }
+          let copy = dup(socket)
+          guard copy >= 0 else { continue }
+          listeners.append(.init(agent: entry.pool.name, address: entry.listenAddress.description))
+          sockets.append(copy)
+        }
+        var offer = HandOver.Offer(pid: getpid(), listeners: listeners)
+        offer.inRotation = entries.flatMap { entry in
+          entry.pool.endpointStates.filter(\.inRotation).map {
+            HandOver.Offer.Endpoint(agent: entry.pool.name, address: $0.endpoint.address.description)
+          }
+        }
+        return (offer, sockets)
+      },
+      commit: { agents in
+        handedOver.commit(keeping: agents)
+        await closeControlListeners()
+      },
+      abandon: { reason in
+        handedOver.abandon()
+        await directory.persist()
+        logger.warning("the new process did not take over: going on serving", metadata: ["reason": "\(reason)"])
+      },
+      stop: { kill(getpid(), SIGTERM) })
   }
 }
 

@@ -73,6 +73,9 @@ public final class Mesh: Sendable {
     let directory = PoolDirectory(
       config: config, group: group, store: store, metrics: metrics, dns: dns, handedOver: handedOver,
       inherited: takenOver?.sockets ?? [:], logger: logger)
+    // What can stop the start is checked before a listener is bound (or taken over).
+    let authorization = AdminAuthorization(tokenFile: config.admin.tokenFile)
+    try authorization.check()
     let (coreSecurity, coreReloader) = try GRPCTransportSecurity.core(
       config.core.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
     let registrars = CoreRegistrars(
@@ -101,12 +104,6 @@ public final class Mesh: Sendable {
         for endpoint in entry.pool.endpoints where healthy.contains(endpoint.address.description) {
           entry.pool.recordProbe(endpoint, passed: true, message: "in rotation in the previous process")
         }
-      }
-    }
-    if let takenOver {
-      // The previous process closed its registry and admin listeners before handing over.
-      for address in [config.registry.listen, config.admin.listen] where address.port != 0 {
-        try await waitUntilFree(address, from: takenOver.pid, logger: logger)
       }
     }
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
@@ -147,8 +144,6 @@ public final class Mesh: Sendable {
     let status = MeshStatus(
       directory: directory, registrars: registrars, metrics: metrics, events: events,
       certificates: { tlsReloader.expiries }, process: ProcessMetrics(metrics: metrics))
-    let authorization = AdminAuthorization(tokenFile: config.admin.tokenFile)
-    try authorization.check()
     let admin = StoppableService(AdminServer.make(
       status: status, listen: config.admin.listen, authorization: authorization, reloader: reloader, logger: logger,
       onListening: { adminPort.set($0) }))
@@ -174,6 +169,16 @@ public final class Mesh: Sendable {
     return Mesh(
       config: config, directory: directory, registrars: registrars, services: services,
       registryTransport: registryTransport, metrics: metrics, reloader: reloader, adminPort: adminPort)
+  }
+
+  /// Ends a take-over: tells the previous process that this one is ready (it then closes its
+  /// registry and admin listeners and stops) and waits until their ports are free. Run it
+  /// after ``make(config:logger:resolver:reload:takenOver:)`` and before ``services``.
+  public func finishTakeOver(_ takenOver: HandOver.TakenOver, logger: Logger) async throws {
+    try takenOver.confirm(agents: await directory.all.map(\.pool.name).sorted())
+    for address in [config.registry.listen, config.admin.listen] where address.port != 0 {
+      try await Self.waitUntilFree(address, from: takenOver.pid, logger: logger)
+    }
   }
 
   /// Waits until the previous process has let `address` go, at most 10 s.

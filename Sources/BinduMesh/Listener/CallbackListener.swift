@@ -110,6 +110,8 @@ final class CallbackListener: Sendable {
       throw error
     }
     guard let bound = channel.localAddress, let port = bound.port else {
+      channel.close(promise: nil)
+      close(spare)
       throw MeshError.listenerFailed(pool: pool.name, address: address, reason: "no local address")
     }
     let local = HostPort(host: bound.ipAddress ?? address.host, port: port)

@@ -6,8 +6,8 @@ extension PoolDirectory {
   struct Reloaded: Sendable {
     /// Declared pools added, to register with the cores when they have a config.
     var added: [Entry] = []
-    /// Pools removed: unregister them.
-    var removed: [String] = []
+    /// Pools removed: unregister them, then close them (``closeRemoved(_:)``).
+    var removed: [Entry] = []
     /// Pools registered with the cores whose `listen` changed: the address in force stays
     /// until the next start.
     var keptListenAddresses: [String] = []
@@ -23,14 +23,19 @@ extension PoolDirectory {
     var rebound: [(old: Entry, new: Entry)] = []
     var retls: [(entry: Entry, security: ListenerSecurity?)] = []
     var upstreamTLS: [(entry: Entry, security: UpstreamSecurity?)] = []
+    let materials = tlsMaterials
     do {
       for agent in change.addedPools {
-        guard entries[agent] == nil else {
+        guard entries[agent] == nil, creating[agent] == nil, let declared = byAgent[agent] else {
           throw MeshError.listenerFailed(
             pool: agent, address: byAgent[agent]?.listen ?? HostPort(host: "", port: 0),
             reason: "a pool made by registration already serves this agent")
         }
-        reloaded.added.append(try await startDeclared(byAgent[agent]!))
+        // A replica of this agent registering meanwhile waits for this pool (``pool(forAgent:)``).
+        let task = Task { try await self.startDeclared(declared) }
+        creating[agent] = task
+        defer { creating[agent] = nil }
+        reloaded.added.append(try await task.value)
       }
       for (agent, poolChange) in change.changedPools where poolChange.listener {
         guard let old = entries[agent], let declared = byAgent[agent] else { continue }
@@ -63,6 +68,7 @@ extension PoolDirectory {
           (entry, try declared.upstreamTLS.map { try upstreamSecurity($0, use: "upstream:\(agent)") }))
       }
     } catch {
+      tlsMaterials = materials
       for entry in reloaded.added {
         entries[entry.pool.name] = nil
         dns.stop(entry.pool.name)
@@ -94,8 +100,7 @@ extension PoolDirectory {
     for agent in change.removedPools {
       guard let entry = entries.removeValue(forKey: agent) else { continue }
       dns.stop(agent)
-      reloaded.removed.append(agent)
-      retireListener(entry, reason: "the pool was removed", thenDrainReplicas: true)
+      reloaded.removed.append(entry)
     }
     for entry in entries.values {
       let pool = entry.pool
@@ -124,6 +129,13 @@ extension PoolDirectory {
     }
     persist()
     return reloaded
+  }
+
+  /// Closes a pool a reload removed, once it is unregistered from the cores (so that no core
+  /// calls a closed listener): its listener takes no new connection, its calls finish, then
+  /// the connections to its replicas close.
+  func closeRemoved(_ entry: Entry) {
+    retireListener(entry, reason: "the pool was removed", thenDrainReplicas: true)
   }
 
   /// Stops a listener that a reload replaced or removed: it takes no new connection, and its

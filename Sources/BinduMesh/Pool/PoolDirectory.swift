@@ -35,7 +35,7 @@ public actor PoolDirectory {
   private let loops: [any EventLoop]
   let logger: Logger
   var entries: [String: Entry] = [:]
-  private var creating: [String: Task<Entry, any Error>] = [:]
+  var creating: [String: Task<Entry, any Error>] = [:]
   private var madeByRegistration = 0
   private var nextPort: Int
 
@@ -43,17 +43,18 @@ public actor PoolDirectory {
   private let store: RegistryStore
   /// Set when this process handed over to a new one: the state file is the new one's.
   let handedOver: HandedOver
-  /// Listening sockets a previous process handed over, by the address it bound, until a pool
-  /// takes its own.
-  private var inherited: [HostPort: CInt]
+  /// Listening sockets a previous process handed over, by pool, with the address it bound,
+  /// until the pool takes its own.
+  private var inherited: [String: (address: HostPort, socket: CInt)]
   /// Every TLS context source of the pools, for reloading.
-  public private(set) var tlsMaterials: [TLSMaterial] = []
+  public internal(set) var tlsMaterials: [TLSMaterial] = []
   private var callbacksListenerSecurity: ListenerSecurity??
   private var callbacksUpstreamSecurity: UpstreamSecurity??
 
   init(
     config: MeshConfig, group: MultiThreadedEventLoopGroup, store: RegistryStore, metrics: MeshMetrics,
-    dns: DNSDiscovery, handedOver: HandedOver, inherited: [HostPort: CInt], logger: Logger
+    dns: DNSDiscovery, handedOver: HandedOver, inherited: [String: (address: HostPort, socket: CInt)],
+    logger: Logger
   ) {
     self.handedOver = handedOver
     self.inherited = inherited
@@ -134,7 +135,7 @@ public actor PoolDirectory {
   /// before a replica is told it joined or after members leave. A write that fails is logged:
   /// the mesh goes on serving, but would forget the change if it restarted.
   func persist() {
-    guard !handedOver.value else { return }
+    guard handedOver.writesState else { return }
     let pools = entries.values.compactMap { entry -> RegistrySnapshot.Pool? in
       let definition = entry.pool.definition
       let members = entry.pool.storedMembers
@@ -208,21 +209,26 @@ public actor PoolDirectory {
     }
   }
 
-  /// The socket handed over for `address` (a port a previous process listened on), if any.
-  private func takeInherited(_ address: HostPort) -> CInt? {
-    if let exact = inherited.removeValue(forKey: address) { return exact }
-    guard address.port != 0,
-      let key = inherited.keys.first(where: {
-        $0.port == address.port && ($0.isWildcard || address.isWildcard || $0.host == address.host)
-      })
-    else { return nil }
-    return inherited.removeValue(forKey: key)
+  /// The socket handed over for `pool`, when it listens where the config asks (`address`; any
+  /// port for a port of 0); one that does not is closed, and the pool binds its own.
+  private func takeInherited(pool: String, address: HostPort) -> CInt? {
+    guard let (bound, socket) = inherited.removeValue(forKey: pool) else { return nil }
+    let sameHost = bound.host == address.host || (bound.isWildcard && address.isWildcard)
+    guard (address.port == 0 || bound.port == address.port) && sameHost else {
+      logger.warning(
+        "the listener handed over for this pool is not where the config asks: not taken",
+        metadata: ["mesh.pool": "\(pool)", "mesh.handed_over": "\(bound)", "mesh.listen": "\(address)"])
+      close(socket)
+      return nil
+    }
+    return socket
   }
 
   /// Closes the sockets handed over that no pool took (pools no longer in the config).
   func closeUnusedInherited() {
-    for (address, socket) in inherited {
-      logger.notice("a listener handed over is not in this config: closed", metadata: ["mesh.listen": "\(address)"])
+    for (pool, (address, socket)) in inherited {
+      logger.notice(
+        "a listener handed over is not in this config: closed", metadata: ["mesh.pool": "\(pool)", "mesh.listen": "\(address)"])
       close(socket)
     }
     inherited = [:]
@@ -315,7 +321,7 @@ public actor PoolDirectory {
     do {
       listener = try await CallbackListener.bind(
         pool: pool, address: address, group: group, settings: settings, security: security,
-        inherited: takeInherited(address), logger: logger)
+        inherited: takeInherited(pool: pool.name, address: address), logger: logger)
     } catch let error as MeshError {
       throw error
     } catch {

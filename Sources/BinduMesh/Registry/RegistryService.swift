@@ -18,6 +18,10 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
   func registerAgent(
     request: Bindu_Grpc_RegisterAgentRequest, context: ServerContext
   ) async throws -> Bindu_Grpc_RegisterAgentResponse {
+    // A new process is taking over and has read the state file: this one must not change it.
+    guard !directory.handedOver.refusesRegistrations else {
+      throw RPCError(code: .unavailable, message: "bindu-mesh is handing over to a new process: register again in a moment")
+    }
     do {
       return try await register(request, peer: context.remotePeer)
     } catch let refusal as Refusal {
