@@ -6,7 +6,7 @@ import time
 from faults import Scenario
 import grpc
 
-from harness import BIN_DIR, Mesh, Process, Replica, free_port, require_tool
+from harness import BIN_DIR, Mesh, Process, Replica, free_port, require_tool, wait_until
 
 SLOW_PROBES = "health:\n  interval: 60s\n  timeout: 1s\n"
 
@@ -88,8 +88,17 @@ def test_calls_over_a_replicas_stream_limit_wait_for_a_stream_instead_of_failing
         mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=SLOW_PROBES + pool)
         mesh.start()
         stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{listen}"))
-        assert stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="first")]),
-                                   timeout=10).content == "[r1] first"
+
+        def first_call():
+            # The replica takes calls once its first probe has passed.
+            try:
+                return stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="first")]),
+                                           timeout=10).content == "[r1] first"
+            except grpc.RpcError as error:
+                if "pending" not in (error.details() or ""):
+                    raise
+                return False
+        wait_until(first_call, 15, "the replica's first probe passes")
         calls = [stub.HandleMessages.future(
             messages.HandleRequest(messages=[messages.ChatMessage(content=f"m{i}")]), timeout=10) for i in range(40)]
         assert [call.result().content for call in calls] == [f"[r1] m{i}" for i in range(40)]
