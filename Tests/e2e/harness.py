@@ -211,6 +211,12 @@ class Mesh:
         assert status == 200, f"/pools answered {status}: {body}"
         return json.loads(body)
 
+    def wait_in_rotation(self, count, timeout=15.0):
+        """Until `count` endpoints are in rotation (a replica takes calls once its first probe
+        has passed)."""
+        wait_until(lambda: sum(e.get("in_rotation", False) for p in self.pools() for e in p["endpoints"]) >= count,
+                   timeout, f"{count} endpoints in rotation")
+
     def stop(self):
         if self.process:
             self.process.stop(signal.SIGKILL)

@@ -60,6 +60,7 @@ def test_calls_a_replica_never_began_before_its_goaway_move_to_another(tmp_path,
         mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=SLOW_PROBES + pool)
         replicas.append((mesh, None))
         mesh.start()
+        mesh.wait_in_rotation(2)
         stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{listen}"))
         calls = [stub.HandleMessages.future(
             messages.HandleRequest(messages=[messages.ChatMessage(content=f"m{i}")]), timeout=10) for i in range(40)]
@@ -87,18 +88,10 @@ def test_calls_over_a_replicas_stream_limit_wait_for_a_stream_instead_of_failing
         pool = f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas: [127.0.0.1:{port}]\n"
         mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=SLOW_PROBES + pool)
         mesh.start()
+        mesh.wait_in_rotation(1)
         stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{listen}"))
-
-        def first_call():
-            # The replica takes calls once its first probe has passed.
-            try:
-                return stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="first")]),
-                                           timeout=10).content == "[r1] first"
-            except grpc.RpcError as error:
-                if "pending" not in (error.details() or ""):
-                    raise
-                return False
-        wait_until(first_call, 15, "the replica's first probe passes")
+        assert stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="first")]),
+                                   timeout=10).content == "[r1] first"
         calls = [stub.HandleMessages.future(
             messages.HandleRequest(messages=[messages.ChatMessage(content=f"m{i}")]), timeout=10) for i in range(40)]
         assert [call.result().content for call in calls] == [f"[r1] m{i}" for i in range(40)]
