@@ -29,9 +29,10 @@ final class HandedOver: Sendable {
   func abandon() { phase.withLock { $0 = .none } }
 }
 
-/// Answers hand-over requests while the mesh runs (``HandOverListener``); on one, closes the
-/// registry and admin listeners, hands over the callback listeners' sockets and stops the mesh
-/// (SIGTERM to itself, the usual graceful shutdown, without unregistering).
+/// Answers hand-over requests while the mesh runs (``HandOverListener``): hands over the
+/// callback listeners' sockets; once the new process is ready, closes the registry and admin
+/// listeners and stops the mesh (SIGTERM to itself, the usual graceful shutdown, keeping
+/// registered the pools the new process serves).
 struct HandOverService: Service {
   let path: String
   let directory: PoolDirectory

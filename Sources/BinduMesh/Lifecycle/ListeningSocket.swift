@@ -45,27 +45,6 @@ enum ListeningSocket {
     close(fd)
     return true
   }
-
-  /// The port a socket is bound to.
-  static func port(of fd: CInt) -> Int? {
-    var storage = sockaddr_storage()
-    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-    let got = withUnsafeMutablePointer(to: &storage) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    guard got == 0 else { return nil }
-    return withUnsafePointer(to: &storage) { pointer -> Int? in
-      switch Int32(pointer.pointee.ss_family) {
-      case AF_INET:
-        return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
-      case AF_INET6:
-        return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
-          Int(UInt16(bigEndian: $0.pointee.sin6_port))
-        }
-      default: return nil
-      }
-    }
-  }
 }
 
 /// A failed socket call, with what it was doing.
