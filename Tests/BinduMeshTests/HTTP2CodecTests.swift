@@ -97,7 +97,6 @@ import Testing
       [0x00, 0x85, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00],  // Huffman with padding of over 7 bits / EOS
       [0x00, 0x81, 0x00, 0x00],  // Huffman padding that is not all ones
       [0x40, 0x0A, 0x61],  // a string running past the block
-      [0x00, 0x01, 0xC3, 0x00],  // a name that is not ASCII
       [0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],  // an integer without end
     ]
     for bytes in malformed {
@@ -105,5 +104,28 @@ import Testing
       var decoder = HeaderBlockDecoder(maxHeaderListSize: 16_384)
       #expect(throws: HeaderBlockDecoder.Failure.self, "\(bytes)") { try decoder.decode(&block) }
     }
+  }
+
+  @Test func theTableCountsTheOctetsSentEvenWhereTheyAreNotUTF8() throws {
+    // A table of 43 octets takes an entry of name "a" and ten 0xFF octets (1 + 10 + 32), whose
+    // string holds ten U+FFFD (30 octets in UTF-8): counting those, it would not fit.
+    var decoder = HeaderBlockDecoder(tableSizeLimit: 43, maxHeaderListSize: 16_384)
+    var first = ByteBuffer(bytes: [0x40, 0x01, 0x61, 0x0A] + Array(repeating: 0xFF, count: 10))
+    _ = try decoder.decode(&first)
+    var second = ByteBuffer(bytes: [0xBE])  // index 62: the entry just added
+    let headers = try decoder.decode(&second)
+    #expect(headers.first?.name == "a")
+    #expect(headers.first?.value == String(repeating: "\u{FFFD}", count: 10))
+  }
+
+  @Test func aNameThatIsNotASCIIRefusesItsBlockAndKeepsTheTableInStep() throws {
+    var decoder = HeaderBlockDecoder(maxHeaderListSize: 16_384)
+    // With incremental indexing: the entry is added, so the peer's next reference finds it.
+    var block = ByteBuffer(bytes: [0x40, 0x02, 0xC3, 0xA9, 0x01, 0x61])
+    #expect(throws: HeaderBlockDecoder.Failure.self) { try decoder.decode(&block) }
+    var byIndex = ByteBuffer(bytes: [0xBE])
+    #expect(throws: HeaderBlockDecoder.Failure.self) { try decoder.decode(&byIndex) }
+    var next = ByteBuffer(bytes: [0x82])  // :method GET
+    #expect(try decoder.decode(&next).first?.value == "GET")
   }
 }

@@ -38,7 +38,31 @@ def test_a_request_within_the_limit_moves_and_a_larger_one_does_not(scenario):
     failed = [o for o in outcomes if isinstance(o, tuple)]
     print([o if isinstance(o, tuple) else o[:20] for o in outcomes])
     assert failed, "some large calls started on r1"
-    assert all(code == grpc.StatusCode.UNAVAILABLE and "is over retry.max_kept_request_bytes" in details
+    assert all(code == grpc.StatusCode.UNAVAILABLE and "was not kept, over retry.max_kept_request_bytes" in details
                for code, details in failed), failed
     assert all(o.startswith("[r2]") for o in outcomes if isinstance(o, str))
     assert retries() == before, "no large call moved"
+
+
+def test_the_calls_of_one_connection_keep_no_more_than_its_budget(tmp_path, pb):
+    """Each call may keep 8 MiB here, but the calls of one caller's connection keep 1 MiB between
+    them (`callbacks.max_buffered_bytes`): a 1.5 MiB request is forwarded and kept no more, so it
+    is not moved when r1 answers UNAVAILABLE. Within the budget, a call still moves."""
+    policy = POLICY.replace("max_kept_request_bytes: 2000", "max_kept_request_bytes: 8388608")
+    scenario = Scenario(tmp_path, replicas=2, policy_yaml=policy, callbacks_yaml="  max_buffered_bytes: 1048576\n")
+    try:
+        small = [scenario.ask(f"unavailable:r1 small {i}") for i in range(6)]
+        assert all(answer.startswith("[r2]") for answer in small), small
+        outcomes = []
+        for i in range(6):
+            try:
+                outcomes.append(scenario.ask(f"unavailable:r1 large {i} " + "x" * 1_500_000, timeout=10))
+            except grpc.RpcError as error:
+                outcomes.append((error.code(), error.details()))
+        failed = [o for o in outcomes if isinstance(o, tuple)]
+        assert failed, "some large calls started on r1"
+        assert all(code == grpc.StatusCode.UNAVAILABLE and "callbacks.max_buffered_bytes" in details
+                   for code, details in failed), failed
+        assert all(o.startswith("[r2]") for o in outcomes if isinstance(o, str))
+    finally:
+        scenario.stop()

@@ -10,7 +10,7 @@ public enum ConfigKeys {
   static let registry = ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls"]
   static let callbacks = [
     "listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls", "max_concurrent_streams",
-    "preface_timeout", "idle_timeout", "stalled_window_timeout",
+    "preface_timeout", "idle_timeout", "stalled_window_timeout", "max_buffered_bytes",
   ]
   static let upstream = [
     "connect_timeout", "max_message_bytes", "max_concurrent_streams", "reconnect_max_backoff", "idle_timeout",

@@ -133,6 +133,7 @@ extension MeshConfig.Callbacks {
     if let value = keys["preface_timeout"] { prefaceTimeout = try value.duration() }
     if let value = keys["idle_timeout"] { idleTimeout = try value.optionalDuration() }
     if let value = keys["stalled_window_timeout"] { stalledWindowTimeout = try value.optionalDuration() }
+    if let value = keys["max_buffered_bytes"] { maxBufferedBytes = try value.int(in: (1 << 20)...(1 << 30)) }
   }
 }
 

@@ -160,6 +160,12 @@ extension MeshConfig {
     /// grant is reset (CANCEL); a connection whose answers wait this long for connection window
     /// is cut off (GOAWAY `ENHANCE_YOUR_CALM`); `nil`: never. Default 30 s.
     public var stalledWindowTimeout: Duration? = .seconds(30)
+    /// The most request bytes one caller's connection may have the mesh hold across its calls
+    /// (read, and not yet written to a replica, or waiting for one); past it the mesh stops
+    /// giving the connection's flow-control window back until some are written, so the caller
+    /// waits. Counted by what the mesh has not given back yet, half a stream window at a time.
+    /// Default 32 MiB.
+    public var maxBufferedBytes = 32 << 20
 
     /// Default values.
     public static var defaults: Self {

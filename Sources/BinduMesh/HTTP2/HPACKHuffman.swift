@@ -6,8 +6,9 @@ enum HPACKHuffman {
   struct DecodingError: Error {}
 
   /// Decodes a Huffman-coded string literal.
-  static func decode(_ bytes: UnsafeRawBufferPointer) throws(DecodingError) -> String {
+  static func decode(_ bytes: UnsafeRawBufferPointer) throws(DecodingError) -> (string: String, octets: Int) {
     var failed = false
+    var octets = 0
     let string = String(unsafeUninitializedCapacity: bytes.count * 8 / 5 + 1) { out in
       var accumulator: UInt64 = 0
       var bits = 0
@@ -37,10 +38,11 @@ enum HPACKHuffman {
       }
       // What is left must be padding: under 8 bits, all ones (a prefix of EOS).
       if bits >= 8 || accumulator != (1 << UInt64(bits)) - 1 { failed = true }
+      octets = written
       return written
     }
     if failed { throw DecodingError() }
-    return string
+    return (string, octets)
   }
 
   private static let shortest = 5

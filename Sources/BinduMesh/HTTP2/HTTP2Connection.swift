@@ -1,19 +1,20 @@
 import NIOCore
-import NIOHPACK
 import NIOHTTP2
 
 /// One HTTP/2 connection of the data path, client or server, as the last handler of its
-/// pipeline: it reads frames from the bytes in place, keeps the protocol's state (SETTINGS,
-/// PING, flow control, stream states, GOAWAY, HPACK), hands each stream's HEADERS and DATA to
-/// its ``HTTP2ConnectionDelegate`` and writes the frames the delegate sends.
+/// pipeline: a thin `ChannelHandler` around the connection's rules (``HTTP2ConnectionState``).
+/// It splits the bytes read into frames (``HTTP2FrameReader``), feeds them to the rules, writes
+/// what they encode, and carries out what they ask for: each stream's HEADERS and DATA to its
+/// ``HTTP2ConnectionDelegate``, streams closed, promises completed.
 ///
 /// Built for a proxy that forwards frames between connections on one event loop:
 /// - DATA payloads stay slices of the bytes read, and are written on as they are.
 /// - Frames are encoded into one buffer, written and flushed once per event-loop tick, so every
 ///   call handled in a tick leaves in one `writev`.
-/// - The connection's own window goes back to the peer once half of it is read (the mesh reads
-///   every frame as it arrives); each stream's window goes back when the delegate sends the
-///   stream's WINDOW_UPDATE, once the data has been written onwards (backpressure).
+/// - The connection's own window goes back to the peer once half of it is read, up to
+///   ``HTTP2ConnectionState/Configuration/maxBufferedBytes`` held; each stream's window goes
+///   back when the delegate sends the stream's WINDOW_UPDATE, once the data has been written
+///   onwards (backpressure).
 /// - DATA the peer's windows do not take yet waits per stream, in order with the frames after it,
 ///   and leaves as WINDOW_UPDATEs arrive; its write promise completes when it is written.
 ///
@@ -22,103 +23,55 @@ import NIOHTTP2
 final class HTTP2Connection: ChannelInboundHandler {
   typealias InboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
+  typealias Configuration = HTTP2ConnectionState.Configuration
+  typealias Mode = HTTP2ConnectionState.Mode
 
-  /// The settings this side announces.
-  struct Configuration: Sendable {
-    /// Streams the peer may have open at once (server side).
-    var maxConcurrentStreams: Int
-    /// The flow-control window offered per stream and for the connection.
-    var windowSize = 1 << 20
-    /// The largest header list accepted.
-    var maxHeaderListSize = HPACKDecoder.defaultMaxHeaderListSize
-    /// What the peer may make this connection do before it is cut off (ENHANCE_YOUR_CALM).
-    var guards = HTTP2Guards.Limits()
-  }
-
-  enum Mode {
-    /// Opens streams (odd IDs): a connection to a replica.
-    case client
-    /// Accepts streams: a connection from the core.
-    case server
-  }
-
-  /// The header block of a stream being read across CONTINUATION frames.
-  struct PartialHeaderBlock {
-    var streamID: HTTP2StreamID
-    var endStream: Bool
-    var block: ByteBuffer
-  }
-
-  let mode: Mode
-  let configuration: Configuration
   var delegate: (any HTTP2ConnectionDelegate)?
-  var context: ChannelHandlerContext?
-  var reader: HTTP2FrameReader
-  var decoder: HeaderBlockDecoder
-  var partialHeaders: PartialHeaderBlock?
-
-  var streams = StreamIDMap<HTTP2StreamState>()
-  /// Streams with frames waiting for the connection's window, in the order they began waiting.
-  var blockedStreams: [HTTP2StreamID] = []
-  /// Client: the ID of the next stream this side opens. Server: the highest the peer opened.
-  var nextStreamID: HTTP2StreamID = 1
-  var lastPeerStreamID: HTTP2StreamID = .rootStream
-  var goAwaySent = false
-  var goAwayReceived = false
-  var started = false
-  /// The peer's preface and first SETTINGS have arrived.
-  var peerSettingsReceived = false
-  /// A protocol violation ended the connection: nothing more is read.
-  var failed = false
-  /// The peer's floods so far.
-  var guards: HTTP2Guards
-
-  var outboundConnectionWindow = HTTP2Protocol.defaultWindow
-  var inboundConnectionWindow = HTTP2Protocol.defaultWindow
-  var peerInitialWindow = HTTP2Protocol.defaultWindow
-  var peerMaxFrameSize = HTTP2Protocol.defaultMaxFrameSize
-  var peerMaxConcurrentStreams = Int.max
-
-  /// Frames encoded this tick, and the promises of the ones written with one.
-  var output = ByteBuffer()
-  var outputPromises: [EventLoopPromise<Void>] = []
-  var flushScheduled = false
+  private(set) var context: ChannelHandlerContext?
+  private var reader: HTTP2FrameReader
+  /// The rules, mutated only by this handler's methods, never while one of its effects runs.
+  private(set) var state: HTTP2ConnectionState
+  /// The effects being carried out (swapped with the state's queue, so neither allocates).
+  private var running: [HTTP2ConnectionState.Effect] = []
+  private var runningEffects = false
+  /// The output being written (swapped with the state's, as the effects are).
+  private var earlierOutput: [ByteBuffer] = []
+  private var outputPromises: [EventLoopPromise<Void>] = []
+  private var flushScheduled = false
+  private var flushing = false
 
   init(mode: Mode, configuration: Configuration, delegate: any HTTP2ConnectionDelegate) {
-    self.mode = mode
-    self.configuration = configuration
     self.delegate = delegate
     self.reader = HTTP2FrameReader(expectsPreface: mode == .server)
-    self.decoder = HeaderBlockDecoder(maxHeaderListSize: configuration.maxHeaderListSize)
-    self.guards = HTTP2Guards(limits: configuration.guards)
+    self.state = HTTP2ConnectionState(mode: mode, configuration: configuration)
+    running.reserveCapacity(4)
   }
 
   // MARK: State the delegates read
 
-  /// Whether this client may open a stream now: no GOAWAY either way, stream IDs left, and
-  /// under the peer's SETTINGS_MAX_CONCURRENT_STREAMS (see ``isAtCapacity``).
-  var acceptsStreams: Bool { context != nil && !goAwayReceived && !goAwaySent && nextStreamID < Self.lastStreamID }
-
-  /// Whether the peer's SETTINGS_MAX_CONCURRENT_STREAMS is reached: a new stream waits for one
-  /// to close.
-  var isAtCapacity: Bool { streams.count >= peerMaxConcurrentStreams }
-
-  /// Stream IDs are odd and below 2^31; a connection that has used them up is replaced.
-  static let lastStreamID = HTTP2StreamID(Int32.max - 2)
+  var mode: Mode { state.mode }
+  var configuration: Configuration { state.configuration }
+  /// Whether this client may open a stream now: connected, no GOAWAY either way, stream IDs
+  /// left (see also ``isAtCapacity``).
+  var acceptsStreams: Bool { context != nil && state.acceptsStreams }
+  /// Whether the peer's SETTINGS_MAX_CONCURRENT_STREAMS is reached.
+  var isAtCapacity: Bool { state.isAtCapacity }
+  /// The peer's preface and first SETTINGS have arrived.
+  var peerSettingsReceived: Bool { state.peerSettingsReceived }
+  /// Streams open now.
+  var openStreams: Int { state.streams.count }
 
   // MARK: Channel events
 
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
-    output = context.channel.allocator.buffer(capacity: 1024)
+    state.output = context.channel.allocator.buffer(capacity: 1024)
     if context.channel.isActive { start() }
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
     self.context = nil
-    failEverythingPending()
-    delegate?.connectionInactive()  // a connection that never became active ends here
-    delegate = nil  // the delegate keeps this connection to write: end the cycle
+    ended()  // a connection that never became active ends here
   }
 
   func channelActive(context: ChannelHandlerContext) {
@@ -128,9 +81,7 @@ final class HTTP2Connection: ChannelInboundHandler {
 
   func channelInactive(context: ChannelHandlerContext) {
     self.context = nil  // from here on, writes fail at once
-    failEverythingPending()
-    delegate?.connectionInactive()
-    delegate = nil
+    ended()
     context.fireChannelInactive()
   }
 
@@ -138,7 +89,7 @@ final class HTTP2Connection: ChannelInboundHandler {
   /// acknowledgements) is not read either until it catches up, so it cannot pile up the mesh's
   /// memory with frames that each cost an answer.
   func channelWritabilityChanged(context: ChannelHandlerContext) {
-    if mode == .server {
+    if state.mode == .server {
       context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
     }
     context.fireChannelWritabilityChanged()
@@ -153,130 +104,130 @@ final class HTTP2Connection: ChannelInboundHandler {
     context.close(promise: nil)
   }
 
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    reader.append(unwrapInboundIn(data))
+    let now = NIODeadline.now()
+    do {
+      while !state.failed, let frame = try reader.next() {
+        try state.read(frame, now: now)
+        runEffects()
+      }
+    } catch {
+      runEffects()
+      fail(error)
+    }
+    afterChange()
+  }
+
   /// Writes the preface (client), SETTINGS and the connection's larger window.
-  func start() {
-    guard !started else { return }
-    started = true
-    if mode == .client { output.writeBytes(HTTP2Protocol.preface) }
-    let settings: [(UInt16, Int)] = [
-      (0x3, configuration.maxConcurrentStreams),  // MAX_CONCURRENT_STREAMS
-      (0x4, configuration.windowSize),  // INITIAL_WINDOW_SIZE
-      (0x6, configuration.maxHeaderListSize),  // MAX_HEADER_LIST_SIZE
-    ] + (mode == .client ? [(0x2, 0)] : [])  // ENABLE_PUSH: off
-    output.writeHTTP2FrameHeader(length: 6 * settings.count, kind: .settings, streamID: .rootStream)
-    for (parameter, value) in settings {
-      output.writeInteger(parameter)
-      output.writeInteger(UInt32(value))
-    }
-    let increment = configuration.windowSize - inboundConnectionWindow
-    if increment > 0 {
-      output.writeHTTP2Frame(kind: .windowUpdate, streamID: .rootStream, value: UInt32(increment))
-      inboundConnectionWindow = configuration.windowSize
-    }
+  private func start() {
+    guard !state.started else { return }
+    state.start()
     scheduleFlush()
     delegate?.connectionActive()
   }
 
-  /// A new stream's state, with the windows both sides announced.
-  func newStream(opened: Bool) -> HTTP2StreamState {
-    var stream = HTTP2StreamState(outboundWindow: peerInitialWindow, inboundWindow: configuration.windowSize)
-    stream.opened = opened
-    return stream
+  /// The connection is gone: every write not yet done fails, and the delegate is told.
+  private func ended() {
+    state.failEverythingPending()
+    runEffects()
+    delegate?.connectionInactive()
+    delegate = nil  // the delegate keeps this connection to write: end the cycle
   }
 
-  // MARK: Streams ending
+  // MARK: The delegates' calls
 
-  /// Forgets a stream both sides have ended and tells the delegate.
-  ///
-  /// A server whose response is complete before the request asks the client to stop sending
-  /// with RST_STREAM `NO_ERROR` (RFC 9113 §8.1), so no stream waits on a request nobody reads.
-  func closeIfEnded(_ streamID: HTTP2StreamID) {
-    guard let stream = streams[streamID], stream.localEnded, stream.waiting.isEmpty else { return }
-    if !stream.remoteEnded {
-      guard mode == .server else { return }
-      writeReset(streamID, .noError)
+  /// Opens a stream (client): its ID, for the HEADERS the caller writes next; `nil` when
+  /// ``acceptsStreams`` is false or the connection is at capacity.
+  func openStream() -> HTTP2StreamID? {
+    guard context != nil else { return nil }
+    return state.openStream()
+  }
+
+  /// Writes `payload` on stream `streamID` (flushed once the current tick's work is done);
+  /// `promise` completes once it is written, and fails when the stream or the connection is gone
+  /// first. HEADERS, DATA, RST_STREAM and WINDOW_UPDATE go on a stream; GOAWAY and PING on the
+  /// root stream.
+  func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
+    guard context != nil else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
     }
-    streams.removeValue(forKey: streamID)
-    delegate?.streamClosed(streamID, reason: nil)
+    state.write(payload, on: streamID, promise: promise)
+    afterChange()
   }
 
-  /// Resets a stream with `code`; `notifying` tells the delegate the stream is gone.
-  func reset(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode, notifying: Bool) {
-    let wasOpen = remove(streamID)
-    writeReset(streamID, code)
-    if notifying && wasOpen { delegate?.streamClosed(streamID, reason: code) }
-  }
-
-  /// Frames that have waited too long for window the peer does not grant
-  /// (``HTTP2Guards/Limits/stalledWindowTimeout``): a stream whose own window stays shut is
-  /// reset (CANCEL) and the connection goes on; a connection whose window stays shut is cut off
-  /// (GOAWAY `ENHANCE_YOUR_CALM`). Its owner calls it every second or so; the streams reset.
+  /// Resets the streams whose answers have waited too long for window, or ends a connection
+  /// whose window has (``HTTP2ConnectionState/checkStalledWindows(now:)``); the streams reset.
   @discardableResult
   func checkStalledWindows(now: NIODeadline) -> Int {
-    let connectionStalled = !blockedStreams.isEmpty && outboundConnectionWindow <= 0
-    if let violation = guards.checkWindow(waiting: connectionStalled, now: now) {
-      fail(HTTP2ConnectionError(violation, limits: guards.limits))
+    do {
+      let reset = try state.checkStalledWindows(now: now)
+      afterChange()
+      return reset
+    } catch {
+      afterChange()
+      fail(error)
       return 0
     }
-    guard let timeout = guards.limits.stalledWindowTimeout else { return 0 }
-    var reset = 0
-    for id in streams.ids {
-      guard let stream = streams[id], !stream.waiting.isEmpty, stream.outboundWindow <= 0 else {
-        streams[id]?.stalledSince = nil
-        continue
-      }
-      guard let since = stream.stalledSince else {
-        streams[id]!.stalledSince = now
-        continue
-      }
-      if now - since >= timeout {
-        self.reset(id, .cancel, notifying: true)
-        reset += 1
-      }
-    }
-    return reset
   }
 
-  /// Resets a stream the peer got wrong (its delegate is told), counting it against the
-  /// connection's glitch budget (``HTTP2Guards/Limits/maxGlitches``).
-  func streamError(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode) throws(HTTP2ConnectionError) {
-    reset(streamID, code, notifying: true)
-    if let violation = guards.glitch() { throw HTTP2ConnectionError(violation, limits: guards.limits) }
+  /// Writes what this tick has encoded and closes the connection.
+  func close() {
+    guard let context else { return }
+    flush()
+    context.close(promise: nil)
   }
 
-  /// Forgets a stream, failing the frames that wait on it; whether it was open.
-  @discardableResult
-  func remove(_ streamID: HTTP2StreamID) -> Bool {
-    guard let stream = streams.removeValue(forKey: streamID) else { return false }
-    for frame in stream.waiting { frame.promise?.fail(ChannelError.ioOnClosedChannel) }
-    return true
-  }
-
-  /// Fails every write not yet done and forgets the streams (the connection is gone).
-  func failEverythingPending() {
-    for id in streams.ids {
-      for frame in streams[id]!.waiting { frame.promise?.fail(ChannelError.ioOnClosedChannel) }
-    }
-    streams.removeAll()
-    blockedStreams.removeAll()
-    let promises = outputPromises
-    outputPromises.removeAll()
-    for promise in promises { promise.fail(ChannelError.ioOnClosedChannel) }
+  /// Closes the connection once the current tick's work is done, so a close never runs inside
+  /// a call's own write and the last frames written leave first.
+  func closeSoon() {
+    context?.eventLoop.assumeIsolated().execute { [self] in close() }
   }
 
   /// Ends the connection for a protocol violation: GOAWAY with its code, then close.
   func fail(_ error: HTTP2ConnectionError) {
-    guard let context, !failed else { return }
-    failed = true
-    writeGoAway(lastStreamID: lastPeerStreamID, code: error.code, debugData: nil)
+    guard let context, state.fail(error) else { return }
     delegate?.connectionFailed(error.description, goAway: error.label)
     flush()
     context.close(promise: nil)
   }
 
-  // MARK: Flushing
+  // MARK: Effects and output
 
-  func scheduleFlush() {
+  /// Carries out the state's effects, then schedules the flush of what it encoded.
+  private func afterChange() {
+    runEffects()
+    if state.hasOutput { scheduleFlush() }
+  }
+
+  /// Carries out the effects the state queued, in order. One that calls back into this
+  /// connection queues more, which this loop takes next (never nested).
+  private func runEffects() {
+    guard !runningEffects, !state.effects.isEmpty else { return }
+    runningEffects = true
+    defer { runningEffects = false }
+    while !state.effects.isEmpty {
+      swap(&running, &state.effects)
+      for effect in running { perform(effect) }
+      running.removeAll(keepingCapacity: true)
+    }
+  }
+
+  private func perform(_ effect: HTTP2ConnectionState.Effect) {
+    switch effect {
+    case .received(let payload, let streamID): delegate?.received(payload, on: streamID)
+    case .streamClosed(let streamID, let reason): delegate?.streamClosed(streamID, reason: reason)
+    case .refusedRequest(let streamID, let problem): delegate?.refusedRequest(on: streamID, problem)
+    case .receivedGoAway(let lastStreamID, let errorCode):
+      delegate?.receivedGoAway(lastStreamID: lastStreamID, errorCode: errorCode)
+    case .receivedPingAck(let data): delegate?.receivedPingAck(data)
+    case .completeWrite(let promise, let failed):
+      if failed { promise.fail(ChannelError.ioOnClosedChannel) } else { promise.succeed() }
+    }
+  }
+
+  private func scheduleFlush() {
     guard !flushScheduled, let context else { return }
     flushScheduled = true
     context.eventLoop.assumeIsolated().execute { [self] in
@@ -285,30 +236,34 @@ final class HTTP2Connection: ChannelInboundHandler {
     }
   }
 
-  /// Writes what this tick encoded and flushes.
-  func flush() {
-    guard let context else { return }
-    emitOutput()
-    context.flush()
-  }
-
-  /// Writes the tick's buffer (without flushing) and completes its promises once it is written.
-  func emitOutput() {
-    guard let context, output.readableBytes > 0 || !outputPromises.isEmpty else { return }
-    let promise: EventLoopPromise<Void>?
-    switch outputPromises.count {
-    case 0: promise = nil
-    case 1: promise = outputPromises[0]
-    default:
-      let all = outputPromises
-      let combined = context.eventLoop.makePromise(of: Void.self)
-      combined.futureResult.whenComplete { result in
-        for promise in all { promise.completeWith(result) }
+  /// Writes what this tick encoded and flushes: the buffers written before (large DATA
+  /// payloads), then the output with its promises, made one.
+  private func flush() {
+    guard let context, !flushing else { return }
+    flushing = true
+    defer { flushing = false }
+    if state.hasOutput {
+      swap(&earlierOutput, &state.earlierOutput)
+      swap(&outputPromises, &state.outputPromises)
+      let output = state.output
+      state.output.clear()
+      for buffer in earlierOutput { context.write(wrapOutboundOut(buffer), promise: nil) }
+      earlierOutput.removeAll(keepingCapacity: true)
+      let promise: EventLoopPromise<Void>?
+      switch outputPromises.count {
+      case 0: promise = nil
+      case 1: promise = outputPromises[0]
+      default:
+        let all = outputPromises
+        let combined = context.eventLoop.makePromise(of: Void.self)
+        combined.futureResult.whenComplete { result in
+          for promise in all { promise.completeWith(result) }
+        }
+        promise = combined
       }
-      promise = combined
+      outputPromises.removeAll(keepingCapacity: true)
+      context.write(wrapOutboundOut(output), promise: promise)
     }
-    outputPromises.removeAll(keepingCapacity: true)
-    context.write(wrapOutboundOut(output), promise: promise)
-    output.clear()
+    context.flush()
   }
 }

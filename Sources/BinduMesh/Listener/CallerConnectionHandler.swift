@@ -34,6 +34,8 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   /// Every second: the default deadline of calls that came without grpc-timeout, and the
   /// preface and idle timeouts.
   private var tick: Scheduled<Void>?
+  /// Request bytes the calls here keep to move to another replica, between them.
+  private var keptBytes = 0
   /// The server metrics of the last method called here: calls on a connection mostly share one.
   private var lastServerMetrics: (path: String, metrics: GRPCCallMetrics)?
 
@@ -57,6 +59,14 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
     }
     connection.write(payload, on: streamID, promise: promise)
   }
+
+  /// Whether the calls here keep `callbacks.max_buffered_bytes` of their requests between them:
+  /// each then keeps nothing more once a replica has it (it can no longer move), and a call
+  /// waiting for a replica takes one at once and no more of its request until then.
+  var keepsTooMuch: Bool { keptBytes >= callers.maxBufferedBytes }
+
+  /// A call keeps `delta` more (or fewer) bytes of its request.
+  func keptChanged(by delta: Int) { keptBytes += delta }
 
   /// The pool's server metrics of calls to `path`, without a lock when the last call here had
   /// the same method.

@@ -5,8 +5,10 @@ import NIOHTTP2
 /// one DATA frame, so nothing is allocated for it), then any more in an array.
 ///
 /// What it keeps is bounded by `limit` (`retry.max_kept_request_bytes`) once a replica has the
-/// frames: past it they are dropped and the call can no longer move. Frames no replica has yet
-/// must stay, so while a call waits for its replica ``isFull`` tells it to stop taking more.
+/// frames: past it they are dropped and the call can no longer move; so are they when the
+/// connection's calls keep too much between them (`callbacks.max_buffered_bytes`, the `dropAll`
+/// of ``keep(_:sent:dropAll:)`` and ``sent(dropAll:)``). Frames no replica has yet must stay, so
+/// while a call waits for its replica ``isFull`` tells it to stop taking more.
 struct KeptRequest {
   /// The most DATA bytes kept to move the call.
   let limit: Int
@@ -20,9 +22,12 @@ struct KeptRequest {
 
   init(limit: Int) { self.limit = limit }
 
+  /// DATA bytes held now.
+  var retained: Int { canMove ? bytes : 0 }
+
   /// Keeps `payload`: the HEADERS first, then the frames that follow. `sent`: a replica has it
-  /// already, so it may be dropped once over the limit.
-  mutating func keep(_ payload: HTTP2Frame.FramePayload, sent: Bool) {
+  /// already, so it may be dropped once over the limit, or at once with `dropAll`.
+  mutating func keep(_ payload: HTTP2Frame.FramePayload, sent: Bool, dropAll: Bool = false) {
     if case .data(let data) = payload { bytes += data.data.readableBytes }
     guard canMove else { return }
     if headers == nil, case .headers(let frame) = payload {
@@ -32,11 +37,12 @@ struct KeptRequest {
     } else {
       rest.append(payload)
     }
-    if sent { dropIfOverLimit() }
+    if sent { dropIfOverLimit(dropAll: dropAll) }
   }
 
-  /// A replica has every frame kept: past the limit they are dropped.
-  mutating func sent() { dropIfOverLimit() }
+  /// A replica has every frame kept: past the limit they are dropped, or all of them with
+  /// `dropAll`.
+  mutating func sent(dropAll: Bool = false) { dropIfOverLimit(dropAll: dropAll) }
 
   /// Whether a call with no replica yet should take no more of the request for now.
   var isFull: Bool { bytes >= limit }
@@ -53,8 +59,8 @@ struct KeptRequest {
     self = KeptRequest(limit: limit)
   }
 
-  private mutating func dropIfOverLimit() {
-    guard canMove, bytes > limit else { return }
+  private mutating func dropIfOverLimit(dropAll: Bool) {
+    guard canMove, bytes > limit || (dropAll && bytes > 0) else { return }
     let seen = bytes
     self = KeptRequest(limit: limit)
     bytes = seen

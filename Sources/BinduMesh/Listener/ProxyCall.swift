@@ -79,6 +79,8 @@ final class ProxyCall: UpstreamStreamDelegate {
   private var attemptMetrics: GRPCCallMetrics?
   private var attemptStartedAt: ContinuousClock.Instant
   private var attemptOpened = false
+  /// Request bytes this call keeps, as last told to its connection (``reportKept()``).
+  private var keptReported = 0
   /// The body of a `grpc.health.v1` Check the mesh answers itself.
   private var localHealthBody: ByteBuffer?
   /// The pool's retry policy when the call began (a reload changes it for later calls).
@@ -108,7 +110,9 @@ final class ProxyCall: UpstreamStreamDelegate {
   func received(_ payload: HTTP2Frame.FramePayload) {
     switch payload {
     case .headers(let headers):
-      if case .idle = state {
+      if localHealthBody != nil {
+        if headers.endStream { answerHealth() }  // a health Check's trailers: its request is whole
+      } else if case .idle = state {
         begin(headers)
       } else {
         forward(payload)  // request trailers: rare in gRPC, passed on as they are
@@ -124,7 +128,7 @@ final class ProxyCall: UpstreamStreamDelegate {
       guard let count = withinLimit(data, response: false) else { return }
       serverMetrics?.messagesReceived.increment(by: count)
       forward(payload, windowBack: requestWindow.received(data))
-      if data.endStream || requestScanner.messagesEnded > 0 || request.isFull { requestReadEnough() }
+      if data.endStream || requestScanner.messagesEnded > 0 || requestFull { requestReadEnough() }
     default:
       break
     }
@@ -275,8 +279,8 @@ final class ProxyCall: UpstreamStreamDelegate {
     guard request.canMove else {
       finish(
         .unavailable,
-        "pool \"\(pool.name)\": not moved to another replica: its request (\(request.bytes) bytes) is over "
-          + "retry.max_kept_request_bytes (last: \(reason))")
+        "pool \"\(pool.name)\": not moved to another replica: its request (\(request.bytes) bytes) was not kept, "
+          + "over retry.max_kept_request_bytes or callbacks.max_buffered_bytes (last: \(reason))")
       return
     }
     pool.countRetry(reason: kind)
@@ -289,7 +293,8 @@ final class ProxyCall: UpstreamStreamDelegate {
     headers.headers = upstreamHeaders()
     stream.write(.headers(headers))
     request.forEachFrameAfterHeaders { stream.write($0) }
-    request.sent()
+    request.sent(dropAll: caller.keepsTooMuch)
+    reportKept()
     if heldWindow > 0 {
       giveWindow(heldWindow)
       heldWindow = 0
@@ -311,13 +316,19 @@ final class ProxyCall: UpstreamStreamDelegate {
     guard case .forwarding(_, let stream) = state else {
       // Kept until a replica's stream opens; past retry.max_kept_request_bytes, the caller's
       // window waits for that too, so a call waiting for a replica holds at most that much.
-      if !responseStarted { request.keep(payload, sent: false) }
+      if !responseStarted {
+        request.keep(payload, sent: false)
+        reportKept()
+      }
       if let windowBack {
-        if request.isFull { heldWindow += windowBack } else { giveWindow(windowBack) }
+        if requestFull { heldWindow += windowBack } else { giveWindow(windowBack) }
       }
       return
     }
-    if !responseStarted { request.keep(payload, sent: true) }
+    if !responseStarted {
+      request.keep(payload, sent: true, dropAll: caller.keepsTooMuch)
+      reportKept()
+    }
     guard let windowBack else {
       stream.write(payload)
       return
@@ -325,6 +336,18 @@ final class ProxyCall: UpstreamStreamDelegate {
     let written = eventLoop.makePromise(of: Void.self)
     stream.write(payload, promise: written)
     written.futureResult.assumeIsolated().whenComplete { [self] _ in giveWindow(windowBack) }
+  }
+
+  /// Whether the call should take no more of its request until a replica has it: it keeps
+  /// `retry.max_kept_request_bytes`, or its connection's calls keep `callbacks.max_buffered_bytes`.
+  private var requestFull: Bool { request.isFull || caller.keepsTooMuch }
+
+  /// Tells the connection how many request bytes this call keeps now.
+  private func reportKept() {
+    let retained = request.retained
+    guard retained != keptReported else { return }
+    caller.keptChanged(by: retained - keptReported)
+    keptReported = retained
   }
 
   /// Gives the caller `bytes` of its stream's window back.
@@ -360,6 +383,7 @@ final class ProxyCall: UpstreamStreamDelegate {
       guard headers.endStream else {
         responseStarted = true
         request.removeAll()  // the replica has committed: no retry from here on
+        reportKept()
         caller.write(payload, on: streamID)
         return
       }
@@ -500,6 +524,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     releasePicked()
     deadlineTimer?.cancel()
     request.removeAll()
+    reportKept()
     if counted { pool.endCall() }
     if holdsRetry { pool.endRetry() }
     counted = false

@@ -2,11 +2,11 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 
-/// Writing: the delegate's frames, encoded into the tick's buffer within the peer's windows.
-extension HTTP2Connection {
-  /// Opens a stream (client): its ID, for the HEADERS the caller writes next; `nil` when
+/// Writing: this side's frames, encoded into ``output`` within the peer's windows.
+extension HTTP2ConnectionState {
+  /// Opens a stream (client): its ID, for the HEADERS written next; `nil` when
   /// ``acceptsStreams`` is false or the connection is at capacity.
-  func openStream() -> HTTP2StreamID? {
+  mutating func openStream() -> HTTP2StreamID? {
     guard mode == .client, acceptsStreams, !isAtCapacity else { return nil }
     let id = nextStreamID
     nextStreamID = id.advanced(by: 2)
@@ -14,19 +14,14 @@ extension HTTP2Connection {
     return id
   }
 
-  /// Writes `payload` on stream `streamID` (flushed once the current tick's work is done);
-  /// `promise` completes once it is written, and fails when the stream or the connection is gone
-  /// first. HEADERS, DATA, RST_STREAM and WINDOW_UPDATE go on a stream; GOAWAY and PING on the
-  /// root stream.
-  func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
-    guard context != nil else {
-      promise?.fail(ChannelError.ioOnClosedChannel)
-      return
-    }
+  /// Encodes `payload` on stream `streamID`; `promise` completes once it is written, and fails
+  /// when the stream or the connection is gone first. HEADERS, DATA, RST_STREAM and
+  /// WINDOW_UPDATE go on a stream; GOAWAY and PING on the root stream.
+  mutating func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>?) {
     switch payload {
     case .headers, .data:
       guard var stream = streams[streamID], !stream.localEnded else {
-        promise?.fail(ChannelError.ioOnClosedChannel)
+        complete(promise, failed: true)
         return
       }
       let endStream: Bool
@@ -49,22 +44,23 @@ extension HTTP2Connection {
       let opened = streams[streamID]?.opened ?? false
       remove(streamID)
       guard opened else {
-        promise?.succeed()
+        complete(promise, failed: false)
         return
       }
       writeReset(streamID, code)
       keep(promise)
     case .windowUpdate(let increment):
       if streamID != .rootStream {
-        guard streams[streamID] != nil else {
-          promise?.succeed()
+        guard let stream = streams[streamID] else {
+          complete(promise, failed: false)
           return
         }
+        let held = max(0, configuration.windowSize - stream.inboundWindow)
         streams[streamID]!.inboundWindow += increment
+        released(held - max(0, configuration.windowSize - stream.inboundWindow - increment))
       }
       output.writeHTTP2Frame(kind: .windowUpdate, streamID: streamID, value: UInt32(increment))
       keep(promise)
-      scheduleFlush()
     case .goAway(let lastStreamID, let code, let opaqueData):
       goAwaySent = true
       writeGoAway(lastStreamID: lastStreamID, code: code, debugData: opaqueData)
@@ -73,27 +69,13 @@ extension HTTP2Connection {
       output.writeHTTP2FrameHeader(length: 8, kind: .ping, flags: ack ? HTTP2FrameFlag.ack : 0, streamID: .rootStream)
       output.writeInteger(data.integer)
       keep(promise)
-      scheduleFlush()
     default:
-      promise?.fail(ChannelError.operationUnsupported)
+      complete(promise, failed: true)
     }
   }
 
-  /// Writes what this tick has encoded and closes the connection.
-  func close() {
-    guard let context else { return }
-    flush()
-    context.close(promise: nil)
-  }
-
-  /// Closes the connection once the current tick's work is done, so a close never runs inside
-  /// a call's own write and the last frames written leave first.
-  func closeSoon() {
-    context?.eventLoop.assumeIsolated().execute { [self] in close() }
-  }
-
-  /// Writes HEADERS at once, and DATA as far as both windows allow; the rest waits.
-  func writeOrWait(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>?) {
+  /// Encodes HEADERS at once, and DATA as far as both windows allow; the rest waits.
+  mutating func writeOrWait(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>?) {
     switch payload {
     case .headers(let headers):
       streams[streamID]!.opened = true
@@ -101,7 +83,7 @@ extension HTTP2Connection {
       keep(promise)
     case .data(let data):
       guard case .byteBuffer(var bytes) = data.data else {
-        promise?.fail(ChannelError.operationUnsupported)
+        complete(promise, failed: true)
         return
       }
       let allowed = min(outboundConnectionWindow, streams[streamID]!.outboundWindow)
@@ -123,14 +105,14 @@ extension HTTP2Connection {
     }
   }
 
-  /// Writes the waiting frames of `ids` that the windows now allow, in order.
-  func writeWaitingFrames(of ids: [HTTP2StreamID]) {
+  /// Encodes the waiting frames of `ids` that the windows now allow, in order.
+  mutating func writeWaitingFrames(of ids: [HTTP2StreamID]) {
     for id in ids {
       guard let waiting = streams[id]?.waiting, !waiting.isEmpty else { continue }
       streams[id]!.waiting = []
       for (index, frame) in waiting.enumerated() {
         guard let stream = streams[id] else {
-          frame.promise?.fail(ChannelError.ioOnClosedChannel)  // reset meanwhile
+          complete(frame.promise, failed: true)  // reset meanwhile
           continue
         }
         guard stream.waiting.isEmpty else {
@@ -144,12 +126,18 @@ extension HTTP2Connection {
   }
 
   /// Completes `promise` once the frame just encoded is written.
-  func keep(_ promise: EventLoopPromise<Void>?) {
+  mutating func keep(_ promise: EventLoopPromise<Void>?) {
     if let promise { outputPromises.append(promise) }
   }
 
+  /// Completes `promise` now (by the owner, outside this value): there is nothing to write, or
+  /// nothing can be.
+  mutating func complete(_ promise: EventLoopPromise<Void>?, failed: Bool) {
+    if let promise { effects.append(.completeWrite(promise, failed: failed)) }
+  }
+
   /// Encodes DATA, in frames no larger than the peer takes, and spends the windows.
-  func writeData(_ bytes: inout ByteBuffer, endStream: Bool, on streamID: HTTP2StreamID) {
+  mutating func writeData(_ bytes: inout ByteBuffer, endStream: Bool, on streamID: HTTP2StreamID) {
     let length = bytes.readableBytes
     outboundConnectionWindow -= length
     streams[streamID]!.outboundWindow -= length
@@ -163,20 +151,20 @@ extension HTTP2Connection {
         output.writeBuffer(&chunk)
       } else {
         // Large payloads are written as they are, after the frames before them.
-        emitOutput()
-        context?.write(wrapOutboundOut(chunk), promise: nil)
+        earlierOutput.append(output)
+        earlierOutput.append(chunk)
+        output.clear()
       }
     } while bytes.readableBytes > 0
-    scheduleFlush()
   }
 
-  /// DATA payloads up to this size are copied into the tick's buffer; larger ones are written
-  /// as their own buffers.
+  /// DATA payloads up to this size are copied into the output; larger ones are written as their
+  /// own buffers.
   static let copiedDataLimit = 4096
 
   /// Encodes a header block: one HEADERS frame, and CONTINUATION frames when it is larger than
   /// the peer's frame size.
-  func writeHeaders(_ headers: HTTP2Frame.FramePayload.Headers, on streamID: HTTP2StreamID) {
+  mutating func writeHeaders(_ headers: HTTP2Frame.FramePayload.Headers, on streamID: HTTP2StreamID) {
     let start = output.writerIndex
     let flags = HTTP2FrameFlag.endHeaders | (headers.endStream ? HTTP2FrameFlag.endStream : 0)
     output.writeHTTP2FrameHeader(length: 0, kind: .headers, flags: flags, streamID: streamID)
@@ -184,7 +172,6 @@ extension HTTP2Connection {
     let length = output.writerIndex - start - HTTP2Protocol.frameHeaderLength
     guard length > peerMaxFrameSize else {
       output.setHTTP2FrameLength(length, at: start)
-      scheduleFlush()
       return
     }
     var block = output.getSlice(at: start + HTTP2Protocol.frameHeaderLength, length: length)!
@@ -198,20 +185,17 @@ extension HTTP2Connection {
       output.writeBuffer(&chunk)
       kind = .continuation
     }
-    scheduleFlush()
   }
 
-  func writeReset(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode) {
+  mutating func writeReset(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode) {
     output.writeHTTP2Frame(kind: .rstStream, streamID: streamID, value: UInt32(code.networkCode))
-    scheduleFlush()
   }
 
-  func writeGoAway(lastStreamID: HTTP2StreamID, code: HTTP2ErrorCode, debugData: ByteBuffer?) {
+  mutating func writeGoAway(lastStreamID: HTTP2StreamID, code: HTTP2ErrorCode, debugData: ByteBuffer?) {
     var debug = debugData ?? ByteBuffer()
     output.writeHTTP2FrameHeader(length: 8 + debug.readableBytes, kind: .goAway, streamID: .rootStream)
     output.writeInteger(UInt32(Int32(lastStreamID)))
     output.writeInteger(UInt32(code.networkCode))
     output.writeBuffer(&debug)
-    scheduleFlush()
   }
 }
