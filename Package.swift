@@ -137,6 +137,20 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // Tests over real sockets inside one process: a whole mesh, echo replicas (the end-to-end
+    // tests with the real core and real processes are in Tests/e2e).
+    .testTarget(
+      name: "BinduMeshSocketTests",
+      dependencies: [
+        "BinduMesh",
+        "BinduContract",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
   ]
 )
 

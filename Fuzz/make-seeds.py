@@ -39,6 +39,15 @@ def seeds():
                                      WindowUpdateFrame(1, window_increment=5), RstStreamFrame(1, error_code=8),
                                      HeadersFrame(3, data=encoder.encode(REQUEST), flags=["END_HEADERS", "END_STREAM"]))
     yield "hpack-blocks", b"\xff\x20" + hpack.Encoder().encode(REQUEST) + hpack.Encoder().encode(REQUEST)
+    # What a replica sends a mesh that has opened streams 1, 3 and 5 (the marker 0xFE first).
+    answers = hpack.Encoder()
+    response = [(":status", "200"), ("content-type", "application/grpc")]
+    yield "replica-answers", b"\xfe" + frames(
+        HeadersFrame(1, data=answers.encode(response), flags=["END_HEADERS"]), DataFrame(1, data=BODY),
+        HeadersFrame(1, data=answers.encode([("grpc-status", "0")]), flags=["END_HEADERS", "END_STREAM"]),
+        HeadersFrame(3, data=answers.encode([("grpc-status", "14")] + response), flags=["END_HEADERS", "END_STREAM"]),
+        WindowUpdateFrame(5, window_increment=100), RstStreamFrame(5, error_code=7),
+        SettingsFrame(0, settings={4: 10, 5: 16384}), PingFrame(0, flags=["ACK"], opaque_data=b"12345678"))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,5 @@
-import NIOCore
-import NIOPosix
-
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Musl)
-  import Musl
-#elseif canImport(Darwin)
-  import Darwin
-#endif
+import GRPCCore
+import GRPCNIOTransportCore
 
 /// Resolves a name to every address it has.
 public protocol DNSResolver: Sendable {
@@ -15,37 +7,36 @@ public protocol DNSResolver: Sendable {
   func resolve(host: String, port: Int) async throws -> [HostPort]
 }
 
-/// The system resolver (`getaddrinfo`), run off the event loops: honours `/etc/hosts` and
-/// the cluster DNS of a Kubernetes pod alike.
+/// The system resolver (`getaddrinfo`), as grpc-swift-nio-transport runs it for its own DNS
+/// targets: off the event loops, honouring `/etc/hosts` and the cluster DNS of a Kubernetes pod
+/// alike.
 public struct SystemDNSResolver: DNSResolver {
   /// Creates the resolver.
   public init() {}
 
   public func resolve(host: String, port: Int) async throws -> [HostPort] {
-    try await NIOThreadPool.singleton.runIfActive {
-      var hints = addrinfo()
-      hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-      hints.ai_family = AF_UNSPEC
-      var list: UnsafeMutablePointer<addrinfo>?
-      let status = getaddrinfo(host, String(port), &hints, &list)
-      guard status == 0, let first = list else {
-        throw DNSError(host: host, reason: String(cString: gai_strerror(status)))
-      }
-      defer { freeaddrinfo(first) }
-      var addresses: [HostPort] = []
-      var next: UnsafeMutablePointer<addrinfo>? = first
-      while let info = next {
-        if let address = info.pointee.ai_addr,
-          let socketAddress = try? SocketAddress(address, size: Int(info.pointee.ai_addrlen)),
-          let ip = socketAddress.ipAddress
-        {
-          let hostPort = HostPort(host: ip, port: port)
-          if !addresses.contains(hostPort) { addresses.append(hostPort) }
-        }
-        next = info.pointee.ai_next
-      }
-      return addresses
+    let resolver = NameResolvers.DNS().resolver(for: .dns(host: host, port: port))
+    var names = resolver.names.makeAsyncIterator()
+    let result: NameResolutionResult?
+    do {
+      result = try await names.next()
+    } catch let error as RPCError {
+      throw DNSError(host: host, reason: error.cause.map { "\($0)" } ?? error.message)
     }
+    var addresses: [HostPort] = []
+    for address in result?.endpoints.flatMap(\.addresses) ?? [] {
+      let found: HostPort
+      if let ipv4 = address.ipv4 {
+        found = HostPort(host: ipv4.host, port: ipv4.port)
+      } else if let ipv6 = address.ipv6 {
+        found = HostPort(host: ipv6.host, port: ipv6.port)
+      } else {
+        continue
+      }
+      if !addresses.contains(found) { addresses.append(found) }
+    }
+    guard !addresses.isEmpty else { throw DNSError(host: host, reason: "no address") }
+    return addresses
   }
 }
 
@@ -56,17 +47,4 @@ public struct DNSError: Error, CustomStringConvertible {
   /// What the resolver said.
   public var reason: String
   public var description: String { "cannot resolve \(host): \(reason)" }
-}
-
-extension SocketAddress {
-  fileprivate init(_ pointer: UnsafeMutablePointer<sockaddr>, size: Int) throws {
-    switch Int32(pointer.pointee.sa_family) {
-    case AF_INET:
-      self = pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { SocketAddress($0.pointee, host: "") }
-    case AF_INET6:
-      self = pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee, host: "") }
-    default:
-      throw DNSError(host: "", reason: "unknown address family")
-    }
-  }
 }

@@ -25,6 +25,8 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   private let connections: [ObjectIdentifier: UpstreamConnection]
   /// `address` as text, for metric labels.
   let addressText: String
+  /// The number of the TLS setting it was made with (``EndpointFactory/bringUpToDate(_:)``).
+  let securityGeneration: Int
   private let clientMetricsByPath = CallMetricsCache()
   /// Whether the last call recorded here failed: until a success resets it, the pool counts
   /// every outcome (``ReplicaPool/record(_:failed:)``); after it, successes need no lock.
@@ -53,9 +55,10 @@ public final class Endpoint: Sendable, CustomStringConvertible {
 
   init(
     address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,
-    security: UpstreamSecurity?, logger: Logger
+    security: UpstreamSecurity?, securityGeneration: Int = 0, logger: Logger
   ) {
     self.address = address
+    self.securityGeneration = securityGeneration
     self.addressText = address.description
     self.origin = origin
     var connections: [ObjectIdentifier: UpstreamConnection] = [:]

@@ -172,6 +172,12 @@ final class HTTP2Connection: ChannelInboundHandler {
     }
   }
 
+  /// Sends GOAWAY with `errorCode`, naming the last stream the peer opened: no new stream is
+  /// taken from here on, and the streams open go on.
+  func goAway(errorCode: HTTP2ErrorCode) {
+    write(.goAway(lastStreamID: state.lastPeerStreamID, errorCode: errorCode, opaqueData: nil), on: .rootStream)
+  }
+
   /// Writes what this tick has encoded and closes the connection.
   func close() {
     guard let context else { return }

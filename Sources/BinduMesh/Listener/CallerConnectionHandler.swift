@@ -25,7 +25,6 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   /// The connection this handler routes; set once, right after both are made.
   var connection: HTTP2Connection?
   private var calls = StreamIDMap<ProxyCall>()
-  private var lastStreamID = HTTP2StreamID.rootStream
   private var draining = false
   /// Requests refused on this connection for malformed headers (the first is logged).
   private var refusedRequests = 0
@@ -126,7 +125,6 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
       caller: self, streamID: streamID, eventLoop: eventLoop, pool: pool, limits: limits, retry: retry.retry,
       logger: logger)
     calls[streamID] = call
-    lastStreamID = max(lastStreamID, streamID)
     call.received(payload)
   }
 
@@ -180,7 +178,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   private func drain() {
     guard !draining, let connection else { return }
     draining = true
-    connection.write(.goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil), on: .rootStream)
+    connection.goAway(errorCode: .noError)
     if calls.isEmpty {
       connection.closeSoon()
       return

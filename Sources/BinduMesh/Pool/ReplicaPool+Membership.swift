@@ -33,7 +33,7 @@ extension ReplicaPool {
 
   /// Adds a replica at a fixed address.
   func addConfigured(_ address: HostPort) {
-    add(makeEndpoint(address, origin: .configured))
+    add(endpointFactory.make(address, origin: .configured))
   }
 
   /// Makes the endpoints from DNS exactly `addresses`: new ones join, missing ones drain.
@@ -44,7 +44,7 @@ extension ReplicaPool {
   /// Adds a registered replica, unless its config conflicts with the pool's.
   func join(membershipID: String, endpoint: Endpoint, definition: AgentDefinition) -> JoinResult {
     let now = ContinuousClock.now
-    return withState { state in
+    let result = withState { state -> JoinResult in
       if let existing = state.definition, let reason = existing.conflict(with: definition) {
         return .refused(reason)
       }
@@ -52,6 +52,8 @@ extension ReplicaPool {
       state.addMember(membershipID, endpoint: endpoint, now: now)
       return .joined
     }
+    if case .joined = result { endpointFactory.bringUpToDate(endpoint) }
+    return result
   }
 
   /// Takes back a member kept across a mesh restart, with its membership id; like a new
@@ -60,6 +62,7 @@ extension ReplicaPool {
     let endpoint = makeRegisteredEndpoint(address, membershipID: membershipID)
     let now = ContinuousClock.now
     withState { $0.addMember(membershipID, endpoint: endpoint, now: now) }
+    endpointFactory.bringUpToDate(endpoint)
     return endpoint
   }
 
@@ -80,7 +83,7 @@ extension ReplicaPool {
 
   /// Makes an endpoint for a registering replica (to probe before it joins).
   func makeRegisteredEndpoint(_ address: HostPort, membershipID: String) -> Endpoint {
-    makeEndpoint(address, origin: .registered(membershipID: membershipID))
+    endpointFactory.make(address, origin: .registered(membershipID: membershipID))
   }
 
   /// Removes the other members at `membershipID`'s address: a replica that registered again
@@ -145,13 +148,12 @@ extension ReplicaPool {
 
   // MARK: Internals
 
+  /// Adds an endpoint just made (``EndpointFactory/make(_:origin:)``); one made while a reload
+  /// changed the TLS to the replicas takes the new TLS.
   func add(_ endpoint: Endpoint) {
     let now = ContinuousClock.now
     withState { $0.insert(endpoint, now: now) }
-  }
-
-  func makeEndpoint(_ address: HostPort, origin: Endpoint.Origin) -> Endpoint {
-    Endpoint(address: address, origin: origin, loops: loops, config: upstream, security: security, logger: logger)
+    endpointFactory.bringUpToDate(endpoint)
   }
 
 }

@@ -38,7 +38,7 @@ extension ReplicaPool {
   /// Uses `security` (or plaintext) to the replicas from now on: every endpoint's connections
   /// finish their calls and close, and the next calls dial with the new settings.
   func useTLS(_ security: UpstreamSecurity?) {
-    upstreamSecurity.withLock { $0 = security }
+    endpointFactory.useTLS(security)
     endpoints.forEach { $0.useTLS(security) }
   }
 
@@ -60,7 +60,7 @@ extension ReplicaPool {
     }
     var added: [Endpoint] = []
     for address in addresses where !have.contains(address) && !added.contains(where: { $0.address == address }) {
-      added.append(makeEndpoint(address, origin: origin))
+      added.append(endpointFactory.make(address, origin: origin))
     }
     added.forEach(add)
     removed.forEach { $0.drain() }

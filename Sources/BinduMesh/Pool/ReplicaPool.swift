@@ -81,12 +81,8 @@ public final class ReplicaPool: Sendable {
   private let queueWait: Timer
   private let callsInFlight = Atomic<Int>(0)
   private let retriesInFlight = Atomic<Int>(0)
-  let loops: [any EventLoop]
-  /// Limits and timeouts of new connections to replicas.
-  var upstream: MeshConfig.Upstream { settings.current.values.upstream }
-  /// TLS to the replicas, for connections made from now on (a reload may change it).
-  var security: UpstreamSecurity? { upstreamSecurity.withLock { $0 } }
-  let upstreamSecurity: Mutex<UpstreamSecurity?>
+  /// Makes the pool's endpoints (their event loops, limits and TLS).
+  let endpointFactory: EndpointFactory
   let logger: Logger
 
   init(
@@ -100,7 +96,6 @@ public final class ReplicaPool: Sendable {
     security: UpstreamSecurity?,
     logger: Logger
   ) {
-    self.upstreamSecurity = Mutex(security)
     self.name = name
     self.declared = declared
     self.hasCallLimit = Atomic(policy.balancer.maxConcurrentCalls > 0)
@@ -121,9 +116,9 @@ public final class ReplicaPool: Sendable {
     self.queueWait = Timer(
       label: "bindu_mesh_queue_wait_seconds", dimensions: [("pool", name)], factory: metrics.factory)
     self.state = Mutex(PoolState(policy: policy, definition: definition))
-    self.loops = loops
     self.settings = settings
     self.logger = logger.with("mesh.pool", name)
+    self.endpointFactory = EndpointFactory(loops: loops, settings: settings, security: security, logger: self.logger)
   }
 
   /// The agent definition the pool registers with the core, once known.

@@ -30,7 +30,7 @@ final class UpstreamConnection: @unchecked Sendable {
   private var state: State = .idle
   /// The dial under way uses TLS settings replaced since: retire its connection once made.
   private var retireWhenReady = false
-  private var backoff: TimeAmount = .milliseconds(100)
+  private var backoff = ReconnectBackoff()
   /// The client metrics of the last method called on this connection.
   private var lastClientMetrics: (path: String, metrics: GRPCCallMetrics)?
 
@@ -119,7 +119,7 @@ final class UpstreamConnection: @unchecked Sendable {
     case .connecting: retireWhenReady = true
     case .backingOff:
       state = .idle
-      backoff = .milliseconds(100)
+      backoff.reset()
     case .idle, .drained: break
     }
   }
@@ -175,7 +175,7 @@ final class UpstreamConnection: @unchecked Sendable {
       case .success(let channel):
         if case .connecting = self.state {
           self.state = .ready(channel, streams)
-          self.backoff = .milliseconds(100)
+          self.backoff.reset()
           self.logger.debug("connected to replica", metadata: ["mesh.replica": "\(self.address)"])
           if self.retireWhenReady {
             // Calls waiting for this connection use it; it closes once they have finished.
@@ -191,9 +191,8 @@ final class UpstreamConnection: @unchecked Sendable {
       case .failure(let error):
         self.retireWhenReady = false
         if case .connecting = self.state {
-          self.state = .backingOff(until: .now() + self.backoff, error: error)
-          let limit = self.config.reconnectMaxBackoff.timeAmount
-          self.backoff = min(self.backoff * 2, limit)
+          let wait = self.backoff.failed(limit: self.config.reconnectMaxBackoff.timeAmount)
+          self.state = .backingOff(until: .now() + wait, error: error)
         }
         self.logger.debug(
           "cannot connect to replica", metadata: ["mesh.replica": "\(self.address)", "error": "\(error)"])

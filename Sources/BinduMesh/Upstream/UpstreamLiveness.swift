@@ -2,8 +2,8 @@ import Logging
 import NIOCore
 import NIOHTTP2
 
-/// Watches one connection to a replica for its ``UpstreamStreamsHandler`` (which counts its
-/// streams here and passes on PING acknowledgements and draining): closes it when it has been
+/// Watches one connection to a replica for its ``UpstreamStreamsHandler`` (which tells it when a
+/// stream ends, and passes on PING acknowledgements and draining): closes it when it has been
 /// idle for `upstream.idle_timeout`, when the replica does not answer a keepalive PING within
 /// `upstream.keepalive_timeout`, and when it is draining and its last stream has ended.
 final class UpstreamLiveness {
@@ -13,7 +13,8 @@ final class UpstreamLiveness {
   private let logger: Logger
   private var connection: HTTP2Connection?
   private var eventLoop: (any EventLoop)?
-  private var openStreams = 0
+  /// Streams open on the connection: the connection's own count.
+  private var openStreams: Int { connection?.openStreams ?? 0 }
   private var draining = false
   private var idleTimer: Scheduled<Void>?
   /// When the last stream ended (or the connection opened).
@@ -49,14 +50,8 @@ final class UpstreamLiveness {
     connection = nil
   }
 
-  /// Counts a stream opened on this connection.
-  func streamOpened() {
-    openStreams += 1
-  }
-
-  /// Counts a stream of this connection that has ended.
+  /// A stream of this connection has ended (the connection has forgotten it).
   func streamClosed() {
-    openStreams -= 1
     guard openStreams == 0 else { return }
     if draining {
       connection?.closeSoon()

@@ -42,7 +42,6 @@ final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
   func open(_ delegate: any UpstreamStreamDelegate) -> UpstreamStream? {
     guard let connection, let id = connection.openStream() else { return nil }
     streams[id] = delegate
-    liveness.streamOpened()
     return UpstreamStream(id: id, connection: self)
   }
 
@@ -134,7 +133,8 @@ final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
     for body in waiting { body() }
   }
 
-  /// Forgets stream `id` and counts it closed; returns whom it reported to, if it was open.
+  /// Forgets stream `id` (which the connection has forgotten already) and tells the liveness
+  /// watch; returns whom it reported to, if it was open.
   @discardableResult
   private func remove(_ id: HTTP2StreamID) -> (any UpstreamStreamDelegate)? {
     guard let delegate = streams.removeValue(forKey: id) else { return nil }
