@@ -16,11 +16,15 @@ import Testing
     var closed: [(HTTP2StreamID, HTTP2ErrorCode?)] = []
     var refused: [String] = []
     var failed: [String?] = []
+    /// Runs for each header block, inside the connection's call (as a proxy's answer would).
+    var onHeaders: ((HTTP2StreamID) -> Void)?
 
     func connectionActive() {}
     func received(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID) {
       switch payload {
-      case .headers(let block): headers.append((streamID, block.headers))
+      case .headers(let block):
+        headers.append((streamID, block.headers))
+        onHeaders?(streamID)
       case .data(let body): data.append((streamID, body.data.readableBytes))
       default: break
       }

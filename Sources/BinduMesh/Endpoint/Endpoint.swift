@@ -27,7 +27,6 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   let addressText: String
   /// The number of the TLS setting it was made with (``EndpointFactory/bringUpToDate(_:)``).
   let securityGeneration: Int
-  private let clientMetricsByPath = CallMetricsCache()
   /// Whether the last call recorded here failed: until a success resets it, the pool counts
   /// every outcome (``ReplicaPool/record(_:failed:)``); after it, successes need no lock.
   let hasRecentFailures = Atomic<Bool>(false)
@@ -79,9 +78,9 @@ public final class Endpoint: Sendable, CustomStringConvertible {
     return connection
   }
 
-  /// Client-side metrics of calls to `path` on this endpoint for `pool`, made once per path.
+  /// Client-side metrics of calls to `path` on this endpoint for `pool`.
   func clientMetrics(pool: ReplicaPool, path: String) -> GRPCCallMetrics {
-    clientMetricsByPath.metrics(path: path) { pool.metrics.client(pool: pool.name, endpoint: addressText, path: $0) }
+    pool.metrics.client(pool: pool.name, endpoint: addressText, path: path)
   }
 
   /// The connection health probes use: one of their own, so that a replica whose connections

@@ -3,7 +3,6 @@ import GRPCCore
 import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
-import NIOCertificateReloading
 import NIOCore
 import NIOSSL
 import NIOPosix
@@ -76,8 +75,7 @@ public final class Mesh: Sendable {
     // What can stop the start is checked before a listener is bound (or taken over).
     let authorization = AdminAuthorization(tokenFile: config.admin.tokenFile)
     try authorization.check()
-    let (coreSecurity, coreReloader) = try GRPCTransportSecurity.core(
-      config.core.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
+    let (coreSecurity, coreCertificate) = try GRPCTransportSecurity.core(config.core.tls, logger: logger)
     let registrars = CoreRegistrars(
       config: config, security: coreSecurity, metrics: metrics, handedOver: handedOver, logger: logger)
     try await directory.prepareRegistrationTLS()
@@ -119,8 +117,7 @@ public final class Mesh: Sendable {
         }
       }
     }
-    let (registrySecurity, registryReloader) = try GRPCTransportSecurity.registry(
-      config.registry.tls, reloadInterval: config.admin.tlsReloadInterval, logger: logger)
+    let (registrySecurity, registryCertificate) = try GRPCTransportSecurity.registry(config.registry.tls, logger: logger)
     let registryTransport = HTTP2ServerTransport.Posix(
       address: .ipv4orv6(config.registry.listen),
       transportSecurity: registrySecurity,
@@ -134,9 +131,8 @@ public final class Mesh: Sendable {
         PeerIdentityInterceptor(allowed: config.registry.tls?.allowedIdentities ?? [], logger: logger),
       ]
     )
-    let grpcCertificates = [coreReloader, registryReloader].compactMap { $0 }
     let tlsReloader = TLSReloader(
-      materials: await directory.tlsMaterials, grpcCertificates: grpcCertificates,
+      fixed: [coreCertificate, registryCertificate].compactMap { $0 }, materials: await directory.tlsMaterials,
       interval: config.admin.tlsReloadInterval, metrics: metrics, logger: logger)
     let reloader = ConfigReloader(
       source: reload, directory: directory, registrars: registrars, tls: tlsReloader, metrics: metrics, logger: logger)
@@ -147,8 +143,7 @@ public final class Mesh: Sendable {
     let admin = StoppableService(AdminServer.make(
       status: status, listen: config.admin.listen, authorization: authorization, reloader: reloader, logger: logger,
       onListening: { adminPort.set($0) }))
-    var services: [any Service] = grpcCertificates.map(\.reloader)
-    services += [tlsReloader, reloader]
+    var services: [any Service] = [tlsReloader, reloader]
     services += registrars.all as [any Service]
     services += [
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),

@@ -1,16 +1,15 @@
 import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
-import NIOCertificateReloading
 
-/// TLS of the grpc-swift parts (the registry listener, the client to the core), with a
-/// `TimedCertificateReloader` each so their certificates reload without a restart (a `Service`
-/// to run; ``TLSReloader`` also reloads it on SIGHUP).
+/// TLS of the grpc-swift parts (the registry listener, the client to the core), whose own
+/// certificate and key come from a ``TLSMaterial`` each, so they reload without a restart as
+/// every TLS file of the mesh does (``TLSReloader``).
 enum GRPCTransportSecurity {
-  /// The registry's transport security and its reloader (a `Service` to run), or plaintext.
+  /// The registry's transport security and the material of its certificate, or plaintext.
   static func registry(
-    _ tls: MeshConfig.ListenerTLS?, reloadInterval: Duration, logger: Logger
-  ) throws -> (HTTP2ServerTransport.Posix.TransportSecurity, GRPCCertificateReloader?) {
+    _ tls: MeshConfig.ListenerTLS?, logger: Logger
+  ) throws -> (HTTP2ServerTransport.Posix.TransportSecurity, TLSMaterial?) {
     guard let tls else { return (.plaintext, nil) }
     guard tls.clientAuth != .optional else {
       throw TLSError(
@@ -18,7 +17,7 @@ enum GRPCTransportSecurity {
         underlying: ConfigError(
           source: "registry.tls", key: "client_auth", message: "the registry supports required or none, not optional"))
     }
-    let reloader = try reloader(certificate: tls.certificate, key: tls.privateKey, interval: reloadInterval, logger: logger)
+    let material = try TLSMaterial.certificate(tls.certificate, key: tls.privateKey, use: "registry", logger: logger)
     let security = HTTP2ServerTransport.Posix.TransportSecurity.tls(
       .defaults(
         certificateChain: [.file(path: tls.certificate, format: .pem)],
@@ -26,15 +25,16 @@ enum GRPCTransportSecurity {
       ) { config in
         config.clientCertificateVerification = tls.clientAuth == .required ? .noHostnameVerification : .noVerification
         if let ca = tls.clientCA { config.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
-        config.certificateReloader = reloader
+        config.certificateReloader = material
       })
-    return (security, GRPCCertificateReloader(use: "registry", certificate: tls.certificate, reloader: reloader))
+    return (security, material)
   }
 
-  /// The transport security of the client to the core and its reloader, or plaintext.
+  /// The transport security of the client to the core and the material of its own certificate
+  /// (with mTLS), or plaintext.
   static func core(
-    _ tls: MeshConfig.ClientTLS?, reloadInterval: Duration, logger: Logger
-  ) throws -> (HTTP2ClientTransport.Posix.TransportSecurity, GRPCCertificateReloader?) {
+    _ tls: MeshConfig.ClientTLS?, logger: Logger
+  ) throws -> (HTTP2ClientTransport.Posix.TransportSecurity, TLSMaterial?) {
     guard let tls else { return (.plaintext, nil) }
     guard tls.allowedIdentities.isEmpty else {
       throw TLSError(
@@ -42,11 +42,9 @@ enum GRPCTransportSecurity {
         underlying: ConfigError(
           source: "core.tls", key: "allowed_identities", message: "not supported for the core: use server_name"))
     }
-    var reloader: GRPCCertificateReloader?
+    var material: TLSMaterial?
     if let certificate = tls.certificate, let key = tls.privateKey {
-      reloader = GRPCCertificateReloader(
-        use: "core", certificate: certificate,
-        reloader: try Self.reloader(certificate: certificate, key: key, interval: reloadInterval, logger: logger))
+      material = try TLSMaterial.certificate(certificate, key: key, use: "core", logger: logger)
     }
     let security = HTTP2ClientTransport.Posix.TransportSecurity.tls(
       .defaults { config in
@@ -56,18 +54,8 @@ enum GRPCTransportSecurity {
           config.privateKey = .file(path: key, format: .pem)
         }
         config.serverCertificateVerification = .fullVerification
-        config.certificateReloader = reloader?.reloader
+        config.certificateReloader = material
       })
-    return (security, reloader)
-  }
-
-  private static func reloader(certificate: String, key: String, interval: Duration, logger: Logger) throws
-    -> TimedCertificateReloader
-  {
-    try TimedCertificateReloader.makeReloaderValidatingSources(
-      refreshInterval: interval,
-      certificateSource: .init(location: .file(path: certificate), format: .pem),
-      privateKeySource: .init(location: .file(path: key), format: .pem),
-      logger: logger)
+    return (security, material)
   }
 }

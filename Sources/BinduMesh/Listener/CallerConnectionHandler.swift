@@ -36,7 +36,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   /// Request bytes the calls here keep to move to another replica, between them.
   private var keptBytes = 0
   /// The server metrics of the last method called here: calls on a connection mostly share one.
-  private var lastServerMetrics: (path: String, metrics: GRPCCallMetrics)?
+  private var lastServerMetrics = LastCallMetrics()
 
   init(
     pool: ReplicaPool, settings: LiveSettings, eventLoop: any EventLoop, logger: Logger
@@ -70,10 +70,7 @@ final class CallerConnectionHandler: HTTP2ConnectionDelegate {
   /// The pool's server metrics of calls to `path`, without a lock when the last call here had
   /// the same method.
   func serverMetrics(path: String) -> GRPCCallMetrics {
-    if let last = lastServerMetrics, last.path == path { return last.metrics }
-    let metrics = pool.serverMetrics(path: path)
-    lastServerMetrics = (path, metrics)
-    return metrics
+    lastServerMetrics.metrics(path: path) { pool.serverMetrics(path: $0) }
   }
 
   func connectionActive() { everySecond() }

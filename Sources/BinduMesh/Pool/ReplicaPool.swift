@@ -69,7 +69,6 @@ public final class ReplicaPool: Sendable {
   var accessLog: Bool { settings.accessLog }
   let state: Mutex<PoolState>
   private let registeredCores = Atomic<Int>(0)
-  private let serverMetricsByPath = CallMetricsCache()
   let ejectionsCounter: Counter
   let probesPassed: Counter
   let probesFailed: Counter
@@ -222,9 +221,9 @@ public final class ReplicaPool: Sendable {
     }
   }
 
-  /// Server-side metrics of calls to `path` on this pool's listener, made once per path.
+  /// Server-side metrics of calls to `path` on this pool's listener.
   func serverMetrics(path: String) -> GRPCCallMetrics {
-    serverMetricsByPath.metrics(path: path) { metrics.server(pool: name, path: $0) }
+    metrics.server(pool: name, path: path)
   }
 
   /// `bindu_mesh_caller_connections_closed_total{reason}`: `preface_timeout` or `idle_timeout`.

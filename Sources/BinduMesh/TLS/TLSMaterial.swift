@@ -1,26 +1,45 @@
 import Foundation
 import Logging
+import NIOCertificateReloading
 import NIOSSL
 import Synchronization
 import X509
 
-/// A TLS context built from certificate, key and CA files, rebuilt when the files change.
+/// A TLS context built from certificate, key and CA files, rebuilt when the files change: the
+/// one way the mesh reloads its certificates (``TLSReloader`` checks every material).
 ///
-/// Each new connection takes ``context``; connections already made keep the context they were
-/// made with. ``reloadIfChanged(force:)`` builds a new context when a file's modification time
-/// or size changed (or always, on SIGHUP); a file that cannot be used leaves the old context in
-/// force and is logged.
-public final class TLSMaterial: Sendable {
+/// Each new connection of the data path takes ``context``; connections already made keep the
+/// context they were made with. The grpc-swift parts (the registry listener, the client to the
+/// core) take the certificate and key of each handshake from it, as their `CertificateReloader`.
+/// ``reloadIfChanged(force:)`` builds a new context when a file's modification time or size
+/// changed (or always, on SIGHUP); a file that cannot be used leaves the old context in force and
+/// is logged.
+public final class TLSMaterial: CertificateReloader, Sendable {
   /// What the context is for, for logs and metrics (`callback:echo-agent`, `registry`, ...).
   public let use: String
   private let files: [String]
-  private let build: @Sendable () throws -> NIOSSLContext
+  private let build: @Sendable () throws -> Built
   private let ownCertificate: String?
   private let state: Mutex<State>
   private let logger: Logger
 
-  private struct State {
+  /// What the files make: the data path's context, and the own certificate and key for the
+  /// grpc-swift parts.
+  private struct Built {
     var context: NIOSSLContext
+    var override = NIOSSLContextConfigurationOverride()
+
+    init(context: NIOSSLContext, chain: [NIOSSLCertificateSource], key: NIOSSLPrivateKeySource?) {
+      self.context = context
+      if !chain.isEmpty, let key {
+        override.certificateChain = chain
+        override.privateKey = key
+      }
+    }
+  }
+
+  private struct State {
+    var built: Built
     var stamps: [String: FileStamp]
     var notAfter: Date?
   }
@@ -31,7 +50,12 @@ public final class TLSMaterial: Sendable {
   }
 
   /// The context for new connections.
-  public var context: NIOSSLContext { state.withLock { $0.context } }
+  public var context: NIOSSLContext { state.withLock { $0.built.context } }
+
+  /// The own certificate chain and key, for a grpc-swift part's next handshake.
+  public var sslContextConfigurationOverride: NIOSSLContextConfigurationOverride {
+    state.withLock { $0.built.override }
+  }
 
   /// When the own certificate expires, if there is one.
   public var notAfter: Date? { state.withLock { $0.notAfter } }
@@ -42,9 +66,8 @@ public final class TLSMaterial: Sendable {
       use: use, files: [tls.certificate, tls.privateKey] + (tls.clientCA.map { [$0] } ?? []),
       ownCertificate: tls.certificate, logger: logger
     ) {
-      var configuration = TLSConfiguration.makeServerConfiguration(
-        certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) },
-        privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)))
+      let (chain, key) = try ownPair(certificate: tls.certificate, key: tls.privateKey)
+      var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: key)
       configuration.applicationProtocols = ["h2"]
       configuration.minimumTLSVersion = .tlsv12
       if let ca = tls.clientCA {
@@ -55,7 +78,7 @@ public final class TLSMaterial: Sendable {
       case .optional: configuration.certificateVerification = .optionalVerification
       case .none: configuration.certificateVerification = .none
       }
-      return try NIOSSLContext(configuration: configuration)
+      return Built(context: try NIOSSLContext(configuration: configuration), chain: chain, key: key)
     }
   }
 
@@ -69,16 +92,35 @@ public final class TLSMaterial: Sendable {
       configuration.certificateVerification = .fullVerification
       if let ca = tls.ca { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
       if let certificate = tls.certificate, let key = tls.privateKey {
-        configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
-        configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+        (configuration.certificateChain, configuration.privateKey) = try ownPair(certificate: certificate, key: key)
       }
-      return try NIOSSLContext(configuration: configuration)
+      return Built(
+        context: try NIOSSLContext(configuration: configuration), chain: configuration.certificateChain,
+        key: configuration.privateKey)
     }
+  }
+
+  /// The own certificate and key of a grpc-swift part (`registry`, `core`), which takes them from
+  /// here at each handshake (as its `CertificateReloader`).
+  public static func certificate(_ certificate: String, key: String, use: String, logger: Logger) throws -> TLSMaterial {
+    try TLSMaterial(use: use, files: [certificate, key], ownCertificate: certificate, logger: logger) {
+      let (chain, privateKey) = try ownPair(certificate: certificate, key: key)
+      let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: privateKey)
+      return Built(context: try NIOSSLContext(configuration: configuration), chain: chain, key: privateKey)
+    }
+  }
+
+  /// The certificate chain and key in PEM files.
+  private static func ownPair(certificate: String, key: String) throws -> ([NIOSSLCertificateSource], NIOSSLPrivateKeySource) {
+    (
+      try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+      .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+    )
   }
 
   private init(
     use: String, files: [String], ownCertificate: String?, logger: Logger,
-    build: @escaping @Sendable () throws -> NIOSSLContext
+    build: @escaping @Sendable () throws -> Built
   ) throws {
     self.use = use
     self.files = files
@@ -86,13 +128,13 @@ public final class TLSMaterial: Sendable {
     self.ownCertificate = ownCertificate
     self.logger = logger.with("mesh.tls", use)
     let stamps = Self.stamps(files)
-    let context: NIOSSLContext
+    let built: Built
     do {
-      context = try build()
+      built = try build()
     } catch {
       throw TLSError(use: use, files: files, underlying: error)
     }
-    self.state = Mutex(State(context: context, stamps: stamps, notAfter: Self.expiry(ownCertificate)))
+    self.state = Mutex(State(built: built, stamps: stamps, notAfter: Self.expiry(ownCertificate)))
   }
 
   /// Builds a new context when a file changed (or when `force`); returns whether it did.
@@ -101,9 +143,9 @@ public final class TLSMaterial: Sendable {
     let stamps = Self.stamps(files)
     guard force || state.withLock({ $0.stamps != stamps }) else { return false }
     do {
-      let context = try build()
+      let built = try build()
       let notAfter = Self.expiry(ownCertificate)
-      state.withLock { $0 = State(context: context, stamps: stamps, notAfter: notAfter) }
+      state.withLock { $0 = State(built: built, stamps: stamps, notAfter: notAfter) }
       logger.notice("TLS files reloaded: new connections use them", metadata: ["mesh.files": "\(files)"])
       return true
     } catch {

@@ -32,7 +32,7 @@ final class UpstreamConnection: @unchecked Sendable {
   private var retireWhenReady = false
   private var backoff = ReconnectBackoff()
   /// The client metrics of the last method called on this connection.
-  private var lastClientMetrics: (path: String, metrics: GRPCCallMetrics)?
+  private var lastClientMetrics = LastCallMetrics()
 
   init(
     eventLoop: any EventLoop, address: HostPort, config: MeshConfig.Upstream, security: UpstreamSecurity?,
@@ -48,10 +48,7 @@ final class UpstreamConnection: @unchecked Sendable {
   /// The client metrics of calls to `path` on this connection's endpoint, without a lock when
   /// the last call here had the same method; `lookUp` finds them otherwise.
   func clientMetrics(path: String, lookUp: (String) -> GRPCCallMetrics) -> GRPCCallMetrics {
-    if let last = lastClientMetrics, last.path == path { return last.metrics }
-    let metrics = lookUp(path)
-    lastClientMetrics = (path, metrics)
-    return metrics
+    lastClientMetrics.metrics(path: path, lookUp: lookUp)
   }
 
   /// Opens a stream for `delegate` when the connection is up and takes new streams; `nil`
