@@ -12,7 +12,7 @@ import Synchronization
 #endif
 
 /// The listener the core dials for one pool: HTTP/2 (gRPC), with TLS when configured; every
-/// stream is a ``ProxyCall``, routed by the connection's ``CallerConnectionHandler``.
+/// stream is a ``ProxyCall``, routed by the connection's ``CallerStreams``.
 ///
 /// Bind it with ``bind(pool:address:group:settings:security:logger:)``; ``shutdown(grace:)`` stops
 /// accepting, sends GOAWAY on every connection and waits for calls in flight, at most `grace`.
@@ -95,7 +95,7 @@ final class CallbackListener: Sendable {
               try sync.addHandler(
                 PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
             }
-            let caller = CallerConnectionHandler(
+            let caller = CallerStreams(
               pool: pool, settings: settings, eventLoop: channel.eventLoop, logger: logger)
             let callers = settings.current.values.callers
             let connection = HTTP2Connection(mode: .server, configuration: .caller(callers), delegate: caller)

@@ -5,7 +5,7 @@ import NIOHTTP2
 
 /// Forwards one call from the core to one replica of the pool, frame by frame.
 ///
-/// The caller's connection (``CallerConnectionHandler``) hands the call its stream's frames.
+/// The caller's connection (``CallerStreams``) hands the call its stream's frames.
 /// Once the request's first message is whole, the call picks a replica (the pool's balancer, over the healthy ones; with
 /// `balancer.max_concurrent_calls`, the call may first wait in the pool's queue until its
 /// deadline) and open a stream on that replica's connection from this event loop. The request frames are kept until the
@@ -39,7 +39,7 @@ final class ProxyCall: UpstreamStreamDelegate {
   }
 
   /// The caller's connection, and the call's stream on it.
-  let caller: CallerConnectionHandler
+  let caller: CallerStreams
   let streamID: HTTP2StreamID
   let eventLoop: any EventLoop
 
@@ -88,7 +88,7 @@ final class ProxyCall: UpstreamStreamDelegate {
   let rules: RetryRules
 
   init(
-    caller: CallerConnectionHandler, streamID: HTTP2StreamID, eventLoop: any EventLoop, pool: ReplicaPool,
+    caller: CallerStreams, streamID: HTTP2StreamID, eventLoop: any EventLoop, pool: ReplicaPool,
     limits: MeshConfig.Upstream, retry: MeshConfig.Retry, logger: Logger
   ) {
     self.caller = caller
@@ -173,7 +173,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     } else if let timeout = limits.defaultCallTimeout {
       // A call without grpc-timeout gets `upstream.default_call_timeout`, so that none holds a
       // stream (and a replica's) for ever; its connection checks it every second
-      // (``CallerConnectionHandler``), which costs the call no timer of its own.
+      // (``CallerStreams``), which costs the call no timer of its own.
       defaultDeadline = .now() + timeout.timeAmount
     }
     request.keep(.headers(headers), sent: false)

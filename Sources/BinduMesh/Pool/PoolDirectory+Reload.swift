@@ -23,7 +23,7 @@ extension PoolDirectory {
     var rebound: [(old: Entry, new: Entry)] = []
     var retls: [(entry: Entry, security: ListenerSecurity?)] = []
     var upstreamTLS: [(entry: Entry, security: UpstreamSecurity?)] = []
-    let materials = tlsMaterials
+    let savedTLS = tls
     do {
       for agent in change.addedPools {
         guard entries[agent] == nil, creating[agent] == nil, let declared = byAgent[agent] else {
@@ -49,26 +49,26 @@ extension PoolDirectory {
           {
             config.pools[index].listen = was.listen
             if was.listenerTLS != declared.listenerTLS {
-              retls.append((old, try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }))
+              retls.append((old, try declared.listenerTLS.map { try tls.listener($0, use: "callback:\(agent)") }))
             }
           }
           continue
         }
         let address = declared.listen ?? takeDynamicAddress()
-        let security = try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }
+        let security = try declared.listenerTLS.map { try tls.listener($0, use: "callback:\(agent)") }
         rebound.append((old, try await bind(old.pool, at: address, security: security)))
       }
       for (agent, poolChange) in change.changedPools where poolChange.listenerTLS {
         guard let entry = entries[agent], let declared = byAgent[agent] else { continue }
-        retls.append((entry, try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(agent)") }))
+        retls.append((entry, try declared.listenerTLS.map { try tls.listener($0, use: "callback:\(agent)") }))
       }
       for (agent, poolChange) in change.changedPools where poolChange.upstreamTLS {
         guard let entry = entries[agent], let declared = byAgent[agent] else { continue }
         upstreamTLS.append(
-          (entry, try declared.upstreamTLS.map { try upstreamSecurity($0, use: "upstream:\(agent)") }))
+          (entry, try declared.upstreamTLS.map { try tls.upstream($0, use: "upstream:\(agent)") }))
       }
     } catch {
-      tlsMaterials = materials
+      tls = savedTLS
       for entry in reloaded.added {
         entries[entry.pool.name] = nil
         dns.stop(entry.pool.name)

@@ -46,10 +46,11 @@ public actor PoolDirectory {
   /// Listening sockets a previous process handed over, by pool, with the address it bound,
   /// until the pool takes its own.
   private var inherited: [String: (address: HostPort, socket: CInt)]
+  /// The pools' TLS.
+  var tls: PoolTLS
+
   /// Every TLS context source of the pools, for reloading.
-  public internal(set) var tlsMaterials: [TLSMaterial] = []
-  private var callbacksListenerSecurity: ListenerSecurity??
-  private var callbacksUpstreamSecurity: UpstreamSecurity??
+  public var tlsMaterials: [TLSMaterial] { tls.materials }
 
   init(
     config: MeshConfig, group: MultiThreadedEventLoopGroup, store: RegistryStore, metrics: MeshMetrics,
@@ -66,6 +67,7 @@ public actor PoolDirectory {
     self.group = group
     self.loops = Array(group.makeIterator())
     self.logger = logger
+    self.tls = PoolTLS(logger: logger)
     self.nextPort = config.callbacks.firstPort
   }
 
@@ -96,12 +98,12 @@ public actor PoolDirectory {
     if let json = declared.agentConfigJSON {
       definition = try AgentDefinition(configJSON: json, skills: declared.skills.map(\.definition))
     }
-    let upstream = try declared.upstreamTLS.map { try upstreamSecurity($0, use: "upstream:\(declared.agent)") }
+    let upstream = try declared.upstreamTLS.map { try tls.upstream($0, use: "upstream:\(declared.agent)") }
     let pool = makePool(
       name: declared.agent, declared: true, definition: definition, policy: declared.policy, security: upstream)
     declared.replicas.forEach(pool.addConfigured)
     let address = declared.listen ?? takeDynamicAddress()
-    let listener = try declared.listenerTLS.map { try listenerSecurity($0, use: "callback:\(declared.agent)") }
+    let listener = try declared.listenerTLS.map { try tls.listener($0, use: "callback:\(declared.agent)") }
     let entry = try await bind(pool, at: address, security: listener)
     entries[declared.agent] = entry
     if let name = declared.dns { dns.follow(pool, name: name, refresh: declared.dnsRefresh) }
@@ -116,8 +118,9 @@ public actor PoolDirectory {
       throw MeshError.tooManyPools(limit: config.callbacks.maxPools)
     }
     madeByRegistration += 1
-    let pool = makePool(name: agent, declared: false, definition: nil, policy: nil, security: try callbacksUpstream())
-    let listener = try callbacksListener()
+    let upstream = try tls.registrationUpstream(config.callbacks)
+    let pool = makePool(name: agent, declared: false, definition: nil, policy: nil, security: upstream)
+    let listener = try tls.registrationListener(config.callbacks)
     let task = Task { try await self.bindDynamic(pool, security: listener) }
     creating[agent] = task
     defer { creating[agent] = nil }
@@ -174,8 +177,10 @@ public actor PoolDirectory {
         guard let definition = try storedDefinition(stored) else { continue }
         madeByRegistration += 1
         let pool = makePool(
-          name: stored.agent, declared: false, definition: definition, policy: nil, security: try callbacksUpstream())
-        entry = try await bindRestored(pool, port: stored.callbackPort, security: try callbacksListener())
+          name: stored.agent, declared: false, definition: definition, policy: nil,
+          security: try tls.registrationUpstream(config.callbacks))
+        let listener = try tls.registrationListener(config.callbacks)
+        entry = try await bindRestored(pool, port: stored.callbackPort, security: listener)
         entries[stored.agent] = entry
         toRegister.append((entry, definition))
       }
@@ -253,40 +258,10 @@ public actor PoolDirectory {
       logger: logger)
   }
 
-  func listenerSecurity(_ tls: MeshConfig.ListenerTLS, use: String) throws -> ListenerSecurity {
-    let material = try TLSMaterial.server(tls, use: use, logger: logger)
-    tlsMaterials.removeAll { $0.use == use }  // a reload's new files replace the listener's
-    tlsMaterials.append(material)
-    return ListenerSecurity(material: material, allowedIdentities: tls.allowedIdentities)
-  }
-
-  func upstreamSecurity(_ tls: MeshConfig.ClientTLS, use: String) throws -> UpstreamSecurity {
-    let material = try TLSMaterial.client(tls, use: use, logger: logger)
-    tlsMaterials.removeAll { $0.use == use }  // a reload's new files replace the pool's
-    tlsMaterials.append(material)
-    return UpstreamSecurity(material: material, serverName: tls.serverName, allowedIdentities: tls.allowedIdentities)
-  }
-
-  /// TLS of listeners of pools made by registration (`callbacks.tls`), made once.
-  private func callbacksListener() throws -> ListenerSecurity? {
-    if let made = callbacksListenerSecurity { return made }
-    let made = try config.callbacks.tls.map { try listenerSecurity($0, use: "callbacks") }
-    callbacksListenerSecurity = .some(made)
-    return made
-  }
-
-  /// TLS to replicas of pools made by registration (`callbacks.upstream_tls`), made once.
-  private func callbacksUpstream() throws -> UpstreamSecurity? {
-    if let made = callbacksUpstreamSecurity { return made }
-    let made = try config.callbacks.upstreamTLS.map { try upstreamSecurity($0, use: "callbacks-upstream") }
-    callbacksUpstreamSecurity = .some(made)
-    return made
-  }
-
   /// Builds the TLS of pools made by registration now, so bad files fail the start.
   func prepareRegistrationTLS() throws {
-    _ = try callbacksListener()
-    _ = try callbacksUpstream()
+    _ = try tls.registrationListener(config.callbacks)
+    _ = try tls.registrationUpstream(config.callbacks)
   }
 
   func takeDynamicAddress() -> HostPort {

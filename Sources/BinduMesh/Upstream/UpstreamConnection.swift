@@ -16,7 +16,7 @@ final class UpstreamConnection: @unchecked Sendable {
   private enum State {
     case idle
     case connecting(EventLoopFuture<Void>)
-    case ready(any Channel, UpstreamStreamsHandler)
+    case ready(any Channel, UpstreamStreams)
     /// The last connect failed; no new attempt before `until`.
     case backingOff(until: NIODeadline, error: any Error)
     case drained
@@ -141,7 +141,7 @@ final class UpstreamConnection: @unchecked Sendable {
     let upstream = config
     let liveness = UpstreamLiveness(config: config, logger: logger.with("mesh.replica", "\(address)"))
     let activation = eventLoop.makePromise(of: Void.self)
-    let streams = UpstreamStreamsHandler(
+    let streams = UpstreamStreams(
       liveness: liveness, eventLoop: eventLoop, activation: activation, awaitsHandshake: security != nil)
     let handlers = NIOLoopBound(streams, eventLoop: eventLoop)
     let security = self.security

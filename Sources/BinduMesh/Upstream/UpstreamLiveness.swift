@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP2
 
-/// Watches one connection to a replica for its ``UpstreamStreamsHandler`` (which tells it when a
+/// Watches one connection to a replica for its ``UpstreamStreams`` (which tells it when a
 /// stream ends, and passes on PING acknowledgements and draining): closes it when it has been
 /// idle for `upstream.idle_timeout`, when the replica does not answer a keepalive PING within
 /// `upstream.keepalive_timeout`, and when it is draining and its last stream has ended.

@@ -20,7 +20,7 @@ protocol UpstreamStreamDelegate: AnyObject {
 struct UpstreamStream {
   /// The stream's ID on its connection.
   let id: HTTP2StreamID
-  let connection: UpstreamStreamsHandler
+  let connection: UpstreamStreams
 
   /// Sends `payload` on the stream (flushed once per event-loop tick); `promise` completes once
   /// it is written.

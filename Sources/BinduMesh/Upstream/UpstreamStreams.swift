@@ -10,7 +10,7 @@ import NIOTLS
 /// streams here; the calls on streams it says it never began move to another replica. A call
 /// that finds the connection at the replica's SETTINGS_MAX_CONCURRENT_STREAMS waits for a
 /// stream to end (``whenStreamSlotFrees(_:)``).
-final class UpstreamStreamsHandler: HTTP2ConnectionDelegate {
+final class UpstreamStreams: HTTP2ConnectionDelegate {
   private let liveness: UpstreamLiveness
   private let eventLoop: any EventLoop
   /// The connection this handler routes; set once, right after both are made.

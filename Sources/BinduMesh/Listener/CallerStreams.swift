@@ -8,7 +8,7 @@ import NIOHTTP2
 ///
 /// Frames stay on the connection: no channel per stream. Draining (``ChannelShouldQuiesceEvent``)
 /// sends GOAWAY and closes the connection once its last call has ended, or when `grace` runs out.
-final class CallerConnectionHandler: HTTP2ConnectionDelegate {
+final class CallerStreams: HTTP2ConnectionDelegate {
   private let pool: ReplicaPool
   /// The calls' limits and the connection's timeouts, brought up to date after a reload.
   private let settings: LiveSettings
