@@ -197,3 +197,78 @@ def test_a_caller_that_grants_no_connection_window_is_cut_off(scenario):
     samples = scrape(scenario.mesh)
     assert value(samples, "bindu_mesh_http2_goaways_total", pool="echo-agent", reason="stalled_window") == 1
     assert scenario.ask("a reader") == "[r1] a reader"
+
+
+def test_what_one_connection_can_make_the_mesh_hold_is_bounded(tmp_path, pb):
+    """A replica that takes a connection and never reads (nor answers a probe): each call's request
+    waits in the mesh. A caller that opens 8 streams and sends as much as its windows allow would
+    make the mesh hold 8 streams x 1 MiB without a cap; with callbacks.max_buffered_bytes of
+    1 MiB the mesh stops giving the connection's window back, and the caller can send only about
+    that much, and one window, more."""
+    import threading
+
+    from harness import Mesh, free_port
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.exceptions import FlowControlError
+
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    held = []
+    threading.Thread(target=lambda: held.extend(blackhole.accept() for _ in range(4)), daemon=True).start()
+    listen = free_port()
+    pool = (f"pools:\n  - agent: stuck-agent\n    listen: 127.0.0.1:{listen}\n    replicas:\n"
+            f"      - 127.0.0.1:{blackhole.getsockname()[1]}\n")
+    policy = "health:\n  interval: 60s\n  timeout: 1s\n  start_healthy: true\n"
+    mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=policy + pool,
+                callbacks_yaml="  max_buffered_bytes: 1048576\n")
+    mesh.start()
+    try:
+        connection = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+        connection.initiate_connection()
+        with socket.create_connection(("127.0.0.1", listen), timeout=10) as sock:
+            sock.sendall(connection.data_to_send())
+            headers = [(":method", "POST"), (":scheme", "http"), (":path", "/bindu.grpc.AgentHandler/HandleMessages"),
+                       (":authority", f"127.0.0.1:{listen}"), ("content-type", "application/grpc"),
+                       ("te", "trailers"), ("grpc-timeout", "20S")]
+            sent = 0
+            deadline = time.monotonic() + 6
+            sock.settimeout(0.2)
+            opened = []
+            while time.monotonic() < deadline:
+                if len(opened) < 8:
+                    stream = connection.get_next_available_stream_id()
+                    connection.send_headers(stream, headers)
+                    # One message of 4 MiB - 5 bytes: its prefix, then as much of it as windows allow.
+                    connection.send_data(stream, b"\x00" + (4 * 1024 * 1024 - 5).to_bytes(4, "big"))
+                    sent += 5
+                    opened.append(stream)
+                for stream in opened:
+                    window = min(connection.local_flow_control_window(stream), 16384)
+                    if window > 0:
+                        try:
+                            connection.send_data(stream, b"x" * window)
+                            sent += window
+                        except FlowControlError:
+                            pass
+                sock.sendall(connection.data_to_send())
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                connection.receive_data(data)
+                sock.sendall(connection.data_to_send())
+        print(f"sent {sent} bytes on {len(opened)} streams")
+        assert len(opened) == 8
+        # The cap and the connection's window of 1 MiB, with room for the last frames in flight;
+        # without the cap, about 6 MiB here (8 streams x 1 MiB, less what the 6 s left unsent).
+        assert sent < 2.6 * 1024 * 1024, sent
+        assert sent > 1024 * 1024, "the first window's worth is taken"
+    finally:
+        mesh.stop()
+        blackhole.close()
+        for conn, _ in held:
+            conn.close()
