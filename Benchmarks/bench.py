@@ -106,7 +106,7 @@ def start_mesh(bin_dir, workdir, ports, name="mesh", extra_yaml=""):
     config = workdir / f"{name}.yaml"
     config.write_text(
         f"core: {{address: 127.0.0.1:{free_port()}}}\nregistry: {{listen: 127.0.0.1:{free_port()}}}\n"
-        f"admin: {{listen: 127.0.0.1:{free_port()}}}\n"
+        f"admin: {{listen: 127.0.0.1:{free_port()}}}\nstate: {{dir: {workdir / (name + '-state')}}}\n"
         f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas: [{', '.join(f'127.0.0.1:{p}' for p in ports)}]\n"
         + extra_yaml)
     process = Process([str(bin_dir / "bindu-mesh"), "--config", str(config), "--log-level", "error"], cwd=workdir, name="mesh")
