@@ -74,8 +74,9 @@ final class CallbackListener: Sendable {
     let socket = try inherited ?? ListeningSocket.open(address)
     let spare = dup(socket)
     guard spare >= 0 else {
-      if inherited == nil { close(socket) }
-      throw SocketError.last("dup")
+      let error = SocketError.last("dup")
+      close(socket)  // opened here, or handed over for this listener alone: either way it is ours
+      throw error
     }
     let current = SecurityBox(security)
     let channel: any Channel
