@@ -123,6 +123,8 @@ import Testing
     ("cores:\n  - address: 1.2.3.4:2\n  - address: 1.2.3.4:2\n", "cores[1]: core 1.2.3.4:2 is listed more than once"),
     ("cores:\n  - address: 1.2.3.4:2\n    agent_url: nowhere\n", "cores[0].agent_url: expected a URL"),
     ("state:\n  dir: \"\"\n", "state.dir: expected a folder path"),
+    ("callbacks:\n  max_buffered_bytes: 2097152\n",
+     "t.yaml:2:23: callbacks.max_buffered_bytes: max_buffered_bytes must be at least 7602176 with max_concurrent_streams 100"),
   ])
   func badInputNamesFileKeyAndExpectation(yaml: String, expected: String) {
     #expect {

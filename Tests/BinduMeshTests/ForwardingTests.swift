@@ -12,11 +12,11 @@ import Testing
     .init(data: .byteBuffer(ByteBuffer(repeating: 0x61, count: bytes)), paddingBytes: padding)
   }
 
-  @Test func windowComesBackInBatchesOfHalfTheStreamWindow() {
+  @Test func windowComesBackInBatchesOf64KiB() {
     var window = ForwardingWindow()
     let batch = ForwardingWindow.batch
-    #expect(batch == (1 << 20) / 2)
-    // A unary call far under half a window never needs its window back.
+    #expect(batch == 64 * 1024)
+    // A unary call under a batch never needs its window back.
     #expect(window.received(data(16_384)) == nil)
     #expect(window.received(data(batch - 16_384 - 1)) == nil)
     // The frame that completes a batch carries everything received so far.

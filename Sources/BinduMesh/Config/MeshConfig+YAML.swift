@@ -39,7 +39,16 @@ extension MeshConfig {
       if config.cores.isEmpty { throw cores.error("expected at least one core (or leave cores out and use core.address)") }
     }
     if let registry = top["registry"] { try config.registry.read(registry) }
-    if let callbacks = top["callbacks"] { try config.callbacks.read(callbacks) }
+    if let callbacks = top["callbacks"] {
+      try config.callbacks.read(callbacks)
+      let least = config.callbacks.leastBufferedBytes
+      if config.callbacks.maxBufferedBytes < least {
+        let key = try callbacks.mapping(keys: ConfigKeys.callbacks)["max_buffered_bytes"] ?? callbacks
+        throw key.error(
+          "max_buffered_bytes must be at least \(least) with max_concurrent_streams \(config.callbacks.maxConcurrentStreams)"
+            + " (64 KiB per stream and one 1 MiB window)")
+      }
+    }
     if let upstream = top["upstream"] { try config.upstream.read(upstream) }
     if let shutdown = top["shutdown"] {
       let keys = try shutdown.mapping(keys: ConfigKeys.shutdown)

@@ -163,9 +163,13 @@ extension MeshConfig {
     /// The most request bytes one caller's connection may have the mesh hold across its calls
     /// (read, and not yet written to a replica, or waiting for one); past it the mesh stops
     /// giving the connection's flow-control window back until some are written, so the caller
-    /// waits. Counted by what the mesh has not given back yet, half a stream window at a time.
-    /// Default 32 MiB.
+    /// waits. Counted by what the mesh has not given back yet, 64 KiB at a time per stream, so it
+    /// must be at least ``leastBufferedBytes``. Default 32 MiB.
     public var maxBufferedBytes = 32 << 20
+
+    /// The least ``maxBufferedBytes`` may be: 64 KiB for each stream (what a stream may keep
+    /// not given back once written onwards) and one 1 MiB window.
+    public var leastBufferedBytes: Int { maxConcurrentStreams * 64 * 1024 + (1 << 20) }
 
     /// Default values.
     public static var defaults: Self {

@@ -3,14 +3,18 @@ import NIOHTTP2
 /// The flow-control window of one stream whose DATA the mesh forwards to another connection.
 ///
 /// The sender gets its window back only once what it sent has been written on the other side:
-/// the frame that completes a batch (half the window the mesh offers) is written with a promise,
-/// and since a connection writes in order, its completion means every byte before it has left
-/// too. A reader that stops reading so stops the sender after one window (backpressure), and
-/// the mesh holds at most about one window per stream. Calls under half a window never need a
-/// promise.
+/// the frame that completes a batch (``batch``, 64 KiB) is written with a promise, and since a
+/// connection writes in order, its completion means every byte before it has left too. A reader
+/// that stops reading so stops the sender after one window (backpressure), and the mesh holds at
+/// most about one window per stream. Calls under a batch never need a promise.
+///
+/// A stream keeps under one batch not given back (written onwards, but not a whole batch yet):
+/// a connection's streams keep at most `max_concurrent_streams` batches that way, which
+/// `callbacks.max_buffered_bytes` must leave room for, so that holding the connection's window
+/// back never stalls streams whose next batch needs more of the caller's data.
 struct ForwardingWindow {
   /// Bytes given back at once.
-  static let batch = HTTP2Connection.Configuration.meshWindowSize / 2
+  static let batch = 64 * 1024
   private var unreturned = 0
 
   /// Counts a DATA frame; returns the bytes to give back once it has been written onwards, when

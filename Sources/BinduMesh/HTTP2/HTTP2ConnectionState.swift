@@ -30,7 +30,7 @@ struct HTTP2ConnectionState {
     var maxHeaderListSize = HPACKDecoder.defaultMaxHeaderListSize
     /// The most bytes of the peer's DATA this side holds across the connection's streams: read,
     /// and not yet given back to the peer with a stream WINDOW_UPDATE (which the mesh sends once
-    /// they are written onwards, half a window at a time). Past it the connection's window is
+    /// they are written onwards, 64 KiB at a time). Past it the connection's window is
     /// not given back until some are, so that one connection cannot pin more than this and one
     /// window, however many streams it opens. `nil`: no limit but the streams' windows.
     var maxBufferedBytes: Int? = nil

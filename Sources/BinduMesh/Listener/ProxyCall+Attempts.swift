@@ -119,13 +119,33 @@ extension ProxyCall {
     guard var headers = request.headers else { return }
     headers.headers = upstreamHeaders()
     stream.write(.headers(headers))
-    request.forEachFrameAfterHeaders { stream.write($0) }
-    request.sent(dropAll: caller.keepsTooMuch)
-    reportKept()
-    if heldWindow > 0 {
-      giveWindow(heldWindow)
-      heldWindow = 0
+    // The window held back while the call waited goes back once the frames are written to the
+    // replica (the last one's promise: a stream writes in order), not when they are queued.
+    let held = heldWindow
+    heldWindow = 0
+    var last: HTTP2Frame.FramePayload?
+    request.forEachFrameAfterHeaders { frame in
+      if let previous = last { stream.write(previous) }
+      last = frame
     }
+    if let last {
+      guard held > 0 else { return finishSending(last, to: stream) }
+      let written = eventLoop.makePromise(of: Void.self)
+      stream.write(last, promise: written)
+      written.futureResult.assumeIsolated().whenComplete { [self] _ in giveWindow(held) }
+    } else if held > 0 {
+      giveWindow(held)
+    }
+    finishSending(nil, to: stream)
+  }
+
+  /// The kept frames are with the replica (`last` still to write): past the per-call limit they
+  /// are dropped. They stay counted against the connection's budget until then, even when it is
+  /// full: frames still queued for the replica's window are still in memory.
+  private func finishSending(_ last: HTTP2Frame.FramePayload?, to stream: UpstreamStream) {
+    if let last { stream.write(last) }
+    request.sent()
+    reportKept()
   }
 
   /// The request headers with `grpc-timeout` set to the time left.
@@ -141,15 +161,15 @@ extension ProxyCall {
   /// bytes of window go back to the caller once it is written.
   func forward(_ payload: HTTP2Frame.FramePayload, windowBack: Int? = nil) {
     guard case .forwarding(_, let stream) = state else {
-      // Kept until a replica's stream opens; past retry.max_kept_request_bytes, the caller's
-      // window waits for that too, so a call waiting for a replica holds at most that much.
+      // Kept until a replica's stream opens, and the caller's window with it: what a call
+      // waiting for a replica holds counts against its connection's callbacks.max_buffered_bytes
+      // until it is written to the replica (``requestFull`` makes it pick one before the caller
+      // runs out of window).
       if !responseStarted {
         request.keep(payload, sent: false)
         reportKept()
       }
-      if let windowBack {
-        if requestFull { heldWindow += windowBack } else { giveWindow(windowBack) }
-      }
+      if let windowBack { heldWindow += windowBack }
       return
     }
     if !responseStarted {
@@ -165,9 +185,13 @@ extension ProxyCall {
     written.futureResult.assumeIsolated().whenComplete { [self] _ in giveWindow(windowBack) }
   }
 
-  /// Whether the call should take no more of its request until a replica has it: it keeps
-  /// `retry.max_kept_request_bytes`, or its connection's calls keep `callbacks.max_buffered_bytes`.
-  var requestFull: Bool { request.isFull || caller.keepsTooMuch }
+  /// Whether the call should pick its replica now rather than wait for its first message to be
+  /// whole: it keeps `retry.max_kept_request_bytes`, or its connection's calls keep
+  /// `callbacks.max_buffered_bytes`, or it holds half of the caller's stream window (which it
+  /// gives back only once a replica has the bytes).
+  var requestFull: Bool {
+    request.isFull || caller.keepsTooMuch || heldWindow >= HTTP2Connection.Configuration.meshWindowSize / 2
+  }
 
   /// Tells the connection how many request bytes this call keeps now.
   func reportKept() {

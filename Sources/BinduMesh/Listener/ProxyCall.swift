@@ -51,8 +51,8 @@ final class ProxyCall: UpstreamStreamDelegate {
   var state = State.idle
   /// The request's frames so far, kept until the replica commits so the call can move.
   var request: KeptRequest
-  /// Window the caller is owed for request bytes held back while the call waited for a replica
-  /// with ``KeptRequest/isFull``; given back once a replica has them.
+  /// Window the caller is owed for request bytes the call took while it waited for a replica;
+  /// given back once the replica has them written.
   var heldWindow = 0
   /// The flow-control windows of the caller's stream (request) and the replica's (response).
   var requestWindow = ForwardingWindow()
