@@ -169,7 +169,9 @@ extension MeshConfig {
 
     /// The least ``maxBufferedBytes`` may be: 64 KiB for each stream (what a stream may keep
     /// not given back once written onwards) and one 1 MiB window.
-    public var leastBufferedBytes: Int { maxConcurrentStreams * 64 * 1024 + (1 << 20) }
+    public var leastBufferedBytes: Int {
+      maxConcurrentStreams * ForwardingWindow.batch + HTTP2Connection.Configuration.meshWindowSize
+    }
 
     /// Default values.
     public static var defaults: Self {

@@ -49,8 +49,6 @@ final class HTTP2Connection: ChannelInboundHandler {
 
   // MARK: State the delegates read
 
-  var mode: Mode { state.mode }
-  var configuration: Configuration { state.configuration }
   /// Whether this client may open a stream now: connected, no GOAWAY either way, stream IDs
   /// left (see also ``isAtCapacity``).
   var acceptsStreams: Bool { context != nil && state.acceptsStreams }

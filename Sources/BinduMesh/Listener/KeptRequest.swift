@@ -7,7 +7,7 @@ import NIOHTTP2
 /// What it keeps is bounded by `limit` (`retry.max_kept_request_bytes`) once a replica has the
 /// frames: past it they are dropped and the call can no longer move; so are they when the
 /// connection's calls keep too much between them (`callbacks.max_buffered_bytes`, the `dropAll`
-/// of ``keep(_:sent:dropAll:)`` and ``sent(dropAll:)``). Frames no replica has yet must stay, so
+/// of ``keep(_:sent:dropAll:)``). Frames no replica has yet must stay, so
 /// while a call waits for its replica ``isFull`` tells it to stop taking more.
 struct KeptRequest {
   /// The most DATA bytes kept to move the call.
@@ -40,9 +40,8 @@ struct KeptRequest {
     if sent { dropIfOverLimit(dropAll: dropAll) }
   }
 
-  /// A replica has every frame kept: past the limit they are dropped, or all of them with
-  /// `dropAll`.
-  mutating func sent(dropAll: Bool = false) { dropIfOverLimit(dropAll: dropAll) }
+  /// A replica has every frame kept: past the limit they are dropped.
+  mutating func sent() { dropIfOverLimit(dropAll: false) }
 
   /// Whether a call with no replica yet should take no more of the request for now.
   var isFull: Bool { bytes >= limit }

@@ -128,22 +128,18 @@ extension ProxyCall {
       if let previous = last { stream.write(previous) }
       last = frame
     }
-    if let last {
-      guard held > 0 else { return finishSending(last, to: stream) }
+    if let last, held > 0 {
       let written = eventLoop.makePromise(of: Void.self)
       stream.write(last, promise: written)
       written.futureResult.assumeIsolated().whenComplete { [self] _ in giveWindow(held) }
+    } else if let last {
+      stream.write(last)
     } else if held > 0 {
       giveWindow(held)
     }
-    finishSending(nil, to: stream)
-  }
-
-  /// The kept frames are with the replica (`last` still to write): past the per-call limit they
-  /// are dropped. They stay counted against the connection's budget until then, even when it is
-  /// full: frames still queued for the replica's window are still in memory.
-  private func finishSending(_ last: HTTP2Frame.FramePayload?, to stream: UpstreamStream) {
-    if let last { stream.write(last) }
+    // Past the per-call limit the kept frames are dropped; within it they stay counted against
+    // the connection's budget, even a full one: frames queued for the replica's window are
+    // still in memory.
     request.sent()
     reportKept()
   }
