@@ -174,7 +174,9 @@ class Mesh:
     def start(self, *flags):
         self.launch(*flags)
         try:
+            # The listeners start one after another: wait for the first and the last.
             wait_port(self.registry_port, timeout=30, proc=self.process.proc)
+            wait_port(self.admin_port, timeout=30, proc=self.process.proc)
         except (RuntimeError, TimeoutError) as error:
             time.sleep(0.2)  # the last lines of a mesh that exited
             raise RuntimeError(f"{error}; the mesh said:\n" + "\n".join(self.process.lines[-30:])) from error
