@@ -42,12 +42,13 @@ class Scenario:
                                                   *replica_args])
             for i in range(1, replicas + 1)
         ]
-        self.listen = free_port()
-        pool = (f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{self.listen}\n    replicas:\n"
+        # No `listen`: the pool takes a port of the system's (`callbacks.first_port: 0`).
+        pool = ("pools:\n  - agent: echo-agent\n    replicas:\n"
                 + "".join(f"      - 127.0.0.1:{r.port}\n" for r in self.replicas) + extra_pool_yaml)
         self.mesh = Mesh(workdir, core_port=free_port(), extra_yaml=policy_yaml + pool, admin_yaml=admin_yaml,
                          callbacks_yaml=callbacks_yaml)
         self.mesh.start()
+        self.listen = self.mesh.pool_port("echo-agent")
         messages, services = stubs()
         self.messages = messages
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.listen}")

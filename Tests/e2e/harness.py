@@ -5,6 +5,7 @@ Every process binds ports picked free by the test and runs in its own temporary 
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -135,15 +136,21 @@ class Mesh:
     `core_heartbeat=None` leaves `core.heartbeat_interval` at its default (30s). `start` again
     (or `restart`) runs a new process with the same config, ports and working directory, so it
     finds the state the last one kept; `previous` holds the processes that ran before.
+
+    The registry and admin listeners, and the pools made by registration, listen on port 0: the
+    mesh binds ports of the system's and logs them ("... listener ready mesh.listen=host:port").
+    The first start reads them there; a later start (or take-over) first writes them into the
+    config, so that it keeps them (before that, the file stays as the running mesh read it, and a
+    reload of it changes nothing). `callback_port` is the port of the pool made by registration (the first one there is).
     """
 
     def __init__(self, workdir: Path, core_port: int, extra_yaml: str = "", registry_yaml: str = "",
                  registry_port=None, core_host="127.0.0.1", core_yaml="", callbacks_yaml="", admin_yaml="",
                  core_heartbeat="1s", cores=None):
         self.workdir = workdir
-        self.registry_port = registry_port or free_port()
-        self.callback_port = free_port()
-        self.admin_port = free_port()
+        self._registry_port = registry_port or 0
+        self._admin_port = 0
+        self._callback_port = None
         self.config_path = workdir / "bindu-mesh.yaml"
         heartbeat = f"  heartbeat_interval: {core_heartbeat}\n" if core_heartbeat else ""
         # `cores=[(port, agent_url or None), ...]`: the mesh registers with each core (`cores:`);
@@ -153,9 +160,9 @@ class Mesh:
             + "core:\n")
         self.config_path.write_text(
             f"{core_lines}{heartbeat}  retry_max_backoff: 1s\n{core_yaml}"
-            f"registry:\n  listen: 127.0.0.1:{self.registry_port}\n{registry_yaml}"
-            f"callbacks:\n  first_port: {self.callback_port}\n{callbacks_yaml}"
-            f"admin:\n  listen: 127.0.0.1:{self.admin_port}\n{admin_yaml}" + extra_yaml
+            f"registry:\n  listen: 127.0.0.1:{self._registry_port}\n{registry_yaml}"
+            f"callbacks:\n  first_port: 0\n{callbacks_yaml}"
+            f"admin:\n  listen: 127.0.0.1:{self._admin_port}\n{admin_yaml}" + extra_yaml
         )
         self.process = None
         self.previous: list[Process] = []
@@ -167,20 +174,63 @@ class Mesh:
             assert self.process.proc.poll() is not None, "the mesh still runs: kill() or terminate() it first"
             self.previous.append(self.process)
         self.flags = flags
+        self._pin_ports()
         self.process = Process([str(BIN_DIR / "bindu-mesh"), "--config", str(self.config_path), "--log-level", "debug", *flags],
                                cwd=self.workdir, name="mesh")
         return self.process
 
+    @property
+    def registry_port(self) -> int:
+        assert self._registry_port, "the registry's port is known once the mesh has started"
+        return self._registry_port
+
+    @property
+    def admin_port(self) -> int:
+        assert self._admin_port, "the admin listener's port is known once the mesh has started"
+        return self._admin_port
+
+    @property
+    def callback_port(self) -> int:
+        """The callback port of the first pool made by registration (kept across restarts)."""
+        if self._callback_port is None:
+            wait_until(lambda: any(not p["declared"] for p in self.pools()), 30, "a pool made by registration")
+            made = [p for p in self.pools() if not p["declared"]]
+            self._callback_port = int(made[0]["callback_listen"].rsplit(":", 1)[1])
+        return self._callback_port
+
+    def pool_port(self, agent) -> int:
+        """The port `agent`'s pool listens on."""
+        pool = next((p for p in self.pools() if p["agent"] == agent), None)
+        assert pool is not None, f"no pool {agent!r}"
+        return int(pool["callback_listen"].rsplit(":", 1)[1])
+
     def start(self, *flags):
         self.launch(*flags)
-        try:
-            # The listeners start one after another: wait for the first and the last.
-            wait_port(self.registry_port, timeout=30, proc=self.process.proc)
-            wait_port(self.admin_port, timeout=30, proc=self.process.proc)
-        except (RuntimeError, TimeoutError) as error:
-            time.sleep(0.2)  # the last lines of a mesh that exited
-            raise RuntimeError(f"{error}; the mesh said:\n" + "\n".join(self.process.lines[-30:])) from error
+        self._wait_ready(self.process)
         return self
+
+    def _wait_ready(self, process):
+        """Until the registry and admin listeners serve; pins their ports in the config."""
+        ports = {}
+        for name in ("registry", "admin"):
+            try:
+                line = process.wait_line(lambda l, n=name: f"{n} listener ready" in l, timeout=30)
+            except TimeoutError as error:
+                time.sleep(0.2)  # the last lines of a mesh that exited
+                raise RuntimeError(f"the mesh did not start; it said:\n" + "\n".join(process.lines[-30:])) from error
+            ports[name] = int(re.search(r"mesh\.listen=\S*:(\d+)", line).group(1))
+        for name, attribute in (("registry", "_registry_port"), ("admin", "_admin_port")):
+            known = getattr(self, attribute)
+            assert known in (0, ports[name]), f"{name} moved from {known} to {ports[name]}"
+            setattr(self, attribute, ports[name])
+
+    def _pin_ports(self):
+        """Writes the ports the last start bound into the config, where it asks for port 0."""
+        config = self.config_path.read_text()
+        for name, port in (("registry", self._registry_port), ("admin", self._admin_port)):
+            if port:
+                config = config.replace(f"{name}:\n  listen: 127.0.0.1:0\n", f"{name}:\n  listen: 127.0.0.1:{port}\n", 1)
+        self.config_path.write_text(config)
 
     def restart(self):
         """Starts the mesh again with the flags of the last start."""
@@ -191,10 +241,11 @@ class Mesh:
         once it has exited (the new one is `process`, serving the same ports)."""
         old = self.process
         self.previous.append(old)
+        self._pin_ports()
         self.process = Process([str(BIN_DIR / "bindu-mesh"), "--config", str(self.config_path), "--log-level", "debug",
                                 *self.flags, "--take-over"], cwd=self.workdir, name="mesh")
         old.proc.wait(timeout)
-        wait_port(self.registry_port, timeout=30, proc=self.process.proc)
+        self._wait_ready(self.process)
         return old
 
     def kill(self):

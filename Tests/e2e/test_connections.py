@@ -54,12 +54,12 @@ def test_calls_a_replica_never_began_before_its_goaway_move_to_another(tmp_path,
         for name, extra in (("r1", ["--goaway-after", "3"]), ("r2", [])):
             process = Process([str(BIN_DIR / "bindu-bench-replica"), "--name", name, *extra], cwd=tmp_path, name=name)
             replicas.append((process, int(process.wait_line(lambda l: l.startswith("listening on")).rsplit(":", 1)[1])))
-        listen = free_port()
-        pool = (f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas:\n"
+        pool = (f"pools:\n  - agent: echo-agent\n    replicas:\n"
                 + "".join(f"      - 127.0.0.1:{port}\n" for _, port in replicas))
         mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=SLOW_PROBES + pool)
         replicas.append((mesh, None))
         mesh.start()
+        listen = mesh.pool_port("echo-agent")
         mesh.wait_in_rotation(2)
         stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{listen}"))
         calls = [stub.HandleMessages.future(
@@ -84,10 +84,10 @@ def test_calls_over_a_replicas_stream_limit_wait_for_a_stream_instead_of_failing
     mesh = None
     try:
         port = int(replica.wait_line(lambda l: l.startswith("listening on")).rsplit(":", 1)[1])
-        listen = free_port()
-        pool = f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas: [127.0.0.1:{port}]\n"
+        pool = f"pools:\n  - agent: echo-agent\n    replicas: [127.0.0.1:{port}]\n"
         mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=SLOW_PROBES + pool)
         mesh.start()
+        listen = mesh.pool_port("echo-agent")
         mesh.wait_in_rotation(1)
         stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{listen}"))
         assert stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content="first")]),
@@ -110,11 +110,11 @@ def test_health_probes_pass_while_callers_fill_every_stream_of_a_replica(tmp_pat
     replica = Replica(tmp_path, "r1", extra_args=["--max-concurrent-streams", "2"])
     mesh = None
     try:
-        listen = free_port()
-        pool = f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{listen}\n    replicas: [127.0.0.1:{replica.port}]\n"
+        pool = f"pools:\n  - agent: echo-agent\n    replicas: [127.0.0.1:{replica.port}]\n"
         probes = "health:\n  interval: 300ms\n  timeout: 250ms\n  unhealthy_threshold: 2\n"
         mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=probes + pool)
         mesh.start()
+        listen = mesh.pool_port("echo-agent")
         mesh.process.wait_line(lambda l: "replica in rotation" in l, timeout=15)
         # Four connections, so that the callers' calls fill the mesh's connection of every event loop.
         stubs = [services.AgentHandlerStub(grpc.insecure_channel(

@@ -65,12 +65,10 @@ def test_declared_pool_with_static_replicas_registers_without_any_replica_regist
         cleanup.append(replica)
         replicas.append(replica)
     a2a_port = free_port()
-    listen = free_port()
     config = agent_config(a2a_port=a2a_port)
     pool = (
         "pools:\n"
         "  - agent: echo-agent\n"
-        f"    listen: 127.0.0.1:{listen}\n"
         "    config:\n"
         f"      author: {config['author']}\n      name: echo-agent\n      description: echo agent\n"
         f"      deployment: {{url: \"http://localhost:{a2a_port}\", expose: true}}\n"
@@ -177,10 +175,8 @@ def test_deadline_of_the_caller_bounds_the_replica_call(tmp_path, core, cleanup,
 
 def test_pool_without_replicas_answers_unavailable_naming_the_pool(tmp_path, core, cleanup, pb):
     messages, services = pb
-    listen = free_port()
-    config = agent_config(a2a_port=free_port())
-    mesh = start_mesh(tmp_path, core, cleanup,
-                      f"pools:\n  - agent: lonely-agent\n    listen: 127.0.0.1:{listen}\n")
+    mesh = start_mesh(tmp_path, core, cleanup, "pools:\n  - agent: lonely-agent\n")
+    listen = mesh.pool_port("lonely-agent")
     stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{listen}"))
     with pytest.raises(grpc.RpcError) as failure:
         stub.HandleMessages(messages.HandleRequest(), timeout=5)

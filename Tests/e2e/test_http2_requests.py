@@ -217,13 +217,13 @@ def test_what_one_connection_can_make_the_mesh_hold_is_bounded(tmp_path, pb):
     blackhole.listen(16)
     held = []
     threading.Thread(target=lambda: held.extend(blackhole.accept() for _ in range(4)), daemon=True).start()
-    listen = free_port()
-    pool = (f"pools:\n  - agent: stuck-agent\n    listen: 127.0.0.1:{listen}\n    replicas:\n"
+    pool = (f"pools:\n  - agent: stuck-agent\n    replicas:\n"
             f"      - 127.0.0.1:{blackhole.getsockname()[1]}\n")
     policy = "health:\n  interval: 60s\n  timeout: 1s\n  start_healthy: true\n"
     mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=policy + pool,
                 callbacks_yaml="  max_concurrent_streams: 8\n  max_buffered_bytes: 1572864\n")
     mesh.start()
+    listen = mesh.pool_port("stuck-agent")
     try:
         connection = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
         connection.initiate_connection()

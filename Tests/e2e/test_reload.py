@@ -141,7 +141,10 @@ def test_a_pool_not_registered_with_a_core_moves_to_a_new_listen_address(scenari
         messages.HandleRequest(messages=[messages.ChatMessage(role="user", content="sleep:1500 in flight")]),
         timeout=10)
     time.sleep(0.3)
-    scenario.mesh.config_path.write_text(config.replace(f"listen: 127.0.0.1:{old_port}", f"listen: 127.0.0.1:{new_port}"))
+    # The pool had no `listen` (a port of the system's): now it has one.
+    moved = config.replace("  - agent: echo-agent\n", f"  - agent: echo-agent\n    listen: 127.0.0.1:{new_port}\n", 1)
+    assert moved != config
+    scenario.mesh.config_path.write_text(moved)
     status, body = post(scenario, "/reload", token=TOKEN)
     assert status == 200 and "pool echo-agent: listener" in json.loads(body)["changes"], body
     assert ask(new_port, "moved", timeout=5).endswith("moved")

@@ -24,8 +24,9 @@ def listener_tls(d, auth="required", allowed=None):
     return text
 
 
-def tls_pool(port, replicas, extra=""):
-    return (f"pools:\n  - agent: echo-agent\n    listen: 127.0.0.1:{port}\n    replicas:\n"
+def tls_pool(replicas, extra=""):
+    """The pool `echo-agent` on a port of the system's (`mesh.pool_port("echo-agent")`)."""
+    return ("pools:\n  - agent: echo-agent\n    replicas:\n"
             + "".join(f"      - 127.0.0.1:{r.port}\n" for r in replicas) + extra)
 
 
@@ -74,8 +75,8 @@ def start(tmp_path, cleanup, yaml, **sections):
 
 
 def test_grpcio_client_with_client_certificate_reaches_the_pool(tmp_path, cleanup, pb, d, replica):
-    port = free_port()
-    mesh = start(tmp_path, cleanup, tls_pool(port, [replica], listener_tls(d)))
+    mesh = start(tmp_path, cleanup, tls_pool([replica], listener_tls(d)))
+    port = mesh.pool_port("echo-agent")
     stub, channel = secure_stub(port, d)
     assert ask(stub) == "[r1] hello"
     channel.close()
@@ -83,9 +84,9 @@ def test_grpcio_client_with_client_certificate_reaches_the_pool(tmp_path, cleanu
 
 @pytest.mark.parametrize("case", ["no client certificate", "another CA", "expired", "identity not allowed", "plaintext"])
 def test_listener_refuses_bad_clients_with_a_log_line(tmp_path, cleanup, pb, d, replica, case):
-    port = free_port()
     allowed = ["spiffe://bindu-mesh/someone-else"] if case == "identity not allowed" else None
-    mesh = start(tmp_path, cleanup, tls_pool(port, [replica], listener_tls(d, allowed=allowed)))
+    mesh = start(tmp_path, cleanup, tls_pool([replica], listener_tls(d, allowed=allowed)))
+    port = mesh.pool_port("echo-agent")
     if case == "no client certificate":
         stub, channel = secure_stub(port, d, client=None)
     elif case == "another CA":
@@ -122,12 +123,12 @@ def tls_only_replica(tmp_path, cleanup, d):
 
 def test_mesh_reaches_a_replica_that_requires_client_certificates(tmp_path, cleanup, pb, d):
     secure = tls_only_replica(tmp_path, cleanup, d)
-    port, wrong_port = free_port(), free_port()
     upstream = f"    upstream_tls:\n      ca: {d}/ca.pem\n      cert: {d}/client.pem\n      key: {d}/client-key.pem\n"
-    yaml = tls_pool(port, [secure], upstream + "      server_name: localhost\n") + (
-        f"  - agent: misnamed-agent\n    listen: 127.0.0.1:{wrong_port}\n    replicas: [127.0.0.1:{secure.port}]\n"
+    yaml = tls_pool([secure], upstream + "      server_name: localhost\n") + (
+        f"  - agent: misnamed-agent\n    replicas: [127.0.0.1:{secure.port}]\n"
         + upstream + "      server_name: wrong.example\n")
     mesh = start(tmp_path, cleanup, yaml)
+    port, wrong_port = mesh.pool_port("echo-agent"), mesh.pool_port("misnamed-agent")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     assert ask(stubs()[1].AgentHandlerStub(channel)) == "[tls-r1] hello"
     # The same replica checked against a name its certificate does not carry: refused.
@@ -168,8 +169,8 @@ def served_serial(port, d):
 
 
 def test_certificates_reload_without_restart_and_a_broken_file_is_refused(tmp_path, cleanup, pb, d, replica):
-    port = free_port()
-    mesh = start(tmp_path, cleanup, tls_pool(port, [replica], listener_tls(d)), admin_yaml="  tls_reload_interval: 200ms\n")
+    mesh = start(tmp_path, cleanup, tls_pool([replica], listener_tls(d)), admin_yaml="  tls_reload_interval: 200ms\n")
+    port = mesh.pool_port("echo-agent")
     first = served_serial(port, d)
     assert first == certs.serial_of((d / "server.pem").read_bytes())
 
@@ -231,8 +232,8 @@ def rotate_server_certificate(tmp_path, d):
 def test_sighup_reloads_at_once_and_expiry_is_exported(tmp_path, cleanup, pb, d, replica):
     import signal
     from harness import http_get
-    port = free_port()
-    mesh = start(tmp_path, cleanup, tls_pool(port, [replica], listener_tls(d)), admin_yaml="  tls_reload_interval: 1h\n")
+    mesh = start(tmp_path, cleanup, tls_pool([replica], listener_tls(d)), admin_yaml="  tls_reload_interval: 1h\n")
+    port = mesh.pool_port("echo-agent")
     first = served_serial(port, d)
     rotated = rotate_server_certificate(tmp_path, d)
     time.sleep(0.5)
@@ -265,8 +266,8 @@ def test_sighup_reloads_the_registry_certificate_and_its_expiry_is_exported(tmp_
 
 
 def test_a_reload_puts_tls_on_a_listener_for_the_connections_it_accepts_from_then_on(tmp_path, cleanup, pb, d, replica):
-    port = free_port()
-    mesh = start(tmp_path, cleanup, tls_pool(port, [replica]))
+    mesh = start(tmp_path, cleanup, tls_pool([replica]))
+    port = mesh.pool_port("echo-agent")
     messages = stubs()[0]
     plain = grpc.insecure_channel(f"127.0.0.1:{port}")
     plain_stub = stubs()[1].AgentHandlerStub(plain)
@@ -290,8 +291,8 @@ def test_a_reload_puts_tls_on_a_listener_for_the_connections_it_accepts_from_the
 
 def test_a_reload_turns_on_tls_to_the_replicas_without_a_restart(tmp_path, cleanup, pb, d):
     secure = tls_only_replica(tmp_path, cleanup, d)
-    port = free_port()
-    mesh = start(tmp_path, cleanup, tls_pool(port, [secure]))
+    mesh = start(tmp_path, cleanup, tls_pool([secure]))
+    port = mesh.pool_port("echo-agent")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = stubs()[1].AgentHandlerStub(channel)
     # Plaintext to a replica that speaks only TLS: its probes fail, no call gets through.

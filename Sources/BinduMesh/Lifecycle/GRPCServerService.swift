@@ -1,15 +1,28 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Logging
 import ServiceLifecycle
 
 /// Runs a grpc-swift `GRPCServer` as a `Service`: serves until graceful shutdown, then lets
 /// open calls finish. A server stopped earlier (a hand-over) waits for the mesh's shutdown.
+/// Logs the address bound once it listens (the port the system picked for a port of 0).
 struct GRPCServerService: Service {
   let server: GRPCServer<HTTP2ServerTransport.Posix>
+  /// What the log line calls the server ("registry").
+  let name: String
+  let logger: Logger
 
   func run() async throws {
     try await withGracefulShutdownHandler {
-      try await server.serve()
+      try await withThrowingDiscardingTaskGroup { group in
+        group.addTask { try await server.serve() }
+        if let address = try? await server.transport.listeningAddress {
+          let listen =
+            address.ipv4.map { HostPort(host: $0.host, port: $0.port).description }
+            ?? address.ipv6.map { HostPort(host: $0.host, port: $0.port).description } ?? "\(address)"
+          logger.info("\(name) listener ready", metadata: ["mesh.listen": "\(listen)"])
+        }
+      }
     } onGracefulShutdown: {
       server.beginGracefulShutdown()
     }

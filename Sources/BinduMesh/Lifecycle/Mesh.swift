@@ -69,9 +69,13 @@ public final class Mesh: Sendable {
     let snapshot = try store.load()
     let dns = DNSDiscovery(resolver: resolver, logger: logger)
     let handedOver = HandedOver()
+    let settings = LiveSettings(config)
+    let listeners = CallbackListenerBinder(
+      group: group, settings: settings, firstPort: config.callbacks.firstPort, inherited: takenOver?.sockets ?? [:],
+      logger: logger)
     let directory = PoolDirectory(
-      config: config, group: group, store: store, metrics: metrics, dns: dns, handedOver: handedOver,
-      inherited: takenOver?.sockets ?? [:], logger: logger)
+      config: config, settings: settings, loops: Array(group.makeIterator()), listeners: listeners, store: store,
+      metrics: metrics, dns: dns, handedOver: handedOver, logger: logger)
     // What can stop the start is checked before a listener is bound (or taken over).
     let authorization = AdminAuthorization(tokenFile: config.admin.tokenFile)
     try authorization.check()
@@ -152,7 +156,7 @@ public final class Mesh: Sendable {
     services += [
       HealthChecker(directory: directory, logger: logger),
       admin,
-      GRPCServerService(server: registry),
+      GRPCServerService(server: registry, name: "registry", logger: logger),
       HandOverService(
         path: HandOver.socketPath(stateDir: config.state.dir), directory: directory, handedOver: handedOver,
         closeControlListeners: {

@@ -1,19 +1,12 @@
 import Logging
 import NIOCore
-import NIOPosix
-
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Musl)
-  import Musl
-#endif
 
 /// Every pool of the mesh and its callback listener, by agent name.
 ///
 /// Declared pools are bound by ``startDeclaredPools()``; a registration for an agent that has no
 /// pool makes one with ``pool(forAgent:)``, on the next port of `callbacks`. What registration
 /// made is kept in the ``RegistryStore`` (``persist()``) and made again after a restart
-/// (``restore(_:)``).
+/// (``restore(_:)``). The listeners are bound by the ``CallbackListenerBinder`` it is given.
 public actor PoolDirectory {
   /// A pool with its listener and the callback address the core is given.
   public struct Entry: Sendable {
@@ -24,6 +17,16 @@ public actor PoolDirectory {
     /// The address given to the core as `grpc_callback_address`.
     public let callbackAddress: HostPort
     let listener: CallbackListener
+
+    /// `asked` is the address the listener was asked to bind; the core is given
+    /// `callbacks.advertise_host`, or the host bound (127.0.0.1 for a wildcard).
+    init(pool: ReplicaPool, listener: CallbackListener, asked: HostPort, advertiseHost: String?) {
+      self.pool = pool
+      self.listener = listener
+      self.listenAddress = listener.localAddress
+      let host = advertiseHost ?? (listener.localAddress.isWildcard || asked.isWildcard ? "127.0.0.1" : asked.host)
+      self.callbackAddress = HostPort(host: host, port: listener.localAddress.port)
+    }
   }
 
   /// The config in force (a reload replaces it).
@@ -31,44 +34,39 @@ public actor PoolDirectory {
   /// The settings of calls and connections that a reload changes.
   let settings: LiveSettings
   let dns: DNSDiscovery
-  private let group: MultiThreadedEventLoopGroup
+  private let listeners: CallbackListenerBinder
   private let loops: [any EventLoop]
   let logger: Logger
   var entries: [String: Entry] = [:]
   var creating: [String: Task<Entry, any Error>] = [:]
   private var madeByRegistration = 0
-  private var nextPort: Int
 
   private let metrics: MeshMetrics
   private let store: RegistryStore
   /// Set when this process handed over to a new one: the state file is the new one's.
   let handedOver: HandedOver
-  /// Listening sockets a previous process handed over, by pool, with the address it bound,
-  /// until the pool takes its own.
-  private var inherited: [String: (address: HostPort, socket: CInt)]
   /// The pools' TLS.
   var tls: PoolTLS
 
   /// Every TLS context source of the pools, for reloading.
   public var tlsMaterials: [TLSMaterial] { tls.materials }
 
+  /// `settings` are the ones `listeners` gives the callback listeners; `loops`, the event loops
+  /// the pools' endpoints connect from.
   init(
-    config: MeshConfig, group: MultiThreadedEventLoopGroup, store: RegistryStore, metrics: MeshMetrics,
-    dns: DNSDiscovery, handedOver: HandedOver, inherited: [String: (address: HostPort, socket: CInt)],
-    logger: Logger
+    config: MeshConfig, settings: LiveSettings, loops: [any EventLoop], listeners: CallbackListenerBinder,
+    store: RegistryStore, metrics: MeshMetrics, dns: DNSDiscovery, handedOver: HandedOver, logger: Logger
   ) {
     self.handedOver = handedOver
-    self.inherited = inherited
     self.config = config
-    self.settings = LiveSettings(config)
+    self.settings = settings
     self.dns = dns
     self.store = store
     self.metrics = metrics
-    self.group = group
-    self.loops = Array(group.makeIterator())
+    self.listeners = listeners
+    self.loops = loops
     self.logger = logger
     self.tls = PoolTLS(logger: logger)
-    self.nextPort = config.callbacks.firstPort
   }
 
   /// Pools in no particular order.
@@ -121,7 +119,12 @@ public actor PoolDirectory {
     let upstream = try tls.registrationUpstream(config.callbacks)
     let pool = makePool(name: agent, declared: false, definition: nil, policy: nil, security: upstream)
     let listener = try tls.registrationListener(config.callbacks)
-    let task = Task { try await self.bindDynamic(pool, security: listener) }
+    let task = Task {
+      let host = config.callbacks.listenHost
+      return self.entry(
+        pool, try await listeners.bindDynamic(pool, host: host, taken: { await self.takenPorts }, security: listener),
+        asked: HostPort(host: host, port: 0))
+    }
     creating[agent] = task
     defer { creating[agent] = nil }
     do {
@@ -180,7 +183,12 @@ public actor PoolDirectory {
           name: stored.agent, declared: false, definition: definition, policy: nil,
           security: try tls.registrationUpstream(config.callbacks))
         let listener = try tls.registrationListener(config.callbacks)
-        entry = try await bindRestored(pool, port: stored.callbackPort, security: listener)
+        let host = config.callbacks.listenHost
+        entry = self.entry(
+          pool,
+          try await listeners.bindRestored(
+            pool, port: stored.callbackPort, host: host, taken: { await self.takenPorts }, security: listener),
+          asked: HostPort(host: host, port: 0))
         entries[stored.agent] = entry
         toRegister.append((entry, definition))
       }
@@ -202,42 +210,8 @@ public actor PoolDirectory {
     }
   }
 
-  /// Binds a restored pool on the port it had, or on the next free one when that is taken.
-  private func bindRestored(_ pool: ReplicaPool, port: Int, security: ListenerSecurity?) async throws -> Entry {
-    do {
-      return try await bind(pool, at: HostPort(host: config.callbacks.listenHost, port: port), security: security)
-    } catch {
-      logger.warning(
-        "cannot listen on a restored pool's port; taking another (the core is told the new one)",
-        metadata: ["mesh.pool": "\(pool.name)", "mesh.port": "\(port)", "error": "\(error)"])
-      return try await bindDynamic(pool, security: security)
-    }
-  }
-
-  /// The socket handed over for `pool`, when it listens where the config asks (`address`; any
-  /// port for a port of 0); one that does not is closed, and the pool binds its own.
-  private func takeInherited(pool: String, address: HostPort) -> CInt? {
-    guard let (bound, socket) = inherited.removeValue(forKey: pool) else { return nil }
-    let sameHost = bound.host == address.host || (bound.isWildcard && address.isWildcard)
-    guard (address.port == 0 || bound.port == address.port) && sameHost else {
-      logger.warning(
-        "the listener handed over for this pool is not where the config asks: not taken",
-        metadata: ["mesh.pool": "\(pool)", "mesh.handed_over": "\(bound)", "mesh.listen": "\(address)"])
-      close(socket)
-      return nil
-    }
-    return socket
-  }
-
   /// Closes the sockets handed over that no pool took (pools no longer in the config).
-  func closeUnusedInherited() {
-    for (pool, (address, socket)) in inherited {
-      logger.notice(
-        "a listener handed over is not in this config: closed", metadata: ["mesh.pool": "\(pool)", "mesh.listen": "\(address)"])
-      close(socket)
-    }
-    inherited = [:]
-  }
+  func closeUnusedInherited() { listeners.closeUnusedInherited() }
 
   /// Stops every listener: no new calls; open calls get `grace` to finish.
   func shutdownListeners(grace: Duration) async {
@@ -264,49 +238,23 @@ public actor PoolDirectory {
     _ = try tls.registrationUpstream(config.callbacks)
   }
 
+  /// The ports of the declared pools and of every pool bound already (restored ones keep theirs),
+  /// which a pool without an address of its own does not take.
+  private var takenPorts: Set<Int> {
+    Set(config.pools.compactMap { $0.listen?.port } + entries.values.map(\.listenAddress.port)).subtracting([0])
+  }
+
+  /// The address for a pool without a `listen` of its own.
   func takeDynamicAddress() -> HostPort {
-    // Ports of declared pools, and of every pool bound already (restored ones keep theirs).
-    let taken = Set(config.pools.compactMap { $0.listen?.port } + entries.values.map(\.listenAddress.port))
-      .subtracting([0])
-    if nextPort != 0 { while taken.contains(nextPort) { nextPort += 1 } }
-    defer { if nextPort != 0 { nextPort += 1 } }
-    return HostPort(host: config.callbacks.listenHost, port: nextPort)
+    listeners.nextAddress(host: config.callbacks.listenHost, taken: takenPorts)
   }
 
-  /// Binds a pool made by registration, moving on to the next port when one is taken.
-  private func bindDynamic(_ pool: ReplicaPool, security: ListenerSecurity?) async throws -> Entry {
-    var lastError: (any Error)?
-    for _ in 0..<8 {
-      let address = takeDynamicAddress()
-      do {
-        return try await bind(pool, at: address, security: security)
-      } catch {
-        lastError = error
-        logger.warning(
-          "cannot listen for a new pool, trying the next port",
-          metadata: ["mesh.pool": "\(pool.name)", "mesh.listen": "\(address)", "error": "\(error)"])
-        if address.port == 0 { break }
-      }
-    }
-    throw lastError!
-  }
-
+  /// Binds `pool`'s listener at `address`.
   func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?) async throws -> Entry {
-    let listener: CallbackListener
-    do {
-      listener = try await CallbackListener.bind(
-        pool: pool, address: address, group: group, settings: settings, security: security,
-        inherited: takeInherited(pool: pool.name, address: address), logger: logger)
-    } catch let error as MeshError {
-      throw error
-    } catch {
-      throw MeshError.listenerFailed(pool: pool.name, address: address, reason: "\(error)")
-    }
-    let host =
-      config.callbacks.advertiseHost
-      ?? (listener.localAddress.isWildcard || address.isWildcard ? "127.0.0.1" : address.host)
-    return Entry(
-      pool: pool, listenAddress: listener.localAddress,
-      callbackAddress: HostPort(host: host, port: listener.localAddress.port), listener: listener)
+    entry(pool, try await listeners.bind(pool, at: address, security: security), asked: address)
+  }
+
+  private func entry(_ pool: ReplicaPool, _ listener: CallbackListener, asked: HostPort) -> Entry {
+    Entry(pool: pool, listener: listener, asked: asked, advertiseHost: config.callbacks.advertiseHost)
   }
 }
