@@ -146,7 +146,7 @@ class Mesh:
 
     def __init__(self, workdir: Path, core_port: int, extra_yaml: str = "", registry_yaml: str = "",
                  registry_port=None, core_host="127.0.0.1", core_yaml="", callbacks_yaml="", admin_yaml="",
-                 core_heartbeat="1s", cores=None):
+                 core_heartbeat="1s", cores=None, first_port=0):
         self.workdir = workdir
         self._registry_port = registry_port or 0
         self._admin_port = 0
@@ -161,7 +161,7 @@ class Mesh:
         self.config_path.write_text(
             f"{core_lines}{heartbeat}  retry_max_backoff: 1s\n{core_yaml}"
             f"registry:\n  listen: 127.0.0.1:{self._registry_port}\n{registry_yaml}"
-            f"callbacks:\n  first_port: 0\n{callbacks_yaml}"
+            f"callbacks:\n  first_port: {first_port}\n{callbacks_yaml}"
             f"admin:\n  listen: 127.0.0.1:{self._admin_port}\n{admin_yaml}" + extra_yaml
         )
         self.process = None

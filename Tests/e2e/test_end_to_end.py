@@ -2,6 +2,7 @@
 import collections
 import re
 import signal
+import socket
 import time
 
 import grpc
@@ -290,3 +291,28 @@ def test_killing_a_replica_while_a2a_messages_flow_leaves_no_task_stuck(tmp_path
     assert states["failed"] <= 6, "only tasks in flight on the killed replica may fail"
     assert states["completed"] >= 24
     assert all(text.startswith(("[r1]", "[r3]")) for state, text in results[-6:] if state == "completed")
+
+
+def test_a_pool_made_by_registration_takes_the_next_port_when_its_first_is_taken(tmp_path, core, cleanup):
+    """`callbacks.first_port` is held by another process: the pool listens on a later port, and
+    the core is given that one."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(8)
+    taken = squatter.getsockname()[1]
+    try:
+        workdir = tmp_path / "mesh"
+        workdir.mkdir()
+        mesh = Mesh(workdir, core.port, first_port=taken)
+        cleanup.append(mesh)
+        mesh.start()
+        a2a_port = free_port()
+        replica = Replica(tmp_path, "r1", core_port=mesh.registry_port, agent_config=agent_config(a2a_port=a2a_port))
+        cleanup.append(replica)
+        assert replica.registration["success"], replica.registration
+        line = mesh.process.wait_line(lambda l: "cannot listen for a new pool, trying the next port" in l, timeout=10)
+        assert f"127.0.0.1:{taken}" in line, line
+        assert mesh.pool_port("echo-agent") > taken
+        assert a2a_ask(f"http://localhost:{a2a_port}/", "moved on") == ("completed", "[r1] moved on")
+    finally:
+        squatter.close()

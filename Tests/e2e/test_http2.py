@@ -4,6 +4,7 @@ a peer that breaks the protocol answered with GOAWAY and the right code while ot
 import random
 import socket
 import struct
+import threading
 import time
 
 import h2.config
@@ -179,6 +180,35 @@ def test_a_peer_that_breaks_the_protocol_gets_goaway_and_other_calls_go_on(scena
     assert goaways and goaways[0].error_code == code, f"{name}: {received}"
     assert scenario.ask("still here").endswith("still here")
     assert scenario.mesh.process.proc.poll() is None
+
+
+def test_a_peer_that_goes_on_sending_after_its_violation_still_gets_the_goaway(scenario):
+    """A socket closed while the peer's bytes are still unread is reset by the kernel, and a reset
+    makes the peer drop what it had not read yet, the GOAWAY with it. The mesh shuts its side once
+    the GOAWAY has left, and reads and drops what the peer goes on sending: the peer, reading only
+    once it has sent 8 MB more, finds the GOAWAY and then the end of the stream, not a reset."""
+    violation = PREFACE + SettingsFrame(0).serialize() + DataFrame(5, data=b"x").serialize()
+    more = PingFrame(0, opaque_data=b"12345678").serialize() * (8 * 1024 * 1024 // 17)
+    with socket.create_connection(("127.0.0.1", scenario.listen), timeout=10) as sock:
+        sent = []
+        sender = threading.Thread(target=lambda: sent.append(_sendall(sock, violation + more)), daemon=True)
+        sender.start()
+        sender.join(10)
+        assert sent == [True], "the mesh read all that was sent after the violation"
+        received = read_frames(sock, lambda f: isinstance(f, GoAwayFrame))
+        assert sock.recv(1) == b"", "the connection ends with the end of the stream"
+    goaways = [f for f in received if isinstance(f, GoAwayFrame)]
+    assert goaways and goaways[0].error_code == PROTOCOL_ERROR, received
+    assert scenario.ask("still here").endswith("still here")
+
+
+def _sendall(sock, data):
+    """Whether all of `data` was sent before the peer closed."""
+    try:
+        sock.sendall(data)
+        return True
+    except OSError:
+        return False
 
 
 def test_a_flood_of_stream_resets_ends_the_connection_with_enhance_your_calm(scenario):

@@ -6,6 +6,7 @@ So a restarted mesh must take them back from its state file (`<state.dir>/regist
 """
 import re
 import signal
+import socket
 import time
 
 import grpc
@@ -221,3 +222,41 @@ def test_sighup_does_not_end_a_mesh_without_tls(tmp_path, core, cleanup):
     assert (status, body.strip()) == (200, "ok")
     state, text = a2a_ask(url, "after hup")
     assert (state, text) == ("completed", "[r1] after hup")
+
+
+def test_a_restored_pool_whose_port_is_taken_listens_on_another_and_a_restarted_core_calls_there(
+        tmp_path, core, cleanup):
+    """The mesh restarts while another process holds its pool's callback port: the pool listens on
+    another port, says so, and registers it with the core. A core that ran on keeps calling the
+    address it was first given (its A2A server keeps it); once restarted, it calls the new one."""
+    mesh = Mesh(mesh_dir(tmp_path), core.port)
+    cleanup.append(mesh)
+    mesh.start()
+    a2a_port = free_port()
+    url = f"http://localhost:{a2a_port}/"
+    replica = Replica(tmp_path, "r1", core_port=mesh.registry_port, agent_config=agent_config(a2a_port=a2a_port),
+                      heartbeat=0, extra_args=("--no-unregister",))
+    cleanup.append(replica)
+    assert a2a_ask(url, "before") == ("completed", "[r1] before")
+    old_port = mesh.callback_port
+    mesh.kill()
+
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", old_port))
+    squatter.listen(8)
+    try:
+        mesh.restart()
+        line = mesh.process.wait_line(lambda l: "cannot listen on a restored pool's port" in l, timeout=30)
+        assert f"mesh.port={old_port}" in line, line
+        new_port = mesh.pool_port("echo-agent")
+        assert new_port != old_port
+        wait_until(lambda: mesh.pools()[0]["registered_with_core"], 60, "the pool is registered with the core")
+        assert mesh.process.count(lambda l: "replica restored" in l) == 1
+
+        core.stop()
+        core.start()  # same working directory: same keys, same DID
+        mesh.process.wait_line(lambda l: "registered with the core again" in l, timeout=90)
+        assert a2a_ask(url, "after") == ("completed", "[r1] after")
+    finally:
+        squatter.close()

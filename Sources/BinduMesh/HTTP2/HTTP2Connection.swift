@@ -18,8 +18,9 @@ import NIOHTTP2
 /// - DATA the peer's windows do not take yet waits per stream, in order with the frames after it,
 ///   and leaves as WINDOW_UPDATEs arrive; its write promise completes when it is written.
 ///
-/// A peer that breaks the protocol gets GOAWAY with the error's code and the connection closes;
-/// a stream that breaks flow control is reset.
+/// A peer that breaks the protocol gets GOAWAY with the error's code and the connection closes
+/// (a caller's after ``lingerTime``, so that the GOAWAY reaches it); a stream that breaks flow
+/// control is reset.
 final class HTTP2Connection: ChannelInboundHandler {
   typealias InboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
@@ -39,6 +40,13 @@ final class HTTP2Connection: ChannelInboundHandler {
   private var outputPromises: [EventLoopPromise<Void>] = []
   private var flushScheduled = false
   private var flushing = false
+  /// Ended for a violation, and waiting for the GOAWAY to leave and the caller to close.
+  private var lingering = false
+
+  /// How long a caller's connection ended for a violation stays: its GOAWAY is written, the
+  /// write side is shut, and what the caller sends is read and dropped until it closes or this
+  /// time passes.
+  static let lingerTime = TimeAmount.seconds(2)
 
   init(mode: Mode, configuration: Configuration, delegate: any HTTP2ConnectionDelegate) {
     self.delegate = delegate
@@ -87,7 +95,7 @@ final class HTTP2Connection: ChannelInboundHandler {
   /// acknowledgements) is not read either until it catches up, so it cannot pile up the mesh's
   /// memory with frames that each cost an answer.
   func channelWritabilityChanged(context: ChannelHandlerContext) {
-    if state.mode == .server {
+    if state.mode == .server && !lingering {
       context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
     }
     context.fireChannelWritabilityChanged()
@@ -103,6 +111,7 @@ final class HTTP2Connection: ChannelInboundHandler {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    guard !lingering else { return }  // dropped: the connection has ended
     reader.append(unwrapInboundIn(data))
     let now = NIODeadline.now()
     do {
@@ -189,12 +198,37 @@ final class HTTP2Connection: ChannelInboundHandler {
     context?.eventLoop.assumeIsolated().execute { [self] in close() }
   }
 
-  /// Ends the connection for a protocol violation: GOAWAY with its code, then close.
+  /// Ends the connection for a protocol violation: GOAWAY with its code, then close (a
+  /// caller's connection lingers first: ``lingerTime``).
   func fail(_ error: HTTP2ConnectionError) {
     guard let context, state.fail(error) else { return }
     delegate?.connectionFailed(error.description, goAway: error.label)
     flush()
-    context.close(promise: nil)
+    guard state.mode == .server else {
+      context.close(promise: nil)
+      return
+    }
+    linger(context)
+  }
+
+  /// Closes a caller's connection so that its GOAWAY arrives. A socket closed while bytes the
+  /// peer sent are still unread is reset by the kernel, and a reset makes the peer drop what it
+  /// had not read yet: the GOAWAY with it. So the calls end now, the write side is shut once
+  /// everything written has left, and what the caller sends meanwhile is read and dropped, until
+  /// it closes or ``lingerTime`` passes.
+  private func linger(_ context: ChannelHandlerContext) {
+    lingering = true
+    reader = HTTP2FrameReader(expectsPreface: false)  // the bytes it held are dropped
+    ended()
+    let written = context.eventLoop.makePromise(of: Void.self)
+    context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+    written.futureResult.assumeIsolated().whenSuccess { [self] in
+      self.context?.close(mode: .output, promise: nil)
+    }
+    context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+    context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) { [self] in
+      self.context?.close(promise: nil)
+    }
   }
 
   // MARK: Effects and output

@@ -12,12 +12,22 @@ import Synchronization
 /// `callbacks.first_port`, on the port a restored pool had, or on the socket a previous process
 /// handed over (``HandOver``). The ``PoolDirectory`` asks it for the listener of each pool it makes.
 final class CallbackListenerBinder: Sendable {
-  private struct Ports {
+  /// The ports pools without an address of its own take, and the sockets handed over.
+  struct Ports {
     /// The next port to try for a pool without an address of its own; 0 when the system picks.
     var next: Int
     /// Listening sockets a previous process handed over, by pool, with the address it bound,
     /// until the pool takes its own.
-    var inherited: [String: (address: HostPort, socket: CInt)]
+    var inherited: [String: (address: HostPort, socket: CInt)] = [:]
+
+    /// The next port that `taken` does not hold, counting up from `callbacks.first_port`; 0
+    /// (the system picks) when that is 0.
+    mutating func take(skipping taken: Set<Int>) -> Int {
+      guard next != 0 else { return 0 }
+      while taken.contains(next) { next += 1 }
+      defer { next += 1 }
+      return next
+    }
   }
 
   private let group: MultiThreadedEventLoopGroup
@@ -40,13 +50,7 @@ final class CallbackListenerBinder: Sendable {
   /// (the ports of the declared pools and of the listeners bound) does not hold; port 0 when
   /// `callbacks.first_port` is 0.
   func nextAddress(host: String, taken: Set<Int>) -> HostPort {
-    let port = ports.withLock { ports -> Int in
-      guard ports.next != 0 else { return 0 }
-      while taken.contains(ports.next) { ports.next += 1 }
-      defer { ports.next += 1 }
-      return ports.next
-    }
-    return HostPort(host: host, port: port)
+    HostPort(host: host, port: ports.withLock { $0.take(skipping: taken) })
   }
 
   /// Binds `pool`'s listener at `address`, on the socket handed over for it when there is one.
@@ -84,7 +88,8 @@ final class CallbackListenerBinder: Sendable {
   }
 
   /// Binds a restored pool's listener on the port it had, or as ``bindDynamic(_:host:taken:security:)``
-  /// when that port is taken.
+  /// when that port is taken. (A Bindu core that ran on keeps calling the address it was first
+  /// given, whatever it is told; a core started since calls the new one.)
   func bindRestored(
     _ pool: ReplicaPool, port: Int, host: String, taken: @Sendable () async -> Set<Int>,
     security: ListenerSecurity?
@@ -93,7 +98,10 @@ final class CallbackListenerBinder: Sendable {
       return try await bind(pool, at: HostPort(host: host, port: port), security: security)
     } catch {
       logger.warning(
-        "cannot listen on a restored pool's port; taking another (the core is told the new one)",
+        """
+        cannot listen on a restored pool's port; taking another, which the cores are given. A core that ran on \
+        goes on calling the old port until it restarts: free the port and restart the mesh, or restart the core
+        """,
         metadata: ["mesh.pool": "\(pool.name)", "mesh.port": "\(port)", "error": "\(error)"])
       return try await bindDynamic(pool, host: host, taken: taken, security: security)
     }
