@@ -1,6 +1,7 @@
 """Processes for end-to-end tests: the real Bindu core, bindu-mesh, echo replicas, A2A calls.
 
-Every process binds ports picked free by the test and runs in its own temporary directory.
+Every process runs in its own temporary directory. The mesh binds port 0 and says which port it
+got; the other processes bind ports picked free by the test.
 """
 import collections
 import json
@@ -130,6 +131,11 @@ class Core:
             self.process.stop()
 
 
+def _listen_port(pool) -> int:
+    """The port of a pool's listener, from `/pools`."""
+    return int(pool["callback_listen"].rsplit(":", 1)[1])
+
+
 class Mesh:
     """bindu-mesh started from a YAML config written for the test.
 
@@ -141,7 +147,8 @@ class Mesh:
     mesh binds ports of the system's and logs them ("... listener ready mesh.listen=host:port").
     The first start reads them there; a later start (or take-over) first writes them into the
     config, so that it keeps them (before that, the file stays as the running mesh read it, and a
-    reload of it changes nothing). `callback_port` is the port of the pool made by registration (the first one there is).
+    reload of it changes nothing). `callback_port` is the port of the first pool made by
+    registration; `pool_port(agent)`, any pool's.
     """
 
     def __init__(self, workdir: Path, core_port: int, extra_yaml: str = "", registry_yaml: str = "",
@@ -194,15 +201,14 @@ class Mesh:
         """The callback port of the first pool made by registration (kept across restarts)."""
         if self._callback_port is None:
             wait_until(lambda: any(not p["declared"] for p in self.pools()), 30, "a pool made by registration")
-            made = [p for p in self.pools() if not p["declared"]]
-            self._callback_port = int(made[0]["callback_listen"].rsplit(":", 1)[1])
+            self._callback_port = _listen_port(next(p for p in self.pools() if not p["declared"]))
         return self._callback_port
 
     def pool_port(self, agent) -> int:
         """The port `agent`'s pool listens on."""
         pool = next((p for p in self.pools() if p["agent"] == agent), None)
         assert pool is not None, f"no pool {agent!r}"
-        return int(pool["callback_listen"].rsplit(":", 1)[1])
+        return _listen_port(pool)
 
     def start(self, *flags):
         self.launch(*flags)
@@ -210,7 +216,7 @@ class Mesh:
         return self
 
     def _wait_ready(self, process):
-        """Until the registry and admin listeners serve; pins their ports in the config."""
+        """Until the registry and admin listeners serve; their ports from their log lines."""
         ports = {}
         for name in ("registry", "admin"):
             try:

@@ -218,7 +218,7 @@ def test_a_reload_registers_an_added_pool_with_the_core_and_unregisters_a_remove
 
     # Another port for a pool registered with the core: the core keeps calling the address it
     # was given, so the reload keeps it and says so.
-    old_port = int(mesh.pools()[0]["callback_listen"].rsplit(":", 1)[1])
+    old_port = mesh.pool_port("echo-agent")
     mesh.config_path.write_text(config + pool.replace(f"127.0.0.1:{old_port}", f"127.0.0.1:{free_port()}"))
     mesh.process.send(signal.SIGHUP)
     wait_until(lambda: "pools[echo-agent].listen" in mesh.process.output(), 15, "the listen change is left for the next start")

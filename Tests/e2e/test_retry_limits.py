@@ -45,8 +45,8 @@ def test_a_request_within_the_limit_moves_and_a_larger_one_does_not(scenario):
 
 
 def test_the_calls_of_one_connection_keep_no_more_than_its_budget(tmp_path, pb):
-    """Each call may keep 8 MiB here, but the calls of one caller's connection keep 1 MiB between
-    them (`callbacks.max_buffered_bytes`, 1.25 MiB: the least for 4 streams): a 1.5 MiB request is forwarded and kept no more, so it
+    """Each call may keep 8 MiB here, but the calls of one caller's connection keep 1.25 MiB between
+    them (`callbacks.max_buffered_bytes`, the least for 4 streams): a 1.5 MiB request is forwarded and kept no more, so it
     is not moved when r1 answers UNAVAILABLE. Within the budget, a call still moves."""
     policy = POLICY.replace("max_kept_request_bytes: 2000", "max_kept_request_bytes: 8388608")
     scenario = Scenario(tmp_path, replicas=2, policy_yaml=policy, callbacks_yaml="  max_concurrent_streams: 4\n  max_buffered_bytes: 1310720\n")

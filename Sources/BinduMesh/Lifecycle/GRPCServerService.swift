@@ -17,9 +17,7 @@ struct GRPCServerService: Service {
       try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
         if let address = try? await server.transport.listeningAddress {
-          let listen =
-            address.ipv4.map { HostPort(host: $0.host, port: $0.port).description }
-            ?? address.ipv6.map { HostPort(host: $0.host, port: $0.port).description } ?? "\(address)"
+          let listen = HostPort(address)?.description ?? "\(address)"
           logger.info("\(name) listener ready", metadata: ["mesh.listen": "\(listen)"])
         }
       }

@@ -202,10 +202,21 @@ public final class Mesh: Sendable {
   /// Where the registry listens, once it is serving.
   public var registryAddress: HostPort {
     get async throws {
-      let address = try await registryTransport.listeningAddress
-      if let ipv4 = address.ipv4 { return HostPort(host: ipv4.host, port: ipv4.port) }
-      if let ipv6 = address.ipv6 { return HostPort(host: ipv6.host, port: ipv6.port) }
-      return config.registry.listen
+      HostPort(try await registryTransport.listeningAddress) ?? config.registry.listen
+    }
+  }
+}
+
+extension HostPort {
+  /// The host and port of an IPv4 or IPv6 socket address (a listener's, as bound); `nil` for
+  /// any other kind.
+  init?(_ address: GRPCNIOTransportCore.SocketAddress) {
+    if let ipv4 = address.ipv4 {
+      self.init(host: ipv4.host, port: ipv4.port)
+    } else if let ipv6 = address.ipv6 {
+      self.init(host: ipv6.host, port: ipv6.port)
+    } else {
+      return nil
     }
   }
 }

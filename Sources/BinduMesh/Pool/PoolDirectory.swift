@@ -119,12 +119,7 @@ public actor PoolDirectory {
     let upstream = try tls.registrationUpstream(config.callbacks)
     let pool = makePool(name: agent, declared: false, definition: nil, policy: nil, security: upstream)
     let listener = try tls.registrationListener(config.callbacks)
-    let task = Task {
-      let host = config.callbacks.listenHost
-      return self.entry(
-        pool, try await listeners.bindDynamic(pool, host: host, taken: { await self.takenPorts }, security: listener),
-        asked: HostPort(host: host, port: 0))
-    }
+    let task = Task { try await self.bindMadeByRegistration(pool, restoredPort: nil, security: listener) }
     creating[agent] = task
     defer { creating[agent] = nil }
     do {
@@ -183,12 +178,7 @@ public actor PoolDirectory {
           name: stored.agent, declared: false, definition: definition, policy: nil,
           security: try tls.registrationUpstream(config.callbacks))
         let listener = try tls.registrationListener(config.callbacks)
-        let host = config.callbacks.listenHost
-        entry = self.entry(
-          pool,
-          try await listeners.bindRestored(
-            pool, port: stored.callbackPort, host: host, taken: { await self.takenPorts }, security: listener),
-          asked: HostPort(host: host, port: 0))
+        entry = try await bindMadeByRegistration(pool, restoredPort: stored.callbackPort, security: listener)
         entries[stored.agent] = entry
         toRegister.append((entry, definition))
       }
@@ -252,6 +242,22 @@ public actor PoolDirectory {
   /// Binds `pool`'s listener at `address`.
   func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?) async throws -> Entry {
     entry(pool, try await listeners.bind(pool, at: address, security: security), asked: address)
+  }
+
+  /// Binds the listener of a pool made by registration on `callbacks.listen_host`: on the port it
+  /// had before a restart when it can, otherwise on the next free one.
+  private func bindMadeByRegistration(
+    _ pool: ReplicaPool, restoredPort: Int?, security: ListenerSecurity?
+  ) async throws -> Entry {
+    let host = config.callbacks.listenHost
+    let taken: @Sendable () async -> Set<Int> = { await self.takenPorts }
+    let listener =
+      if let restoredPort {
+        try await listeners.bindRestored(pool, port: restoredPort, host: host, taken: taken, security: security)
+      } else {
+        try await listeners.bindDynamic(pool, host: host, taken: taken, security: security)
+      }
+    return entry(pool, listener, asked: HostPort(host: host, port: 0))
   }
 
   private func entry(_ pool: ReplicaPool, _ listener: CallbackListener, asked: HostPort) -> Entry {
