@@ -132,7 +132,7 @@ import Testing
               ejections: 1, lastProbe: ProbeView(secondsAgo: 1, passed: false, message: "<script>"), member: "m2",
               liveness: "probe", lastMinute: none),
           ])
-      ], certificates: [], events: [.init(at: Date(), level: "warning", pool: "echo-agent", message: "replica ejected", detail: "")])
+      ], certificates: [], sharedRegistry: nil, events: [.init(at: Date(), level: "warning", pool: "echo-agent", message: "replica ejected", detail: "")])
   }
 }
 

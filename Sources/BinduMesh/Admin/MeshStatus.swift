@@ -7,6 +7,8 @@ struct MeshStatus: Sendable {
   let registrars: CoreRegistrars
   let metrics: MeshMetrics
   let events: RecentEvents
+  /// The registry shared with other meshes, if any.
+  let shared: SharedRegistry?
   /// Every certificate in use and when it expires (`nil`: not read yet).
   let certificates: @Sendable () -> [(use: String, notAfter: Date?)]
   /// The process's own figures, set at each scrape.
@@ -21,7 +23,7 @@ struct MeshStatus: Sendable {
     }
     return StatusReport(
       version: BinduMeshVersion.current, generatedAt: now, ready: ready, notReady: reasons, pools: await pools(),
-      certificates: certificates.sorted { $0.use < $1.use }, events: events.newestFirst)
+      certificates: certificates.sorted { $0.use < $1.use }, sharedRegistry: shared?.status, events: events.newestFirst)
   }
 
   static let endpointStates = ["healthy", "unhealthy", "pending", "ejected", "draining"]

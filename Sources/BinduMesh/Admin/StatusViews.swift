@@ -13,6 +13,8 @@ public struct StatusReport: Codable, Sendable {
   public var pools: [PoolView]
   /// Every certificate the mesh uses, with its expiry.
   public var certificates: [CertificateView]
+  /// The registry shared with other meshes in PostgreSQL; `nil`: none (the state file alone).
+  public var sharedRegistry: SharedRegistryView?
   /// The last log lines at `notice` or above, newest first.
   public var events: [EventRing.Event]
 }

@@ -7,7 +7,10 @@ public enum ConfigKeys {
   ]
   static let core = ["address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff", "tls"]
   static let coreTarget = ["address", "agent_url"]
-  static let registry = ["listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls"]
+  static let registry = [
+    "listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls", "postgres_url", "mesh_id",
+    "postgres_tls",
+  ]
   static let callbacks = [
     "listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls", "max_concurrent_streams",
     "preface_timeout", "idle_timeout", "stalled_window_timeout", "max_buffered_bytes",
@@ -43,6 +46,7 @@ public enum ConfigKeys {
     var paths = top
     paths += under("core", core) + under("core.tls", clientTLS) + under("cores[]", coreTarget)
     paths += under("registry", registry) + under("registry.tls", listenerTLS)
+    paths += under("registry.postgres_tls", clientTLS)
     paths += under("callbacks", callbacks) + under("callbacks.tls", listenerTLS)
     paths += under("callbacks.upstream_tls", clientTLS)
     paths += under("upstream", upstream) + under("shutdown", shutdown) + under("admin", admin)

@@ -126,6 +126,21 @@ extension MeshConfig.Registry {
     if let value = keys["replica_timeout"] { replicaTimeout = try value.duration() }
     if let value = keys["core_wait"] { coreWait = try value.duration() }
     if let value = keys["rewrite_loopback_callbacks"] { rewriteLoopbackCallbacks = try value.bool() }
+    if let value = keys["postgres_url"] {
+      let url: MeshConfig.PostgresURL
+      do { url = try MeshConfig.PostgresURL(parsing: try value.string()) } catch let invalid as MeshConfig.PostgresURL.Invalid {
+        throw value.error(invalid.reason)
+      }
+      var shared = MeshConfig.SharedRegistry(url: url, origin: value.error(""))
+      if let id = keys["mesh_id"] {
+        shared.meshID = try id.string()
+        guard !shared.meshID.isEmpty, shared.meshID.count <= 200 else { throw id.error("expected a name of 1-200 characters") }
+      }
+      if let tls = keys["postgres_tls"] { shared.tls = try MeshConfig.ClientTLS(reading: tls) }
+      self.shared = shared
+    } else if let key = keys["mesh_id"] ?? keys["postgres_tls"] {
+      throw key.error("needs registry.postgres_url (a registry shared in PostgreSQL)")
+    }
   }
 }
 

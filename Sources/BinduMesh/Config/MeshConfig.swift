@@ -119,6 +119,9 @@ extension MeshConfig {
     public var rewriteLoopbackCallbacks: Bool
     /// TLS on the registry listener; `nil`: plaintext.
     public var tls: ListenerTLS? = nil
+    /// The registry shared with other meshes in PostgreSQL (`postgres_url`, `mesh_id`,
+    /// `postgres_tls`); `nil`: this mesh's state file alone. Default `nil`.
+    public var shared: SharedRegistry? = nil
 
     /// Default values.
     public static var defaults: Self {

@@ -83,6 +83,13 @@ public final class Mesh: Sendable {
     let registrars = CoreRegistrars(
       config: config, security: coreSecurity, metrics: metrics, handedOver: handedOver, logger: logger)
     try await directory.prepareRegistrationTLS()
+    var shared: SharedRegistry?
+    if let sharedConfig = config.registry.shared {
+      try await SharedRegistry.check(sharedConfig, logger: logger)
+      shared = SharedRegistry(
+        config: sharedConfig, replicaTimeout: config.registry.replicaTimeout, directory: directory, registrars: registrars,
+        metrics: metrics, logger: logger)
+    }
     let declared = try await directory.startDeclaredPools()
     for entry in declared {
       guard let definition = entry.pool.definition else { continue }
@@ -129,7 +136,9 @@ public final class Mesh: Sendable {
     )
     let registry = GRPCServer(
       transport: registryTransport,
-      services: [RegistryService(directory: directory, registrars: registrars, config: config.registry, logger: logger)],
+      services: [
+        RegistryService(directory: directory, registrars: registrars, config: config.registry, shared: shared, logger: logger)
+      ],
       interceptors: [
         ServerMetricsInterceptor(metrics: metrics),
         PeerIdentityInterceptor(allowed: config.registry.tls?.allowedIdentities ?? [], logger: logger),
@@ -142,7 +151,7 @@ public final class Mesh: Sendable {
       source: reload, directory: directory, registrars: registrars, tls: tlsReloader, metrics: metrics, logger: logger)
     let adminPort = AdminPort()
     let status = MeshStatus(
-      directory: directory, registrars: registrars, metrics: metrics, events: events,
+      directory: directory, registrars: registrars, metrics: metrics, events: events, shared: shared,
       certificates: { tlsReloader.expiries }, process: ProcessMetrics(metrics: metrics))
     let admin = StoppableService(AdminServer.make(
       status: status, listen: config.admin.listen, authorization: authorization, reloader: reloader, logger: logger,
@@ -150,8 +159,9 @@ public final class Mesh: Sendable {
     var services: [any Service] = [tlsReloader, reloader]
     services += registrars.all as [any Service]
     services += [
-      ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, logger: logger),
+      ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, shared: shared, logger: logger),
     ]
+    if let shared { services.append(shared) }
     services.append(dns)
     services += [
       HealthChecker(directory: directory, logger: logger),

@@ -3,8 +3,9 @@
 ///
 /// The shipped SDKs differ: the TypeScript SDK heartbeats, the Kotlin SDK never does, and both
 /// answer `HealthCheck`. So a member stays while either signal is fresh, and is evicted after
-/// `registry.replica_timeout` with neither. A value type, mutated under the pool's lock, with
-/// the clock passed in.
+/// `registry.replica_timeout` with neither. With a shared registry, what the other meshes saw
+/// counts too (``seenElsewhere(at:)``): a member is evicted only when no mesh has seen it. A value
+/// type, mutated under the pool's lock, with the clock passed in.
 public struct MemberLiveness: Sendable, Hashable {
   /// The signal that last showed the member alive.
   public enum Signal: String, Sendable, Hashable {
@@ -14,6 +15,8 @@ public struct MemberLiveness: Sendable, Hashable {
     case heartbeat
     /// A passing health probe.
     case probe
+    /// Another mesh of a shared registry saw a heartbeat or a passing probe.
+    case elsewhere
   }
 
   /// What ``check(now:timeout:)`` found.
@@ -31,6 +34,7 @@ public struct MemberLiveness: Sendable, Hashable {
   public private(set) var joined: ContinuousClock.Instant
   private var lastHeartbeat: ContinuousClock.Instant?
   private var lastProbePass: ContinuousClock.Instant?
+  private var lastSeenElsewhere: ContinuousClock.Instant?
   private var saidKeptByProbes = false
 
   /// A member that joined at `now`.
@@ -45,9 +49,28 @@ public struct MemberLiveness: Sendable, Hashable {
   /// Records a passing health probe.
   public mutating func probePassed(at now: ContinuousClock.Instant) { lastProbePass = now }
 
-  /// The signal seen last (a heartbeat when both came at once).
-  public var signal: Signal {
+  /// Records that another mesh saw the member alive at `instant` (the shared registry's
+  /// newest sighting, turned into this mesh's clock); an older one than known changes nothing.
+  public mutating func seenElsewhere(at instant: ContinuousClock.Instant) {
+    if lastSeenElsewhere.map({ instant > $0 }) ?? true { lastSeenElsewhere = instant }
+  }
+
+  /// When this mesh itself last saw the member alive (a heartbeat or a passing probe here);
+  /// `nil` when it has not. Sightings from elsewhere are left out, so that a mesh never passes
+  /// on what it only heard.
+  public var seenHere: ContinuousClock.Instant? {
     switch (lastHeartbeat, lastProbePass) {
+    case (nil, nil): nil
+    case (.some(let beat), nil): beat
+    case (nil, .some(let probe)): probe
+    case (.some(let beat), .some(let probe)): max(beat, probe)
+    }
+  }
+
+  /// The signal seen last (a heartbeat when both came at once; this mesh's own before another's).
+  public var signal: Signal {
+    if let elsewhere = lastSeenElsewhere, seenHere.map({ elsewhere > $0 }) ?? true { return .elsewhere }
+    return switch (lastHeartbeat, lastProbePass) {
     case (nil, nil): .joined
     case (.some, nil): .heartbeat
     case (nil, .some): .probe
@@ -59,6 +82,7 @@ public struct MemberLiveness: Sendable, Hashable {
   public mutating func check(now: ContinuousClock.Instant, timeout: Duration) -> Verdict {
     let beat = lastHeartbeat ?? joined
     if now - beat <= timeout { return .alive }
+    if let elsewhere = lastSeenElsewhere, now - elsewhere <= timeout { return .alive }
     guard let probe = lastProbePass, now - probe <= timeout else { return .evict }
     if saidKeptByProbes { return .alive }
     saidKeptByProbes = true

@@ -13,6 +13,8 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
   let directory: PoolDirectory
   let registrars: CoreRegistrars
   let config: MeshConfig.Registry
+  /// The registry shared with other meshes, if any.
+  let shared: SharedRegistry?
   let logger: Logger
 
   func registerAgent(
@@ -54,9 +56,12 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
     } catch {
       throw Refusal(reason: "\(error)")
     }
+    if let reason = await shared?.conflict(with: definition) { throw Refusal(reason: reason) }
     let membershipID = UUID().uuidString.lowercased()
     let endpoint = entry.pool.makeRegisteredEndpoint(callback, membershipID: membershipID)
+    shared?.joining(membershipID)
     if case .refused(let reason) = entry.pool.join(membershipID: membershipID, endpoint: endpoint, definition: definition) {
+      shared?.abandoned(membershipID)
       throw Refusal(reason: reason)
     }
     // Probe once before answering, so the replica takes calls as soon as it is told it may.
@@ -79,6 +84,8 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
             "mesh.replaced": "\(replaced.joined(separator: ","))",
           ])
       }
+      shared?.joined(
+        membershipID, agent: definition.name, address: callback, definition: poolDefinition, replaced: replaced)
       await directory.persist()
       logger.notice(
         "replica joined",
@@ -94,6 +101,7 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
       }
     }
     entry.pool.leave(membershipID: membershipID)
+    shared?.abandoned(membershipID)
     let agent = "agent \"\(definition.name)\""
     let cores = zip(registrations, phases).map { registration, phase -> String in
       let core = registrars.count == 1 ? "the core" : "core \(registration.core)"
@@ -129,6 +137,7 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
         $0.error = "unknown agent_id \"\(request.agentID)\""
       }
     }
+    shared?.left(request.agentID)
     await directory.persist()
     logger.notice(
       "replica left",

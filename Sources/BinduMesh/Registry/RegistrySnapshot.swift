@@ -48,12 +48,16 @@ extension RegistrySnapshot.Pool {
   /// The pool's definition, if it has one.
   func definition() throws -> AgentDefinition? {
     guard let configJSON else { return nil }
-    let skills = try self.skills.map { try Bindu_Grpc_SkillDefinition(jsonString: $0) }
-    return try AgentDefinition(configJSON: configJSON, skills: skills)
+    return try AgentDefinition(configJSON: configJSON, skillsJSON: skills)
   }
 }
 
 extension AgentDefinition {
+  /// A definition kept as JSON (the state file, the shared registry): skills as protobuf JSON.
+  init(configJSON: String, skillsJSON: [String]) throws {
+    try self.init(configJSON: configJSON, skills: try skillsJSON.map { try Bindu_Grpc_SkillDefinition(jsonString: $0) })
+  }
+
   /// The skills as protobuf JSON, as the snapshot keeps them.
   var skillsJSON: [String] { skills.compactMap { try? $0.jsonString() } }
 }
