@@ -162,6 +162,14 @@ class Postgres:
         self.sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}" AUTHORIZATION {DB_USER}', database=DB_NAME)
         self.sql(f'ALTER DATABASE {DB_NAME} SET search_path TO "{schema}", public')
 
+    def pause(self):
+        """Stops the server (fast shutdown), keeping its data: `resume()` starts it again on its port."""
+        self.process.stop(signal.SIGINT, timeout=15)
+
+    def resume(self):
+        self.process = Process(self.process.proc.args, cwd=self.dir, name="postgres")
+        self.process.wait_line(lambda l: "ready to accept connections" in l, timeout=60)
+
     def stop(self):
         if self.process:
             # SIGINT is PostgreSQL's fast shutdown; stop() sends it to the whole process group.
