@@ -201,10 +201,30 @@ def test_the_registry_rides_out_a_database_outage(tmp_path, cleanup, core):
         time.sleep(0.1)
     for mesh in (mesh_a, mesh_b):
         assert first in members(mesh), f"r1 evicted during the outage: {members(mesh)}"
-    assert http_get(f"http://127.0.0.1:{mesh_b.admin_port}/readyz")[0] == 200
+    # Mesh A (its core is there) stays ready without its database.
+    assert http_get(f"http://127.0.0.1:{mesh_a.admin_port}/readyz")[0] == 200
     _, metrics = http_get(f"http://127.0.0.1:{mesh_a.admin_port}/metrics")
     assert re.search(r"^bindu_mesh_registry_store_up 0(\.0)?$", metrics, re.M), "the store's state is shown"
     postgres.resume()
     wait_until(lambda: serving(mesh_b, [first, second]), 30, "r2, taken during the outage, at mesh B")
     assert status(mesh_a)["shared_registry"]["pending_writes"] == 0
     print(f"{calls} calls through mesh B during the outage, none failed")
+
+
+def test_a_database_that_refuses_the_mesh_stops_its_start_with_file_line_and_key(tmp_path, cleanup):
+    require_backing()
+    postgres = Postgres()
+    cleanup.append(postgres)
+    postgres.start()
+    workdir = tmp_path / "mesh"
+    workdir.mkdir()
+    url = f"postgres://nobody:wrong@127.0.0.1:{postgres.port}/mesh_registry?sslmode=disable"
+    mesh = Mesh(workdir, free_port(), registry_yaml=f"  postgres_url: {url}\n")
+    cleanup.append(mesh)
+    process = mesh.launch()
+    assert process.proc.wait(30) != 0
+    output = process.output()
+    line = next((l for l in output.splitlines() if "registry.postgres_url" in l), None)
+    assert line, output
+    assert re.search(r"bindu-mesh\.yaml:\d+:\d+: registry\.postgres_url: ", line), line
+    assert 'role "nobody" does not exist' in line and "wrong" not in line, line
