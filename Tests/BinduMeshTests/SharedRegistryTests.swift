@@ -150,3 +150,13 @@ import Testing
     #expect(config.registry.shared?.origin.position == "2:17")
   }
 }
+
+@Suite struct SharedRegistryStartTests {
+  @Test func onlyARefusalThatWaitingCannotMendStopsTheStart() {
+    #expect(SharedRegistry.isRefusal("28P01"), "bad password")
+    #expect(SharedRegistry.isRefusal("28000"), "no such role")
+    #expect(SharedRegistry.isRefusal("3D000"), "no such database")
+    #expect(!SharedRegistry.isRefusal("57P03"), "starting up: the mesh starts and connects later")
+    #expect(!SharedRegistry.isRefusal(nil))
+  }
+}

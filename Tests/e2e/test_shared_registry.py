@@ -205,6 +205,8 @@ def test_the_registry_rides_out_a_database_outage(tmp_path, cleanup, core):
     assert http_get(f"http://127.0.0.1:{mesh_a.admin_port}/readyz")[0] == 200
     _, metrics = http_get(f"http://127.0.0.1:{mesh_a.admin_port}/metrics")
     assert re.search(r"^bindu_mesh_registry_store_up 0(\.0)?$", metrics, re.M), "the store's state is shown"
+    _, page = http_get(f"http://127.0.0.1:{mesh_a.admin_port}/")
+    assert re.search(r'id="shared-registry" class="bad">[^<]* as a: down · last read [^<]* · [1-9][0-9]* writes pending', page), page
     postgres.resume()
     wait_until(lambda: serving(mesh_b, [first, second]), 30, "r2, taken during the outage, at mesh B")
     assert status(mesh_a)["shared_registry"]["pending_writes"] == 0

@@ -28,6 +28,7 @@ enum StatusPage {
       """
     if report.pools.isEmpty { page += "<p>No pool yet: waiting for a replica to register.</p>\n" }
     for pool in report.pools { page += section(pool) }
+    if let shared = report.sharedRegistry { page += sharedRegistry(shared) }
     page += certificates(report.certificates)
     page += events(report.events.prefix(eventsShown))
     return page + "</body></html>\n"
@@ -78,6 +79,15 @@ enum StatusPage {
     html += "<td>\(probe ?? "none yet")</td><td>\(endpoint.ejections)</td>"
     html += "<td>\(escape(endpoint.member ?? ""))\(endpoint.liveness.map { " (\(escape($0)))" } ?? "")</td></tr>\n"
     return html
+  }
+
+  private static func sharedRegistry(_ shared: SharedRegistryView) -> String {
+    let lag = shared.lagSeconds.map { String(format: "%.1f s ago", $0) } ?? "never"
+    var html = "<h2>Shared registry</h2><p id=\"shared-registry\" class=\"\(shared.up ? "ok" : "bad")\">"
+    html += "\(escape(shared.database)) as \(escape(shared.meshID)): \(shared.up ? "up" : "down")"
+    html += " · last read \(lag) · \(shared.pendingWrites) writes pending · \(shared.writeErrors) write errors"
+    if !shared.up, let error = shared.lastError { html += " · \(escape(error))" }
+    return html + "</p>\n"
   }
 
   private static func certificates(_ certificates: [CertificateView]) -> String {

@@ -288,7 +288,7 @@ public final class SharedRegistry: Service, Sendable {
     do {
       let database = try await withTimeout(.seconds(5)) { try await SharedRegistryDatabase.connect(config, logger: logger) }
       await database.close()
-    } catch let error as PSQLError where error.serverInfo?[.sqlState] != nil {
+    } catch let error as PSQLError where isRefusal(error.serverInfo?[.sqlState]) {
       var refusal = config.origin
       refusal.message = "\(config.url) refused the connection: \(describe(error))"
       throw refusal
@@ -297,6 +297,13 @@ public final class SharedRegistry: Service, Sendable {
         "shared registry unreachable at start: serving from the state file until it answers",
         metadata: ["mesh.database": "\(config.url)", "error": "\(describe(error))"])
     }
+  }
+
+  /// Whether a server's SQLSTATE says it will not take this mesh however long it waits: bad
+  /// credentials (class 28) or no such database (3D000). A server starting up (57P03) is not.
+  static func isRefusal(_ sqlState: String?) -> Bool {
+    guard let sqlState else { return false }
+    return sqlState.hasPrefix("28") || sqlState == "3D000"
   }
 
   /// A database error in one line: the server's message and SQLSTATE when it sent one.
