@@ -138,3 +138,21 @@ private struct SnakeCaseKey: CodingKey {
   init(stringValue: String) { self.stringValue = stringValue }
   init?(intValue: Int) { nil }
 }
+
+/// The shared registry, as `/status` shows it.
+public struct SharedRegistryView: Codable, Sendable, Hashable {
+  /// The database, without its password.
+  public var database: String
+  /// This mesh's id there.
+  public var meshID: String
+  /// Whether the mesh is connected and has read it.
+  public var up: Bool
+  /// Seconds since its last full read; `nil` before the first.
+  public var lagSeconds: Double?
+  /// Changes waiting to be written.
+  public var pendingWrites: Int
+  /// Writes that failed (and were tried again).
+  public var writeErrors: Int
+  /// The last connection error.
+  public var lastError: String?
+}
