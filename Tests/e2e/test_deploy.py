@@ -249,3 +249,31 @@ def test_the_kubernetes_schema_check_finds_mistakes():
     assert "readinesProbe" in broken(lambda pod: pod["containers"][0].update(readinesProbe={}))
     assert broken(lambda pod: pod.update(terminationGracePeriodSeconds="35s"))
     assert "name" in broken(lambda pod: pod["containers"][0].pop("name"))
+
+
+def test_shared_registry_compose_file_is_valid_and_matches_its_mesh_config():
+    compose = compose_config(DOCKER / "compose.shared-registry.yaml")
+    services = compose["services"]
+    check_config(DOCKER / "mesh.shared-registry.yaml")
+    mesh_config = yaml.safe_load((DOCKER / "mesh.shared-registry.yaml").read_text())
+    registry_port = port_of(mesh_config["registry"]["listen"])
+    database = mesh_config["registry"]["postgres_url"].split("/")[-1].split("?")[0]
+    assert f"CREATE DATABASE {database}" in (DOCKER / "postgres-mesh-registry.sql").read_text()
+    for host in "ab":
+        mesh = services[f"mesh-{host}"]
+        assert services[f"core-{host}"]["network_mode"] == f"service:mesh-{host}"
+        assert mounts(mesh)["/etc/bindu-mesh/bindu-mesh.yaml"].endswith("mesh.shared-registry.yaml")
+        assert mounts(mesh)[mesh_config["state"]["dir"]] in compose["volumes"]
+    for replica, mesh in (("replica-1", "mesh-a"), ("replica-2", "mesh-b")):
+        command = services[replica]["command"]
+        assert command[command.index("--core") + 1] == f"{mesh}:{registry_port}"
+
+
+def test_shared_registry_kubernetes_example_holds_a_valid_mesh_config(tmp_path):
+    documents = list(yaml.safe_load_all((ROOT / "k8s" / "shared-registry.yaml").read_text()))
+    secret = next(d for d in documents if d["kind"] == "Secret")
+    (tmp_path / "mesh.yaml").write_text(secret["stringData"]["bindu-mesh.yaml"])
+    check_config(tmp_path / "mesh.yaml")
+    config = yaml.safe_load(secret["stringData"]["bindu-mesh.yaml"])
+    service = next(d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == "bindu-mesh-registry")
+    assert service["spec"]["ports"][0]["port"] == port_of(config["registry"]["listen"])
