@@ -140,12 +140,25 @@ import Testing
     } throws: { error in
       "\(error)".contains("registry.mesh_id: needs registry.postgres_url")
     }
+    let loopback = "registry:\n  postgres_url: postgres://u@h/db\n  advertise_host: localhost\n"
+    #expect {
+      try MeshConfig(yaml: loopback, source: "mesh.yaml")
+    } throws: { error in
+      "\(error)".hasPrefix("mesh.yaml:3:19: registry.advertise_host: expected a host name or IP address the other meshes reach")
+    }
+    #expect {
+      try MeshConfig(yaml: "registry:\n  advertise_host: host-a\n", source: "mesh.yaml")
+    } throws: { error in
+      "\(error)".contains("registry.advertise_host: needs registry.postgres_url")
+    }
   }
 
   @Test func theSharedRegistryIsRead() throws {
-    let yaml = "registry:\n  postgres_url: postgres://u:pw@127.0.0.1:5433/db\n  mesh_id: host-a\n"
+    let yaml = "registry:\n  postgres_url: postgres://u:pw@127.0.0.1:5433/db\n  mesh_id: host-a\n  advertise_host: host-a.internal\n"
     let config = try MeshConfig(yaml: yaml, source: "mesh.yaml")
     #expect(config.registry.shared?.meshID == "host-a")
+    #expect(config.registry.shared?.advertiseHost == "host-a.internal")
+    #expect(MeshConfig.defaults.registry.shared == nil)
     #expect(config.registry.shared?.url.port == 5433)
     #expect(config.registry.shared?.origin.position == "2:17")
   }

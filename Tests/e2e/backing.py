@@ -7,6 +7,10 @@ PostgreSQL refuses to run as root: as root (CI), initdb and the server run as th
 (made by Debian's postgresql package; made here if missing) through `runuser`, in a temporary
 directory owned by that user, with the unix socket in that directory. Clients connect over TCP
 on 127.0.0.1 (trust authentication: a throw-away cluster on loopback).
+
+Given a `host` (netns.py), a service runs in that host's namespace and listens on its address
+instead; the test's own `psql` then reaches PostgreSQL over its unix socket (a path, which no
+network namespace hides). `backing` is the pytest fixture: both services, started.
 """
 import glob
 import os
@@ -14,6 +18,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -68,21 +73,29 @@ def require_backing():
     require_postgres()
 
 
-class Redis:
-    """redis-server on a free loopback port, no persistence, in a temporary directory."""
+def _spawn(host):
+    """How a service's process starts: in `host` (netns.py) or here."""
+    return host.spawn if host is not None else Process
 
-    def __init__(self):
+
+class Redis:
+    """redis-server on a free port of loopback (or of `host`'s address), no persistence, in a
+    temporary directory."""
+
+    def __init__(self, host=None):
+        self.host = host
+        self.address = host.address if host else "127.0.0.1"
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bindu-redis-"))
         self.process = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.address}:{self.port}/0"
 
     def start(self):
-        self.process = Process(
-            [require_redis(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+        self.process = _spawn(self.host)(
+            [require_redis(), "--port", str(self.port), "--bind", self.address, "--dir", str(self.dir),
              "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"],
             cwd=self.dir, name="redis")
         self.process.wait_line(lambda l: "Ready to accept connections" in l, timeout=30)
@@ -99,9 +112,12 @@ class Redis:
 
 
 class Postgres:
-    """A throw-away PostgreSQL cluster on a free loopback port, with database and role `bindu`."""
+    """A throw-away PostgreSQL cluster on a free port of loopback (or of `host`'s address), with
+    database and role `bindu`."""
 
-    def __init__(self):
+    def __init__(self, host=None):
+        self.host = host
+        self.address = host.address if host else "127.0.0.1"
         self.bin = require_postgres()
         self.port = free_port()
         # mkdtemp's directory is mode 0700: as root, it is made in /tmp (which the server's user can
@@ -126,15 +142,19 @@ class Postgres:
     @property
     def url(self) -> str:
         """The URL for Bindu's `storage.postgres_url` (SQLAlchemy with asyncpg)."""
-        return f"postgresql+asyncpg://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{self.port}/{DB_NAME}"
+        return f"postgresql+asyncpg://{DB_USER}:{DB_PASSWORD}@{self.address}:{self.port}/{DB_NAME}"
 
     def start(self):
         subprocess.run(self._as_user([self.bin / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
                                       "--encoding=UTF8", "--no-sync"]),
                        cwd=self.dir, check=True, capture_output=True, text=True)
-        self.process = Process(
+        if self.host is not None:
+            # Clients of the other hosts, on the host's network (initdb trusts loopback alone).
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
+        self.process = _spawn(self.host)(
             self._as_user([self.bin / "postgres", "-D", self.data, "-p", self.port, "-k", self.socket_dir,
-                           "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
+                           "-c", f"listen_addresses={self.address}", "-c", "fsync=off", "-c", "max_connections=200",
                            "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]),
             cwd=self.dir, name="postgres")
         self.process.wait_line(lambda l: "ready to accept connections" in l, timeout=60)
@@ -143,9 +163,10 @@ class Postgres:
         return self
 
     def sql(self, statement, database="postgres", user="postgres") -> str:
-        """Runs one statement with psql over TCP; its unaligned, tuples-only output."""
+        """Runs one statement with psql (over TCP, or the unix socket for a server in a host); its
+        unaligned, tuples-only output."""
         result = subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", user, "-d", database,
+            [str(self.bin / "psql"), "-h", str(self.socket_dir) if self.host else self.address, "-p", str(self.port), "-U", user, "-d", database,
              "-v", "ON_ERROR_STOP=1", "-X", "-q", "-A", "-t", "-c", statement],
             check=False, capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
@@ -175,6 +196,25 @@ class Postgres:
             # SIGINT is PostgreSQL's fast shutdown; stop() sends it to the whole process group.
             self.process.stop(signal.SIGINT, timeout=15)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _fixture():
+    import pytest
+
+    @pytest.fixture
+    def backing(cleanup):
+        """Redis and PostgreSQL on loopback, started; stopped after the test."""
+        require_backing()
+        redis = Redis()
+        cleanup.append(redis)
+        postgres = Postgres()
+        cleanup.append(postgres)
+        return redis.start(), postgres.start()
+    return backing
+
+
+if "pytest" in sys.modules:
+    backing = _fixture()
 
 
 def _postgres_user():

@@ -13,7 +13,8 @@ pytest fixture: it tears everything down, the processes in each namespace includ
 the test did.
 
 Run as a script, the module is a replica on Bindu's own gRPC stubs
-(`bindu.grpc.generated`, shipped in the `bindu` package): `python netns.py replica --help`.
+(`bindu.grpc.generated`, shipped in the `bindu` package): `python netns.py replica --help`; or
+one call from a host (`call_in`): `python netns.py call --help`.
 """
 import argparse
 import atexit
@@ -319,6 +320,48 @@ def _replica(argv):
     server.wait_for_termination()
 
 
+def _call(argv):
+    """One gRPC call from this host, its answer printed as JSON (gRPC's own threads would not
+    follow a namespace entered by a thread of the test, so calls run in a process of the host)."""
+    import grpc
+    from bindu.grpc.generated import agent_handler_pb2 as pb
+    from bindu.grpc.generated import agent_handler_pb2_grpc as services
+
+    parser = argparse.ArgumentParser(prog="netns.py call", description=(
+        "HandleMessages with --text, or Heartbeat or UnregisterAgent of an agent id, to --target; prints JSON."))
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--text", action="append", default=[])
+    parser.add_argument("--unregister")
+    parser.add_argument("--heartbeat")
+    args = parser.parse_args(argv)
+    channel = grpc.insecure_channel(args.target)
+    if args.heartbeat:
+        answer = services.BinduServiceStub(channel).Heartbeat(
+            pb.HeartbeatRequest(agent_id=args.heartbeat, timestamp=int(time.time() * 1000)), timeout=10)
+        print(json.dumps({"acknowledged": answer.acknowledged}), flush=True)
+        return
+    if args.unregister:
+        answer = services.BinduServiceStub(channel).UnregisterAgent(
+            pb.UnregisterAgentRequest(agent_id=args.unregister), timeout=10)
+        print(json.dumps({"success": answer.success, "error": answer.error}), flush=True)
+        return
+    stub = services.AgentHandlerStub(channel)
+    answers = [stub.HandleMessages(pb.HandleRequest(messages=[pb.ChatMessage(content=text)]), timeout=10).content
+               for text in args.text]
+    print(json.dumps(answers), flush=True)
+
+
+def call_in(host, *args) -> object:
+    """`netns.py call ARGS` in `host`: its JSON answer."""
+    result = subprocess.run(["ip", "netns", "exec", host.ns, sys.executable, __file__, "call", *map(str, args)],
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"call in host {host.name} failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["replica"]:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     _replica(sys.argv[2:])
+elif __name__ == "__main__" and sys.argv[1:2] == ["call"]:
+    _call(sys.argv[2:])

@@ -101,11 +101,12 @@ class HostMesh:
 
 
 class SdkReplica:
-    """`netns.py replica` on a host: registers with `core`, sending `localhost:PORT`."""
+    """`netns.py replica` on a host: registers with `core`, sending `localhost:PORT` (and the agent
+    config `config`, by default `CONFIG`)."""
 
-    def __init__(self, host, workdir: Path, name: str, core: str, tls: Path = None):
+    def __init__(self, host, workdir: Path, name: str, core: str, tls: Path = None, config: dict = None):
         args = [sys.executable, Path(__file__).with_name("netns.py"), "replica", "--name", name,
-                "--core", core, "--agent-config", json.dumps(CONFIG), "--heartbeat-interval", "5"]
+                "--core", core, "--agent-config", json.dumps(config or CONFIG), "--heartbeat-interval", "5"]
         if tls:
             args += ["--core-tls", tls]
         self.name = name
@@ -117,8 +118,8 @@ class SdkReplica:
         return json.loads(line.split(" ", 2)[-1] if line.startswith("registration failed") else line.split(" ", 1)[1])
 
 
-def start_core(host, workdir: Path):
-    workdir.mkdir()
+def start_core(host, workdir: Path, exist_ok=False):
+    workdir.mkdir(exist_ok=exist_ok)
     process = host.spawn([BINDU, "serve", "--grpc", "--grpc-port", "3774"], cwd=workdir,
                          env={"GRPC__PORT": "3774", "GRPC__HOST": "127.0.0.1"}, name="core")
     host.wait_port(3774, timeout=90, proc=process.proc)

@@ -12,22 +12,12 @@ import time
 
 import pytest
 
-from backing import Cores, Postgres, Redis, agent_did, public_key, require_backing, scale_out_config, schema_name
+from backing import backing  # noqa: F401 - the fixture
+from backing import Cores, agent_did, public_key, scale_out_config, schema_name
 from harness import Mesh, Replica, a2a_ask, agent_card, agent_config, free_port, http_get, wait_port
 
 MESSAGES = 12
 AGENT = "echo-agent"
-
-
-@pytest.fixture
-def backing(cleanup):
-    """Redis and PostgreSQL for the test."""
-    require_backing()
-    redis = Redis()
-    cleanup.append(redis)
-    postgres = Postgres()
-    cleanup.append(postgres)
-    return redis.start(), postgres.start()
 
 
 def start_cores(tmp_path, cleanup, postgres, count=3):

@@ -1,36 +1,31 @@
 """Several meshes sharing one replica registry in PostgreSQL (`registry.postgres_url`).
 
-Three "hosts" on this machine's loopback, each a real Bindu core and a mesh that registers the
-pool with that core alone; the cores share Bindu's Redis scheduler and Postgres storage, and the
-meshes share their registry in a database of its own on the same PostgreSQL server. Replicas
-register at different meshes; every mesh serves every replica.
+Three hosts in network namespaces (netns.py), each a real Bindu core and a mesh that registers
+the pool with that core alone, and a fourth running Redis and PostgreSQL: the cores share Bindu's
+Redis scheduler and Postgres storage, and the meshes share their registry in a database of its
+own on the same PostgreSQL server. Replicas register at different meshes; every mesh serves every
+replica. The database's outage and refusal are tests of one machine's loopback.
 
 Needs redis-server and PostgreSQL (Debian's, installed by .ci/run): skipped without them on a
 developer's machine, failed in CI.
 """
+import concurrent.futures
 import re
+import signal
 import time
+from types import SimpleNamespace
 
 import grpc
 import pytest
 
-from backing import DB_NAME, DB_PASSWORD, DB_USER, Postgres, Redis, require_backing, scale_out_config
+from backing import (DB_PASSWORD, DB_USER, Postgres, Redis, agent_did, make_keys, require_backing, scale_out_config,
+                     schema_name, share_keys)
 from harness import Mesh, MessageFlow, Replica, a2a_ask, agent_config, free_port, http_get, wait_until
-from test_scale_out import AGENT, start_cores
+from netns import call_in, network  # noqa: F401 - the fixture
+from test_multi_host import ADMIN, URL, HostMesh, SdkReplica, start_core
+from test_scale_out import AGENT
 
 REPLICA_TIMEOUT = "6s"
-
-
-@pytest.fixture
-def backing(cleanup):
-    require_backing()
-    redis = Redis()
-    cleanup.append(redis)
-    postgres = Postgres()
-    cleanup.append(postgres)
-    redis.start(), postgres.start()
-    postgres.sql(f"CREATE DATABASE mesh_registry OWNER {DB_USER}")
-    return redis, postgres
 
 
 def registry_url(postgres) -> str:
@@ -79,47 +74,80 @@ def answered_by(text) -> str:
     return match.group(1)
 
 
-def test_three_meshes_serve_every_replica_and_survive_the_loss_of_one_host(tmp_path, cleanup, backing):
-    redis, postgres = backing
-    cores = start_cores(tmp_path, cleanup, postgres)
-    a2a_ports = [free_port() for _ in cores]
-    urls = [f"http://localhost:{port}" for port in a2a_ports]
-    meshes = {name: shared_mesh(tmp_path, cleanup, name, postgres, core, url)
-              for name, core, url in zip("abc", cores, urls)}
-    config = scale_out_config(agent_config(name=AGENT, a2a_port=a2a_ports[0]), redis, postgres)
-    # r1 and r2 register at mesh A, r3 at mesh B.
-    at = {"r1": "a", "r2": "a", "r3": "b"}
-    replicas = {}
-    for name, mesh in at.items():
-        replica = Replica(tmp_path, name, core_port=meshes[mesh].registry_port, agent_config=config,
-                          extra_args=["--log-calls"])
-        cleanup.append(replica)
-        assert replica.registration["success"], replica.registration
-        replicas[name] = replica
-    ids = {name: r.registration["agent_id"] for name, r in replicas.items()}
+def host_mesh(host, tmp_path, postgres, core=True) -> HostMesh:
+    """A mesh on `host`, registering with the host's core (or, `core=False`, with one that is not
+    there), on the registry in host DB's PostgreSQL; its registry open to the network, and this
+    host's replicas recorded at the host's name."""
+    config = (f"core:\n  address: 127.0.0.1:{3774 if core else 3799}\n  heartbeat_interval: 1s\n"
+              "  retry_max_backoff: 1s\n"
+              "registry:\n  listen: 0.0.0.0:3775\n"
+              f"  postgres_url: postgres://{DB_USER}:{DB_PASSWORD}@host-db.internal:{postgres.port}/mesh_registry"
+              "?sslmode=disable\n"
+              f"  mesh_id: {host.name}\n  advertise_host: host-{host.name}.internal\n"
+              f"  replica_timeout: {REPLICA_TIMEOUT}\n"
+              "health:\n  interval: 1s\n")
+    return HostMesh(host, tmp_path / f"mesh-{host.name}", config).start()
+
+
+def host_cores(hosts, tmp_path, postgres):
+    """A core on each host (`bindu serve --grpc` on its loopback), all with the agent's one key pair."""
+    workdirs = [tmp_path / f"core-{host.name}" for host in hosts]
+    first = SimpleNamespace(workdir=workdirs[0])
+    make_keys(first, AGENT)
+    share_keys(first, [first, *(SimpleNamespace(workdir=w) for w in workdirs[1:])], AGENT)
+    postgres.pin_search_path(schema_name(agent_did(agent_config(name=AGENT))))
+    with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
+        return list(pool.map(lambda pair: start_core(*pair, exist_ok=True), zip(hosts, workdirs)))
+
+
+def test_three_hosts_share_one_registry_and_survive_the_loss_of_one(network, tmp_path, cleanup):
+    """Hosts A, B and C each run a core and a mesh; host DB runs Redis and PostgreSQL. r1 and r2
+    run on host A and register with mesh A over loopback (recorded at host-a.internal); r3 runs on
+    host B and registers with mesh B by its name (recorded at its address)."""
+    require_backing()
+    db = network.host("db")
+    hosts = {name: network.host(name) for name in "abc"}
+    redis, postgres = Redis(db), Postgres(db)
+    cleanup.extend([redis, postgres])
+    redis.start(), postgres.start()
+    postgres.sql(f"CREATE DATABASE mesh_registry OWNER {DB_USER}")
+    cores = host_cores(list(hosts.values()), tmp_path, postgres)
+    meshes = {name: host_mesh(host, tmp_path, postgres) for name, host in hosts.items()}
+    config = scale_out_config(agent_config(name=AGENT, a2a_port=3773), redis, postgres)
+    at = {"r1": ("a", "127.0.0.1:3775"), "r2": ("a", "127.0.0.1:3775"), "r3": ("b", "host-b.internal:3775")}
+    replicas = {name: SdkReplica(hosts[h], tmp_path, name, core, config=config) for name, (h, core) in at.items()}
+    ids = {}
+    for name, replica in replicas.items():
+        registration = replica.registration()
+        assert registration["success"], (name, registration, meshes[at[name][0]].log()[-3000:])
+        ids[name] = registration["agent_id"]
+    addresses = {"r1": f"host-a.internal:{replicas['r1'].port}", "r2": f"host-a.internal:{replicas['r2'].port}",
+                 "r3": f"{hosts['b'].address}:{replicas['r3'].port}"}
     for name, mesh in meshes.items():
-        wait_until(lambda m=mesh: serving(m, ids.values()), 20, f"every replica in rotation at mesh {name}")
-        assert len(members(mesh)) == 3, members(mesh)
-        shared = status(mesh)["shared_registry"]
+        wait_until(lambda m=mesh: serving(m, ids.values()), 30, f"every replica in rotation at mesh {name}")
+        found = members(mesh)
+        assert {found[ids[r]]["address"] for r in ids} == set(addresses.values()), found
+        shared = mesh.host.get_json(f"{ADMIN}/status")["shared_registry"]
         assert shared["up"] and shared["mesh_id"] == name and shared["pending_writes"] == 0, shared
 
-    # A2A messages through every core: answered by replicas registered at both meshes.
+    # A2A messages through every core: answered by replicas of both hosts.
     seen = set()
     for i in range(30):
-        state, text = a2a_ask(urls[i % 3], f"hello {i}", timeout=60)
+        host = hosts["abc"[i % 3]]
+        state, text = host.run(a2a_ask, URL, f"hello {i}", timeout=60)
         assert state == "completed" and text.endswith(f"hello {i}"), (state, text)
         seen.add(answered_by(text))
         if seen == set(at) and i >= 5:
             break
     assert seen == set(at), f"answered by {seen}"
 
-    # Host A dies (its mesh and its core) under load on cores B and C.
-    flows = [MessageFlow(url, threads=1, sleep_ms=100, timeout=45) for url in urls[1:]]
+    # Everything of host A but its replicas (its mesh and its core) SIGKILLed under load on B and C.
+    flows = [hosts[h].run(MessageFlow, URL, threads=1, sleep_ms=100, timeout=45) for h in "bc"]
     try:
         for flow in flows:
             flow.wait_completed(3)
         meshes["a"].kill()
-        cores[0].stop()
+        cores[0].stop(signal.SIGKILL)
         killed = time.monotonic()
         for flow in flows:
             flow.wait_completed(4, after=killed + 1, timeout=60)
@@ -143,24 +171,24 @@ def test_three_meshes_serve_every_replica_and_survive_the_loss_of_one_host(tmp_p
     answered = {answered_by(o.text) for o in outcomes if o.state == "completed" and o.done > killed}
     assert {"r1", "r2"} & answered, f"replicas registered at mesh A answered after it died: {answered}"
 
+    # r1 heartbeats at mesh C, which it never registered with: acknowledged.
+    beat = call_in(hosts["c"], "--target", "127.0.0.1:3775", "--heartbeat", ids["r1"])
+    assert beat["acknowledged"], beat
+
     # r3 unregisters at mesh B: mesh C stops using it within 2 s.
-    import agent_handler_pb2 as messages
-    import agent_handler_pb2_grpc as services
-    registry = services.BinduServiceStub(grpc.insecure_channel(f"127.0.0.1:{meshes['b'].registry_port}"))
-    left = registry.UnregisterAgent(messages.UnregisterAgentRequest(agent_id=ids["r3"]), timeout=10)
-    assert left.success, left
+    left = call_in(hosts["b"], "--target", "127.0.0.1:3775", "--unregister", ids["r3"])
+    assert left["success"], left
     unregistered = time.monotonic()
     wait_until(lambda: ids["r3"] not in members(meshes["c"]), 2, "r3 gone from mesh C")
     print(f"r3 left mesh C {time.monotonic() - unregistered:.2f}s after unregistering at mesh B")
 
-    # A mesh started with an empty state folder serves every registered replica.
-    fresh = shared_mesh(tmp_path, cleanup, "d", postgres)
+    # A mesh started with an empty state folder, on a host of its own, serves r1 and r2.
+    fresh = host_mesh(network.host("d"), tmp_path, postgres, core=False)
     wait_until(lambda: serving(fresh, [ids["r1"], ids["r2"]]), 20, "mesh D serves r1 and r2")
     assert set(members(fresh)) == {ids["r1"], ids["r2"]}, members(fresh)
-    stub = services.AgentHandlerStub(grpc.insecure_channel(f"127.0.0.1:{fresh.pool_port(AGENT)}"))
-    answers = {stub.HandleMessages(messages.HandleRequest(messages=[messages.ChatMessage(content=f"d {i}")]),
-                                   timeout=10).content.split("]")[0] for i in range(6)}
-    assert answers == {"[r1", "[r2"}, answers
+    listen = next(p for p in fresh.pools() if p["agent"] == AGENT)["callback_listen"]
+    answers = call_in(fresh.host, "--target", listen, *[a for i in range(6) for a in ("--text", f"d {i}")])
+    assert {answer.split("]")[0] for answer in answers} == {"[r1", "[r2"}, answers
 
 
 def test_the_registry_rides_out_a_database_outage(tmp_path, cleanup, core):

@@ -9,7 +9,7 @@ public enum ConfigKeys {
   static let coreTarget = ["address", "agent_url"]
   static let registry = [
     "listen", "replica_timeout", "core_wait", "rewrite_loopback_callbacks", "tls", "postgres_url", "mesh_id",
-    "postgres_tls",
+    "postgres_tls", "advertise_host",
   ]
   static let callbacks = [
     "listen_host", "first_port", "max_pools", "advertise_host", "tls", "upstream_tls", "max_concurrent_streams",

@@ -137,8 +137,15 @@ extension MeshConfig.Registry {
         guard !shared.meshID.isEmpty, shared.meshID.count <= 200 else { throw id.error("expected a name of 1-200 characters") }
       }
       if let tls = keys["postgres_tls"] { shared.tls = try MeshConfig.ClientTLS(reading: tls) }
+      if let host = keys["advertise_host"] {
+        let name = try host.string()
+        guard HostPort(parsing: "\(name.contains(":") ? "[\(name)]" : name):1") != nil, !name.isEmpty,
+          !HostPort(host: name, port: 1).isLoopback, !HostPort(host: name, port: 1).isWildcard
+        else { throw host.error("expected a host name or IP address the other meshes reach, not a loopback or wildcard one") }
+        shared.advertiseHost = name
+      }
       self.shared = shared
-    } else if let key = keys["mesh_id"] ?? keys["postgres_tls"] {
+    } else if let key = keys["mesh_id"] ?? keys["postgres_tls"] ?? keys["advertise_host"] {
       throw key.error("needs registry.postgres_url (a registry shared in PostgreSQL)")
     }
   }

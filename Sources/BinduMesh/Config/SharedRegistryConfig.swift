@@ -10,13 +10,23 @@ extension MeshConfig {
     public var meshID: String
     /// TLS to the database (`registry.postgres_tls`); `nil`: as the URL's `sslmode` says.
     public var tls: ClientTLS?
+    /// The host name or address at which the other meshes reach this host
+    /// (`registry.advertise_host`): a replica of this host that registers over loopback with a
+    /// loopback or wildcard callback (`localhost:PORT`, as the SDKs send) is recorded at
+    /// `advertise_host:PORT`, by this mesh and the others. `nil` (the default): recorded as sent,
+    /// with a warning, since each other mesh would dial that address on its own host.
+    public var advertiseHost: String?
     /// Where `postgres_url` was read (file, line, key), for what is found wrong with it at start
     /// (bad credentials, no such database).
     public var origin: ConfigError
 
     /// A shared registry at `url`.
-    public init(url: PostgresURL, meshID: String = Self.defaultMeshID, tls: ClientTLS? = nil, origin: ConfigError? = nil) {
+    public init(
+      url: PostgresURL, meshID: String = Self.defaultMeshID, tls: ClientTLS? = nil, advertiseHost: String? = nil,
+      origin: ConfigError? = nil
+    ) {
       self.url = url
+      self.advertiseHost = advertiseHost
       self.meshID = meshID
       self.tls = tls
       self.origin = origin ?? ConfigError(source: "config", key: "registry.postgres_url", message: "")

@@ -148,10 +148,28 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
   /// Where the replica really is: a loopback or wildcard callback host sent from another host is
   /// replaced by the peer's IP, or, with `rewrite_loopback_callbacks` off, refused (the mesh
   /// could not reach it there).
+  ///
+  /// With a shared registry, such a callback sent over loopback (a replica of this host) is
+  /// recorded at `registry.advertise_host`, where the other meshes reach it; without that key it
+  /// is kept as sent, with a warning.
   private func reachableAddress(_ given: HostPort, peer: String) throws -> HostPort {
-    guard given.isLoopback || given.isWildcard, let peerHost = Self.peerHost(peer),
-      !HostPort(host: peerHost, port: 0).isLoopback
-    else { return given }
+    guard given.isLoopback || given.isWildcard, let peerHost = Self.peerHost(peer) else { return given }
+    if HostPort(host: peerHost, port: 0).isLoopback {
+      guard let shared = config.shared else { return given }
+      guard let advertised = shared.advertiseHost else {
+        logger.warning(
+          """
+          a replica of this host registered with a loopback callback address: the other meshes sharing the \
+          registry will dial it on their own hosts (set registry.advertise_host to this host's name)
+          """,
+          metadata: ["mesh.given": "\(given)"])
+        return given
+      }
+      let rewritten = HostPort(host: advertised, port: given.port)
+      logger.notice(
+        "callback address recorded at this host's advertised name", metadata: ["mesh.given": "\(given)", "mesh.used": "\(rewritten)"])
+      return rewritten
+    }
     guard config.rewriteLoopbackCallbacks else {
       throw Refusal(
         reason: "grpc_callback_address \"\(given)\" is a loopback or wildcard address but the replica connected "
