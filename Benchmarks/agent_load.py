@@ -11,7 +11,6 @@ supported when the build refuses the key), HAProxy leastconn and roundrobin (h2c
 
 Run alone: .venv/bin/python Benchmarks/agent_load.py --bin-dir .build/release [--agent-duration S]
 """
-import argparse
 import asyncio
 import collections
 import json
@@ -287,13 +286,6 @@ def print_table(configs, results, unsupported):
           f"for one of its {CONCURRENCY} slots)")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin-dir", default=str(ROOT / ".build" / "release"))
-    add_arguments(parser)
-    args = parser.parse_args()
-    run(args, Path(args.bin_dir).resolve())
-
-
 if __name__ == "__main__":
-    main()
+    from standalone import run_part
+    run_part(__doc__, add_arguments, run)

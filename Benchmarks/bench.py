@@ -7,8 +7,9 @@ is printed: requests/s, ratio to direct (median of per-repetition ratios, min-ma
 latency, proxy CPU seconds per 1,000 requests, proxy RSS after the load.
 
 That is the part `h2load` of `--parts`; the others are `agent` (agent-shaped load against
-bindu-mesh and HAProxy balancing policies, Benchmarks/agent_load.py) and `scaleout` (A2A
-throughput with 1, 2 and 3 Bindu cores, Benchmarks/scale_out.py).
+bindu-mesh and HAProxy balancing policies, Benchmarks/agent_load.py), `scaleout` (A2A
+throughput with 1, 2 and 3 Bindu cores, Benchmarks/scale_out.py) and `registry` (three meshes
+sharing their registry: propagation and failover, Benchmarks/shared_registry.py).
 """
 import argparse
 import collections
@@ -205,9 +206,11 @@ def mallocs_per_call(target, body, workdir, calls=20000):
 def main():
     import agent_load
     import scale_out
+    import shared_registry
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="h2load,agent,scaleout",
-                        help="comma-separated: h2load (this file), agent (agent_load.py), scaleout (scale_out.py)")
+    parser.add_argument("--parts", default="h2load,agent,scaleout,registry",
+                        help="comma-separated: h2load (this file), agent (agent_load.py), scaleout (scale_out.py), "
+                             "registry (shared_registry.py)")
     parser.add_argument("--duration", type=int, default=3, help="h2load: seconds of load per run (after 1 s warm-up)")
     parser.add_argument("--repetitions", type=int, default=3, help="h2load: repetitions")
     parser.add_argument("--shapes", default=",".join(SHAPES))
@@ -217,10 +220,11 @@ def main():
                              "(empty: --bin-dir) and YAML added to its config (\\n for new lines); repeatable")
     agent_load.add_arguments(parser)
     scale_out.add_arguments(parser)
+    shared_registry.add_arguments(parser)
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir).resolve()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(parts) - {"h2load", "agent", "scaleout"}
+    unknown = set(parts) - {"h2load", "agent", "scaleout", "registry"}
     if unknown:
         parser.error(f"unknown --parts {sorted(unknown)}")
     if "h2load" in parts:
@@ -229,6 +233,8 @@ def main():
         agent_load.run(args, bin_dir)
     if "scaleout" in parts:
         scale_out.run(args, bin_dir)
+    if "registry" in parts:
+        shared_registry.run(args, bin_dir)
 
 
 def h2load_part(args, bin_dir):

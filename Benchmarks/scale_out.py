@@ -10,7 +10,6 @@ and the ratio to one core (a core runs one task at a time, so one core is about 
 
 Run alone: .venv/bin/python Benchmarks/scale_out.py --bin-dir .build/release [--scale-messages N]
 """
-import argparse
 import collections
 import concurrent.futures
 import json
@@ -26,7 +25,7 @@ sys.path.insert(0, str(ROOT / "Tests" / "e2e"))
 import backing  # noqa: E402
 import harness  # noqa: E402
 from backing import Cores, Postgres, Redis, agent_did, scale_out_config, schema_name  # noqa: E402
-from harness import Mesh, Replica, a2a_rpc, agent_config, free_port, http_get, wait_port  # noqa: E402
+from harness import Mesh, Replica, a2a_rpc, agent_config, free_port, http_get, stop_all, wait_port  # noqa: E402
 
 AGENT = "echo-agent"
 TERMINAL = ("completed", "failed", "canceled", "rejected", "input-required", "auth-required")
@@ -127,11 +126,7 @@ def run_count(count, args, redis, postgres, workdir):
                 "wrong": len(wrong), "calls": {r.name: r.calls() - before[r.name] for r in replicas},
                 "slowest": max(seconds for _, _, seconds in outcomes)}
     finally:
-        for item in reversed(stop):
-            try:
-                item.stop()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+        stop_all(stop)
 
 
 def run(args, bin_dir):
@@ -169,13 +164,6 @@ def run(args, bin_dir):
               f"{'/'.join(str(v) for v in r['calls'].values())}{notes}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin-dir", default=str(ROOT / ".build" / "release"))
-    add_arguments(parser)
-    args = parser.parse_args()
-    run(args, Path(args.bin_dir).resolve())
-
-
 if __name__ == "__main__":
-    main()
+    from standalone import run_part
+    run_part(__doc__, add_arguments, run)

@@ -63,7 +63,7 @@ import Testing
         case .received(.data(let data), let id): "data \(Int(id)) \(data.data.readableBytes)"
         case .received(_, let id): "frame \(Int(id))"
         case .streamClosed(let id, let reason): "closed \(Int(id)) \(reason.map { "\($0.label)" } ?? "ended")"
-        case .refusedRequest(let id, let problem): "refused \(Int(id)): \(problem)"
+        case .refusedRequest(let id, let problem, let reason): "refused \(Int(id)) (\(reason.rawValue)): \(problem)"
         case .receivedGoAway(let last, _): "goaway \(Int(last))"
         case .receivedPingAck: "ping ack"
         case .completeWrite(_, let failed): failed ? "write failed" : "write done"
@@ -160,7 +160,7 @@ import Testing
     HeaderBlockEncoder.encode(HPACKHeaders(Connection.request), to: &block)
     block.writeBytes([0x00, 0x02, 0xC3, 0xA9, 0x01, 0x61])
     try connection.read(.headers, flags: HTTP2FrameFlag.endHeaders, stream: 1, Array(block.readableBytesView))
-    #expect(connection.effects() == ["refused 1: a field name that is not ASCII"])
+    #expect(connection.effects() == ["refused 1 (malformed): a field name that is not ASCII"])
     #expect(Self.summary(try connection.written()) == ["rstStream 1 1"])
     try connection.read(headers: Connection.request, stream: 3)
     #expect(connection.effects() == ["headers 3"])

@@ -30,7 +30,7 @@ import Testing
       }
     }
     func streamClosed(_ streamID: HTTP2StreamID, reason: HTTP2ErrorCode?) { closed.append((streamID, reason)) }
-    func refusedRequest(on streamID: HTTP2StreamID, _ problem: String) { refused.append(problem) }
+    func refusedRequest(on streamID: HTTP2StreamID, _ problem: String, reason: RequestRefusal) { refused.append(problem) }
     func receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {}
     func receivedPingAck(_ data: HTTP2PingData) {}
     func receivedEvent(_ event: Any) {}

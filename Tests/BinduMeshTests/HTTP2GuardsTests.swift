@@ -70,31 +70,55 @@ import Testing
     ("grpc-timeout", "30S"), ("user-agent", "grpc-python/1.70"),
   ]
 
-  func check(_ fields: [(String, String)]) -> String? { RequestHeaderCheck.request(HPACKHeaders(fields)) }
+  func verdict(_ fields: [(String, String)]) -> RequestHeaderCheck.Verdict { RequestHeaderCheck.request(HPACKHeaders(fields)) }
+
+  /// Why a request is malformed, `nil` when it is not.
+  func check(_ fields: [(String, String)]) -> String? {
+    if case .malformed(let problem) = verdict(fields) { return problem }
+    return nil
+  }
 
   func replacing(_ name: String, with value: String?) -> [(String, String)] {
     Self.good.compactMap { $0.0 == name ? value.map { (name, $0) } : $0 }
   }
 
   @Test func aGRPCRequestPasses() {
-    #expect(check(Self.good) == nil)
-    #expect(check(replacing(":authority", with: nil)) == nil)  // optional
-    #expect(check(replacing("content-type", with: "application/grpc+proto")) == nil)
-    #expect(check(replacing("content-type", with: "application/grpc; charset=utf-8")) == nil)
-    #expect(check(Self.good + [("content-length", "42")]) == nil)
+    #expect(verdict(Self.good) == .forward(contentLength: nil))
+    #expect(verdict(replacing(":authority", with: nil)) == .forward(contentLength: nil))  // optional
+    #expect(verdict(replacing("content-type", with: "application/grpc+proto")) == .forward(contentLength: nil))
+    #expect(verdict(replacing("content-type", with: "application/grpc; charset=utf-8")) == .forward(contentLength: nil))
+    #expect(verdict(Self.good + [("content-length", "42")]) == .forward(contentLength: 42))
+  }
+
+  @Test func wellFormedRequestsThatAreNotGRPCAreAnswered() {
+    #expect(verdict(replacing(":method", with: "GET")) == .answer(.methodNotAllowed(head: false)))
+    #expect(verdict(replacing(":method", with: "HEAD")) == .answer(.methodNotAllowed(head: true)))
+    #expect(verdict(replacing(":method", with: "DELETE")) == .answer(.methodNotAllowed(head: false)))
+    // A GET names no content-type: the method is what is wrong.
+    #expect(verdict(replacing(":method", with: "GET").filter { $0.0 != "content-type" }) == .answer(.methodNotAllowed(head: false)))
+    #expect(verdict(replacing("content-type", with: nil)) == .answer(.unsupportedMediaType))
+    #expect(verdict(replacing("content-type", with: "application/json")) == .answer(.unsupportedMediaType))
+    #expect(verdict(replacing("content-type", with: "application/grpcx")) == .answer(.unsupportedMediaType))
+    #expect(verdict(replacing("te", with: nil)) == .forward(contentLength: nil))  // te is gRPC's, not HTTP's
+    // Malformed first: a GET with a connection-specific field is reset, not answered.
+    #expect(check(replacing(":method", with: "GET") + [("connection", "close")]) != nil)
+    let (headers, body) = LocalAnswer.methodNotAllowed(head: false).response
+    #expect(headers.first(name: ":status") == "405" && headers.first(name: "allow") == "POST")
+    #expect(headers.first(name: "content-length") == "\(body?.readableBytes ?? -1)")
+    #expect(LocalAnswer.methodNotAllowed(head: true).response.1 == nil)
+    #expect(LocalAnswer.unsupportedMediaType.response.0.first(name: ":status") == "415")
   }
 
   @Test func malformedRequestsAreRefusedWithTheirReason() throws {
     let cases: [([(String, String)], String)] = [
-      (replacing(":method", with: "GET"), ":method is not POST"),
       (replacing(":method", with: nil), "no :method"),
+      (replacing(":method", with: "PO ST"), ":method is not a token"),
       (replacing(":scheme", with: nil), "no :scheme"),
       (replacing(":scheme", with: "ftp"), ":scheme"),
       (replacing(":path", with: nil), "no :path"),
       (replacing(":path", with: "nope"), ":path does not begin with /"),
-      (replacing("content-type", with: nil), "no content-type"),
-      (replacing("content-type", with: "application/json"), "content-type"),
-      (replacing("content-type", with: "application/grpcx"), "content-type"),
+      (Self.good + [("content-type", "application/grpc")], "more than one content-type"),
+      (Self.good + [("content-length", "1"), ("content-length", "2")], "content-length given twice"),
       (replacing("te", with: "gzip"), "te is not"),
       (Self.good + [(":status", "200")], "pseudo-header :status"),
       (Self.good + [(":protocol", "websocket")], "pseudo-header :protocol"),

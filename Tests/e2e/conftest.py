@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, Core
+from harness import ROOT, Core, stop_all
 
 _stub_dir = Path(tempfile.mkdtemp(prefix="bindu-mesh-stubs-"))
 
@@ -35,11 +35,7 @@ def cleanup():
     """Things to stop after the test, newest first."""
     items = []
     yield items
-    for item in reversed(items):
-        try:
-            item.stop()
-        except Exception:  # noqa: BLE001 - best effort in teardown
-            pass
+    stop_all(items)
 
 
 @pytest.fixture

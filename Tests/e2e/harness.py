@@ -308,6 +308,15 @@ class Replica:
         return sum(1 for line in self.process.output().splitlines() if line.startswith("call "))
 
 
+def stop_all(items):
+    """Stops each of `items` (anything with stop()), newest first; one that fails does not keep the rest running."""
+    for item in reversed(items):
+        try:
+            item.stop()
+        except Exception:  # noqa: BLE001 - best effort in teardown
+            pass
+
+
 def wait_until(predicate, timeout, what):
     """Polls `predicate` until it returns something true, which is returned."""
     deadline = time.monotonic() + timeout

@@ -57,10 +57,8 @@ def malformed(scenario):
         "unknown pseudo-header": good + [(":protocol", "websocket")],
         "pseudo-header after a regular field": [("x-first", "1")] + good,
         "bad content-length": good + [("content-length", "12abc")],
-        "GET": replaced(":method", "GET"),
         "no :path": without(":path"),
         "no :scheme": without(":scheme"),
-        "not gRPC": replaced("content-type", "application/json"),
     }
 
 

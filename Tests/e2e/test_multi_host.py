@@ -1,7 +1,7 @@
 """bindu-mesh between hosts: network namespaces, each with an address of its own (netns.py).
 
 Host A runs the real Bindu core and mesh A; hosts B and C run mesh B, mesh C and replicas on
-Bindu's own gRPC stubs (`netns.py replica`). The meshes run the configs of
+Bindu's own gRPC stubs (`bindu_stubs.py replica`). The meshes run the configs of
 examples/multi-host/ as they are, with three substitutions: the example hosts' addresses
 (10.0.0.1, .2, .3 for A, B, C) become the test hosts', the certificate folder
 /etc/bindu-mesh/certs becomes the host's own folder of certificates, and `--state-dir` names a
@@ -101,11 +101,11 @@ class HostMesh:
 
 
 class SdkReplica:
-    """`netns.py replica` on a host: registers with `core`, sending `localhost:PORT` (and the agent
+    """`bindu_stubs.py replica` on a host: registers with `core`, sending `localhost:PORT` (and the agent
     config `config`, by default `CONFIG`)."""
 
     def __init__(self, host, workdir: Path, name: str, core: str, tls: Path = None, config: dict = None):
-        args = [sys.executable, Path(__file__).with_name("netns.py"), "replica", "--name", name,
+        args = [sys.executable, Path(__file__).with_name("bindu_stubs.py"), "replica", "--name", name,
                 "--core", core, "--agent-config", json.dumps(config or CONFIG), "--heartbeat-interval", "5"]
         if tls:
             args += ["--core-tls", tls]

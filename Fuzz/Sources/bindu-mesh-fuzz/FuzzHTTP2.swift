@@ -151,7 +151,7 @@ private protocol QuietDelegate: HTTP2ConnectionDelegate {}
 
 extension QuietDelegate {
   func connectionActive() {}
-  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String) {}
+  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String, reason: RequestRefusal) {}
   func receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {}
   func receivedPingAck(_ data: HTTP2PingData) {}
   func receivedEvent(_ event: Any) {}

@@ -17,7 +17,7 @@ public enum ConfigKeys {
   ]
   static let upstream = [
     "connect_timeout", "max_message_bytes", "max_concurrent_streams", "reconnect_max_backoff", "idle_timeout",
-    "keepalive_interval", "keepalive_timeout", "default_call_timeout",
+    "keepalive_interval", "keepalive_timeout", "default_call_timeout", "max_header_list_size",
   ]
   static let shutdown = ["grace_period"]
   static let state = ["dir"]

@@ -179,6 +179,7 @@ extension MeshConfig.Upstream {
     if let value = keys["keepalive_interval"] { keepaliveInterval = try value.optionalDuration() }
     if let value = keys["keepalive_timeout"] { keepaliveTimeout = try value.duration() }
     if let value = keys["default_call_timeout"] { defaultCallTimeout = try value.optionalDuration() }
+    if let value = keys["max_header_list_size"] { maxHeaderListSize = try value.int(in: 1024...(1 << 20)) }
   }
 }
 

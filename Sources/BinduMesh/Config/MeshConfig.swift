@@ -202,6 +202,11 @@ extension MeshConfig {
     /// The deadline of a call that carries no `grpc-timeout` (the core always sends one, of
     /// 30 s; other callers may not); `nil`: none. Default 60 s.
     public var defaultCallTimeout: Duration? = .seconds(60)
+    /// The largest request header list sent to a replica; one that announces a lower
+    /// SETTINGS_MAX_HEADER_LIST_SIZE is held to its own. A call over it ends with
+    /// `RESOURCE_EXHAUSTED` and is never sent. Default 8 KiB: what gRPC's C-core servers take
+    /// (they announce 16 KiB but refuse lists over 8 KiB).
+    public var maxHeaderListSize = 8192
 
     /// Default values.
     public static var defaults: Self {

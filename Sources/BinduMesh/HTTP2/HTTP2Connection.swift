@@ -64,6 +64,8 @@ final class HTTP2Connection: ChannelInboundHandler {
   var isAtCapacity: Bool { state.isAtCapacity }
   /// The peer's preface and first SETTINGS have arrived.
   var peerSettingsReceived: Bool { state.peerSettingsReceived }
+  /// The peer's SETTINGS_MAX_HEADER_LIST_SIZE, if it announced one.
+  var peerMaxHeaderListSize: Int? { state.peerMaxHeaderListSize }
   /// Streams open now.
   var openStreams: Int { state.streams.count }
 
@@ -256,7 +258,7 @@ final class HTTP2Connection: ChannelInboundHandler {
     switch effect {
     case .received(let payload, let streamID): delegate?.received(payload, on: streamID)
     case .streamClosed(let streamID, let reason): delegate?.streamClosed(streamID, reason: reason)
-    case .refusedRequest(let streamID, let problem): delegate?.refusedRequest(on: streamID, problem)
+    case .refusedRequest(let streamID, let problem, let reason): delegate?.refusedRequest(on: streamID, problem, reason: reason)
     case .receivedGoAway(let lastStreamID, let errorCode):
       delegate?.receivedGoAway(lastStreamID: lastStreamID, errorCode: errorCode)
     case .receivedPingAck(let data): delegate?.receivedPingAck(data)

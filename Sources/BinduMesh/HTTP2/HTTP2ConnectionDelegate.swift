@@ -15,10 +15,11 @@ protocol HTTP2ConnectionDelegate: AnyObject {
   /// code), or this side reset it because the peer broke its flow control.
   func streamClosed(_ streamID: HTTP2StreamID, reason: HTTP2ErrorCode?)
 
-  /// A server refused a caller's stream, whose headers could not be forwarded
-  /// (``RequestHeaderCheck``): it was reset with PROTOCOL_ERROR and never reached ``received(_:on:)``
-  /// (or, for trailers, its stream is closed).
-  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String)
+  /// A server refused a caller's stream (``RequestHeaderCheck``): a malformed one was reset with
+  /// PROTOCOL_ERROR, one that is not gRPC's was answered with its HTTP status; either never
+  /// reached ``received(_:on:)``. For trailers or DATA that break the request (`reason`
+  /// `.malformed` or `.contentLength`), the stream is reset and closed.
+  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String, reason: RequestRefusal)
 
   /// The peer's GOAWAY. The connection has already forgotten the streams this side opened above
   /// `lastStreamID`; the peer never began them.

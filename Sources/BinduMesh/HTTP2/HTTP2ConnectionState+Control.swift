@@ -44,8 +44,10 @@ extension HTTP2ConnectionState {
           throw HTTP2ConnectionError(.protocolError, "SETTINGS_MAX_FRAME_SIZE of \(value)")
         }
         peerMaxFrameSize = value
+      case 0x6:
+        peerMaxHeaderListSize = value  // held to by whoever writes the headers (a call: before it is sent)
       default:
-        break  // HEADER_TABLE_SIZE: the encoder keeps no table; MAX_HEADER_LIST_SIZE is advisory
+        break  // HEADER_TABLE_SIZE: the encoder keeps no table
       }
     }
     output.writeHTTP2FrameHeader(length: 0, kind: .settings, flags: HTTP2FrameFlag.ack, streamID: .rootStream)
@@ -99,7 +101,10 @@ extension HTTP2ConnectionState {
     effects.append(.receivedGoAway(lastStreamID: lastStreamID, errorCode: HTTP2ErrorCode(networkCode: Int(code))))
   }
 
-  mutating func readWindowUpdate(_ frame: HTTP2FrameReader.Frame) throws(HTTP2ConnectionError) {
+  /// WINDOW_UPDATE. One that grants window while nothing waits for it counts against the
+  /// control-frame budget, as PING and SETTINGS do: a peer that grants window as it reads never
+  /// comes near it, and a flood of +1 updates ends with GOAWAY `ENHANCE_YOUR_CALM`.
+  mutating func readWindowUpdate(_ frame: HTTP2FrameReader.Frame, now: NIODeadline) throws(HTTP2ConnectionError) {
     var payload = frame.payload
     guard payload.readableBytes == 4, let raw = payload.readInteger(as: UInt32.self) else {
       throw HTTP2ConnectionError(.frameSizeError, "malformed WINDOW_UPDATE frame")
@@ -107,6 +112,7 @@ extension HTTP2ConnectionState {
     let increment = Int(raw & 0x7FFF_FFFF)
     guard frame.streamID != .rootStream else {
       guard increment > 0 else { throw HTTP2ConnectionError(.protocolError, "WINDOW_UPDATE of 0 for the connection") }
+      if blockedStreams.isEmpty { try countControlFrame(now: now) }
       guards.grantedWindow()
       outboundConnectionWindow += increment
       guard outboundConnectionWindow <= HTTP2Protocol.maxWindow else {
@@ -119,8 +125,10 @@ extension HTTP2ConnectionState {
     }
     guard var stream = streams[frame.streamID] else {
       try checkNotIdle(frame.streamID, "WINDOW_UPDATE")
+      try countControlFrame(now: now)
       return  // a stream already closed: late updates are dropped
     }
+    if stream.waiting.isEmpty { try countControlFrame(now: now) }
     stream.outboundWindow += increment
     if increment > 0 { stream.stalledSince = nil }
     guard increment > 0, stream.outboundWindow <= HTTP2Protocol.maxWindow else {

@@ -27,7 +27,7 @@ extension HTTP2ConnectionState {
       try countControlFrame(now: now)
       try readPing(frame)
     case .goAway: try readGoAway(frame)
-    case .windowUpdate: try readWindowUpdate(frame)
+    case .windowUpdate: try readWindowUpdate(frame, now: now)
     case .priority:
       try countControlFrame(now: now)
       try readPriority(frame)
@@ -36,7 +36,8 @@ extension HTTP2ConnectionState {
     }
   }
 
-  private mutating func countControlFrame(now: NIODeadline) throws(HTTP2ConnectionError) {
+  /// Counts a frame against the control-frame budget (``HTTP2Guards/control(now:)``).
+  mutating func countControlFrame(now: NIODeadline) throws(HTTP2ConnectionError) {
     if let violation = guards.control(now: now) { throw HTTP2ConnectionError(violation, limits: guards.limits) }
   }
 
@@ -69,6 +70,11 @@ extension HTTP2ConnectionState {
     stream.remoteEnded = endStream
     streams[frame.streamID] = stream
     bufferedBytes += length
+    if brokeContentLength(frame.streamID, bytes: data.readableBytes, endStream: endStream) {
+      effects.append(.refusedRequest(frame.streamID, problem: "DATA other than its content-length", reason: .contentLength))
+      try streamError(frame.streamID, .protocolError)  // what the stream held goes back with it
+      return
+    }
     // An empty DATA frame that does not end the stream carries nothing: not passed on.
     if length == 0 && !endStream { return }
     // The padding counts in the window the delegate gives back (``ForwardingWindow``).
@@ -142,7 +148,7 @@ extension HTTP2ConnectionState {
         // Refused, the connection goes on: the block was decoded, so HPACK's table is in step.
         if mode == .server && streamID > lastPeerStreamID { lastPeerStreamID = streamID }
         if mode == .server, case .invalidName = error {
-          effects.append(.refusedRequest(streamID, problem: "a field name that is not ASCII"))
+          effects.append(.refusedRequest(streamID, problem: "a field name that is not ASCII", reason: .malformed))
         }
         try streamError(streamID, .protocolError)
         return
@@ -155,7 +161,12 @@ extension HTTP2ConnectionState {
         return
       }
       if mode == .server, let problem = RequestHeaderCheck.trailers(headers, endStream: endStream) {
-        effects.append(.refusedRequest(streamID, problem: problem))
+        effects.append(.refusedRequest(streamID, problem: problem, reason: .malformed))
+        try streamError(streamID, .protocolError)
+        return
+      }
+      if brokeContentLength(streamID, bytes: 0, endStream: endStream) {
+        effects.append(.refusedRequest(streamID, problem: "trailers before its content-length", reason: .contentLength))
         try streamError(streamID, .protocolError)
         return
       }
@@ -178,15 +189,50 @@ extension HTTP2ConnectionState {
       try streamError(streamID, .refusedStream)  // over the SETTINGS_MAX_CONCURRENT_STREAMS announced
       return
     }
-    if let problem = RequestHeaderCheck.request(headers) {
-      effects.append(.refusedRequest(streamID, problem: problem))
+    let contentLength: Int?
+    switch RequestHeaderCheck.request(headers) {
+    case .malformed(let problem):
+      effects.append(.refusedRequest(streamID, problem: problem, reason: .malformed))
+      try streamError(streamID, .protocolError)
+      return
+    case .answer(let answer):
+      effects.append(.refusedRequest(streamID, problem: answer.problem, reason: answer.refusal))
+      self.answer(answer, on: streamID, remoteEnded: endStream)
+      return
+    case .forward(let length):
+      contentLength = length
+    }
+    if endStream, let contentLength, contentLength != 0 {
+      effects.append(.refusedRequest(streamID, problem: "END_STREAM before its content-length", reason: .contentLength))
       try streamError(streamID, .protocolError)
       return
     }
     var stream = newStream(opened: true)
     stream.remoteEnded = endStream
+    stream.contentLengthLeft = contentLength
     streams[streamID] = stream
     effects.append(.received(payload, on: streamID))
+  }
+
+  /// Answers a well-formed request that is not gRPC's with its HTTP status: the response is
+  /// written at once, and the rest of the request, if any, is cut off (RST_STREAM `NO_ERROR`,
+  /// RFC 9113 §8.1) and dropped.
+  mutating func answer(_ answer: LocalAnswer, on streamID: HTTP2StreamID, remoteEnded: Bool) {
+    var stream = newStream(opened: true)
+    stream.remoteEnded = remoteEnded
+    streams[streamID] = stream
+    let (headers, body) = answer.response
+    write(.headers(.init(headers: headers, endStream: body == nil)), on: streamID, promise: nil)
+    if let body { write(.data(.init(data: .byteBuffer(body), endStream: true)), on: streamID, promise: nil) }
+  }
+
+  /// Counts a DATA frame's `bytes` (padding excluded) against the stream's `content-length`:
+  /// whether the request is malformed (RFC 9113 §8.1.1), more or fewer bytes than it said.
+  mutating func brokeContentLength(_ streamID: HTTP2StreamID, bytes: Int, endStream: Bool) -> Bool {
+    guard let left = streams[streamID]?.contentLengthLeft else { return false }
+    let now = left - bytes
+    streams[streamID]!.contentLengthLeft = now
+    return now < 0 || (endStream && now != 0)
   }
 
   /// A frame's payload without its padding, and the padding's length if it has some

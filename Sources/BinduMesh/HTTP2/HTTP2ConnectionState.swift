@@ -51,8 +51,9 @@ struct HTTP2ConnectionState {
     case received(HTTP2Frame.FramePayload, on: HTTP2StreamID)
     /// A stream closed; `reason` is the RST_STREAM code, `nil` when both sides ended it.
     case streamClosed(HTTP2StreamID, reason: HTTP2ErrorCode?)
-    /// A request was refused before it reached the delegate (``RequestHeaderCheck``).
-    case refusedRequest(HTTP2StreamID, problem: String)
+    /// A request was refused (reset, or answered here) before it reached the delegate, or cut
+    /// off for breaking its `content-length` (``RequestHeaderCheck``).
+    case refusedRequest(HTTP2StreamID, problem: String, reason: RequestRefusal)
     /// The peer's GOAWAY.
     case receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode)
     /// The peer acknowledged a PING.
@@ -97,6 +98,8 @@ struct HTTP2ConnectionState {
   var peerInitialWindow = HTTP2Protocol.defaultWindow
   var peerMaxFrameSize = HTTP2Protocol.defaultMaxFrameSize
   var peerMaxConcurrentStreams = Int.max
+  /// The peer's SETTINGS_MAX_HEADER_LIST_SIZE, if it announced one.
+  var peerMaxHeaderListSize: Int?
 
   /// Frames encoded and not yet written: buffers to write first (large DATA payloads, written
   /// as they are, and the frames before them), then ``output``.

@@ -18,8 +18,9 @@ struct HTTP2Guards {
     var maxEmptyDataInARow = 1
     /// CONTINUATION frames in one header block, zero-length ones included.
     var maxContinuations = 5
-    /// PING, SETTINGS and PRIORITY frames the peer may send within `controlWindow`; each PING
-    /// and SETTINGS costs an answer, and a peer that never reads them would pile them up.
+    /// PING, SETTINGS and PRIORITY frames, and WINDOW_UPDATEs that grant window nothing waits
+    /// for, the peer may send within `controlWindow`; each PING and SETTINGS costs an answer, and
+    /// a peer that never reads them would pile them up.
     var maxControlFrames = 10_000
     var controlWindow = TimeAmount.seconds(10)
     /// Streams the peer may get wrong over the connection's life (a malformed request, a header
@@ -46,7 +47,8 @@ struct HTTP2Guards {
       case .rapidReset: "over \(limits.maxResets) RST_STREAM frames in \(limits.resetWindow)"
       case .emptyData: "over \(limits.maxEmptyDataInARow) empty DATA frames in a row"
       case .continuations: "over \(limits.maxContinuations) CONTINUATION frames in one header block"
-      case .controlFrames: "over \(limits.maxControlFrames) PING, SETTINGS or PRIORITY frames in \(limits.controlWindow)"
+      case .controlFrames:
+        "over \(limits.maxControlFrames) PING, SETTINGS, PRIORITY or idle WINDOW_UPDATE frames in \(limits.controlWindow)"
       case .glitches: "over \(limits.maxGlitches) streams reset for the peer's errors"
       case .stalledWindow: "frames waited \(limits.stalledWindowTimeout ?? .zero) for connection window the peer did not grant"
       }
@@ -101,7 +103,7 @@ struct HTTP2Guards {
     return continuations > limits.maxContinuations ? .continuations : nil
   }
 
-  /// A PING, SETTINGS or PRIORITY frame.
+  /// A PING, SETTINGS or PRIORITY frame, or a WINDOW_UPDATE while nothing waits for window.
   mutating func control(now: NIODeadline) -> Violation? {
     if let start = controlWindowStart, now - start < limits.controlWindow {
       controlFrames += 1

@@ -20,6 +20,8 @@ struct HTTP2StreamState {
   var localEnded = false
   /// The peer has sent END_STREAM.
   var remoteEnded = false
+  /// Bytes of DATA the request's `content-length` still announces; `nil` without one.
+  var contentLengthLeft: Int?
   /// Frames held back by flow control, in order: once one waits, every later frame waits too.
   var waiting: [Waiting] = []
   /// Since when frames have waited for this stream's window with none granted (seen by

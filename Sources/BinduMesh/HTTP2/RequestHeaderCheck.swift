@@ -3,62 +3,79 @@ import NIOHPACK
 /// Whether a caller's header list may be forwarded to a replica: RFC 9113 §8.2–8.3 (field names
 /// and values, pseudo-headers, connection-specific fields) and what a gRPC request must carry.
 ///
-/// A header list that breaks them is refused on its own stream and never reaches a replica: a
+/// A malformed header list (§8.1.1) is refused on its own stream and never reaches a replica: a
 /// replica's HTTP/2 stack may close its whole connection over it, failing every other caller's
-/// calls on that connection. The checks read the strings in place and allocate nothing.
+/// calls on that connection. A well-formed request that is not gRPC's (another method, another
+/// content-type) is answered by the mesh with an HTTP status, as gRPC's servers do. The checks
+/// read the strings in place and allocate nothing.
 enum RequestHeaderCheck {
-  /// Why a request's header list (the first HEADERS of a stream) cannot be forwarded; `nil` when
-  /// it can.
-  static func request(_ headers: HPACKHeaders) -> String? {
+  /// What becomes of a request's header list.
+  enum Verdict: Equatable {
+    /// A gRPC request: forwarded; `contentLength` is its `content-length`, if it has one.
+    case forward(contentLength: Int?)
+    /// Malformed (RFC 9113 §8.1.1): the stream is reset with `PROTOCOL_ERROR`.
+    case malformed(String)
+    /// Well-formed but not a gRPC call: answered with this HTTP status and no forwarding.
+    case answer(LocalAnswer)
+  }
+
+  /// What to do with a request's header list (the first HEADERS of a stream).
+  static func request(_ headers: HPACKHeaders) -> Verdict {
     var seenRegular = false
-    var method = false
+    var method: Substring?
     var scheme = false
     var path = false
     var authority = false
-    var contentType = false
+    var contentType: Bool?
+    var contentLength: Int?
     for (name, value, _) in headers {
-      if let problem = field(name: name, value: value) { return problem }
+      if let problem = field(name: name, value: value) { return .malformed(problem) }
       if name.utf8.first == UInt8(ascii: ":") {
-        if seenRegular { return "pseudo-header \(name) after a regular field" }
+        if seenRegular { return .malformed("pseudo-header \(name) after a regular field") }
         switch name {
         case ":method":
-          if method { return "more than one :method" }
-          guard value == "POST" else { return ":method is not POST" }
-          method = true
+          if method != nil { return .malformed("more than one :method") }
+          guard !value.isEmpty, value.utf8.allSatisfy(isToken) else { return .malformed(":method is not a token") }
+          method = Substring(value)
         case ":scheme":
-          if scheme { return "more than one :scheme" }
-          guard value == "http" || value == "https" else { return ":scheme is neither http nor https" }
+          if scheme { return .malformed("more than one :scheme") }
+          guard value == "http" || value == "https" else { return .malformed(":scheme is neither http nor https") }
           scheme = true
         case ":path":
-          if path { return "more than one :path" }
-          guard value.utf8.first == UInt8(ascii: "/") else { return ":path does not begin with /" }
+          if path { return .malformed("more than one :path") }
+          guard value.utf8.first == UInt8(ascii: "/") else { return .malformed(":path does not begin with /") }
           path = true
         case ":authority":
-          if authority { return "more than one :authority" }
+          if authority { return .malformed("more than one :authority") }
           authority = true
         default:
-          return "pseudo-header \(name) is not one of a request's"
+          return .malformed("pseudo-header \(name) is not one of a request's")
         }
         continue
       }
       seenRegular = true
       switch name {
       case "content-type":
-        if contentType { return "more than one content-type" }
-        guard isGRPC(contentType: value) else { return "content-type is not application/grpc" }
-        contentType = true
+        if contentType != nil { return .malformed("more than one content-type") }
+        contentType = isGRPC(contentType: value)
       case "content-length":
-        guard !value.isEmpty, value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
-          return "content-length is not a number"
+        guard !value.isEmpty, value.utf8.count <= 18,
+          value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let length = Int(value)
+        else {
+          return .malformed("content-length is not a number")
         }
+        if let earlier = contentLength, earlier != length { return .malformed("content-length given twice, differently") }
+        contentLength = length
       default: break
       }
     }
-    if !method { return "no :method" }
-    if !scheme { return "no :scheme" }
-    if !path { return "no :path" }
-    if !contentType { return "no content-type" }
-    return nil
+    guard let method else { return .malformed("no :method") }
+    if method == "CONNECT" { return path || scheme ? .malformed("CONNECT with :path or :scheme") : .answer(.methodNotAllowed(head: false)) }
+    if !scheme { return .malformed("no :scheme") }
+    if !path { return .malformed("no :path") }
+    guard method == "POST" else { return .answer(.methodNotAllowed(head: method == "HEAD")) }
+    guard contentType == true else { return .answer(.unsupportedMediaType) }
+    return .forward(contentLength: contentLength)
   }
 
   /// Why a caller's trailers (a second HEADERS) cannot be forwarded: they must end the stream
@@ -106,6 +123,11 @@ enum RequestHeaderCheck {
     }
     guard let next = bytes.next() else { return true }
     return next == UInt8(ascii: "+") || next == UInt8(ascii: ";")
+  }
+
+  /// RFC 9110's token characters (a method's), letters of either case.
+  private static func isToken(_ byte: UInt8) -> Bool {
+    isLowercaseToken(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
   }
 
   /// RFC 9110's token characters, letters lowercase only.

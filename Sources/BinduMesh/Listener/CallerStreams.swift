@@ -26,7 +26,7 @@ final class CallerStreams: HTTP2ConnectionDelegate {
   var connection: HTTP2Connection?
   private var calls = StreamIDMap<ProxyCall>()
   private var draining = false
-  /// Requests refused on this connection for malformed headers (the first is logged).
+  /// Requests refused on this connection (the first is logged).
   private var refusedRequests = 0
   /// Calls reset here because their answers waited too long for window (the first is logged).
   private var stalledStreams = 0
@@ -135,12 +135,12 @@ final class CallerStreams: HTTP2ConnectionDelegate {
 
   func receivedPingAck(_ data: HTTP2PingData) {}
 
-  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String) {
+  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String, reason: RequestRefusal) {
     refusedRequests += 1
-    pool.refusedRequestsCounter.increment()
+    pool.refusedRequestsCounters[reason]?.increment()
     guard refusedRequests == 1 else { return }
     logger.warning(
-      "caller's request refused: its headers cannot be forwarded",
+      "caller's request refused: it cannot be forwarded",
       metadata: ["reason": "\(problem)", "mesh.peer": "\(peerDescription)", "mesh.stream": "\(streamID)"])
   }
 

@@ -125,15 +125,16 @@ extension ProxyCall {
     caller.write(trailers, on: streamID)
   }
 
-  /// Ends the call with the mesh's own status (`nil`: the caller is gone, nothing to send).
-  func endWithStatus(_ code: GRPCStatusCode?, _ message: String) {
+  /// Ends the call with the mesh's own status (`nil`: the caller is gone, nothing to send);
+  /// `logged: false` for an end its connection has logged already.
+  func endWithStatus(_ code: GRPCStatusCode?, _ message: String, logged: Bool = true) {
     if case .forwarding(_, let upstream) = state { upstream.cancel() }
     if case .queued(let ticket) = state { _ = pool.leaveQueue(ticket) }
     let status = (code ?? .cancelled).rawValue
     recordAttemptEnd(code: status)
     recordEnd(code: status)
     guard let code else { return }
-    logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.name)", "reason": "\(message)"])
+    if logged { logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.name)", "reason": "\(message)"]) }
     let headers =
       responseStarted
       ? GRPCHeaders.trailers(code, message: message) : GRPCHeaders.trailersOnly(code, message: message)
@@ -148,11 +149,14 @@ extension ProxyCall {
     let elapsed = ContinuousClock.now - startedAt
     serverMetrics?.finished(code: code, after: elapsed)
     if pool.accessLog {
+      leftQueue()
       logger.info(
         "call",
         metadata: [
           "grpc.code": "\(GRPCStatusCode(rawValue: code)?.name ?? "\(code)")",
-          "mesh.attempts": "\(tried.count + 1)", "mesh.seconds": "\(elapsed.secondsValue)",
+          "mesh.replica": "\(lastReplica.map { "\($0.address)" } ?? "none")",
+          "mesh.attempts": "\(attempts)", "mesh.seconds": "\(elapsed.secondsValue)",
+          "mesh.queue_seconds": "\(queueWaited.secondsValue)",
         ])
     }
     state = .finished

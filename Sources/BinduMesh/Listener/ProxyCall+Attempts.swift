@@ -43,6 +43,7 @@ extension ProxyCall {
       use(chosen, retrying: reason)
     case .queued(let ticket):
       state = .queued(ticket: ticket)
+      queuedAt = .now
     case .queueFull(let why):
       endWithStatus(.resourceExhausted, why)
     case .none(let why):
@@ -52,6 +53,7 @@ extension ProxyCall {
 
   /// The pool's queue gave this call `endpoint`.
   func leftQueue(with endpoint: Endpoint, retrying reason: String?) {
+    leftQueue()
     guard case .queued = state else {
       pool.release(endpoint)  // the call ended while its slot was on its way
       return
@@ -59,9 +61,18 @@ extension ProxyCall {
     use(endpoint, retrying: reason)
   }
 
+  /// Adds the time since the call was queued to its queue wait.
+  func leftQueue() {
+    guard let queuedAt else { return }
+    queueWaited += .now - queuedAt
+    self.queuedAt = nil
+  }
+
   /// Opens a stream to `endpoint`, which the pool picked for this attempt.
   func use(_ endpoint: Endpoint, retrying reason: String?) {
     picked = endpoint
+    lastReplica = endpoint
+    attempts += 1
     if let reason {
       logger.notice("retrying the call on another replica", metadata: ["mesh.replica": "\(endpoint)", "reason": "\(reason)"])
     }
@@ -116,8 +127,20 @@ extension ProxyCall {
   }
 
   func sendRequest(to stream: UpstreamStream) {
-    guard var headers = request.headers else { return }
+    guard var headers = request.headers, case .forwarding(let endpoint, _) = state else { return }
     headers.headers = upstreamHeaders()
+    // Headers the replica would refuse are never sent: its stack may close the whole connection
+    // (every other call on it) over them.
+    let announced = stream.peerMaxHeaderListSize ?? .max
+    let limit = min(announced, limits.maxHeaderListSize)
+    let size = HeaderListSize.of(headers.headers)
+    guard size <= limit else {
+      endWithStatus(
+        .resourceExhausted,
+        "request headers of \(size) bytes are over the \(limit) bytes replica \(endpoint.address) takes "
+          + (announced < limits.maxHeaderListSize ? "(its SETTINGS_MAX_HEADER_LIST_SIZE)" : "(upstream.max_header_list_size)"))
+      return
+    }
     stream.write(.headers(headers))
     // The window held back while the call waited goes back once the frames are written to the
     // replica (the last one's promise: a stream writes in order), not when they are queued.

@@ -79,6 +79,12 @@ final class ProxyCall: UpstreamStreamDelegate {
   var attemptMetrics: GRPCCallMetrics?
   var attemptStartedAt: ContinuousClock.Instant
   var attemptOpened = false
+  /// When the call last began waiting in the pool's queue, and how long it has waited there.
+  var queuedAt: ContinuousClock.Instant?
+  var queueWaited = Duration.zero
+  /// The replicas tried so far, and the last (for the access log).
+  var attempts = 0
+  var lastReplica: Endpoint?
   /// Request bytes this call keeps, as last told to its connection (``reportKept()``).
   var keptReported = 0
   /// The body of a `grpc.health.v1` Check the mesh answers itself.
@@ -143,6 +149,10 @@ final class ProxyCall: UpstreamStreamDelegate {
     endWithStatus(nil, "")
   }
 
+  /// The service whose calls are forwarded, whatever the method (a replica answers the methods
+  /// it does not know): the agent contract's.
+  static let forwardedService = "/bindu.grpc.AgentHandler/"
+
   func begin(_ headers: HTTP2Frame.FramePayload.Headers) {
     requestHeaders = headers.headers
     path = requestHeaders.first(name: ":path") ?? ""
@@ -155,6 +165,14 @@ final class ProxyCall: UpstreamStreamDelegate {
     }
     if path == GRPCHealthAnswer.watchPath {
       endWithStatus(.unimplemented, "grpc.health.v1.Health/Watch is not offered: use Check")
+      return
+    }
+    guard path.hasPrefix(Self.forwardedService) else {
+      // Not the agent contract's: no replica serves it, so none is bothered with it.
+      caller.refusedRequest(on: streamID, "unknown path \(path.prefix(128))", reason: .path)
+      endWithStatus(
+        .unimplemented, "unknown method \(path.prefix(128)): bindu-mesh forwards bindu.grpc.AgentHandler calls",
+        logged: false)
       return
     }
     pool.beginCall()

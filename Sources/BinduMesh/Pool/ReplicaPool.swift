@@ -73,8 +73,8 @@ public final class ReplicaPool: Sendable {
   let probesPassed: Counter
   let probesFailed: Counter
   private let queuedGauge: Gauge
-  /// Callers' requests refused for headers that cannot be forwarded.
-  let refusedRequestsCounter: Counter
+  /// Callers' requests refused (reset or answered here), by reason; each exists from the start.
+  let refusedRequestsCounters: [RequestRefusal: Counter]
   /// Callers' calls reset because their answers waited too long for window.
   let stalledStreamsCounter: Counter
   private let queueWait: Timer
@@ -103,7 +103,9 @@ public final class ReplicaPool: Sendable {
     self.probesPassed = metrics.counter("health_probes_total", [("pool", name), ("result", "passed")])
     self.probesFailed = metrics.counter("health_probes_total", [("pool", name), ("result", "failed")])
     self.queuedGauge = metrics.gauge("queued_calls", [("pool", name)])
-    self.refusedRequestsCounter = metrics.counter("http2_refused_requests_total", [("pool", name)])
+    self.refusedRequestsCounters = Dictionary(uniqueKeysWithValues: RequestRefusal.allCases.map {
+      ($0, metrics.counter("http2_refused_requests_total", [("pool", name), ("reason", $0.rawValue)]))
+    })
     self.stalledStreamsCounter = metrics.counter("http2_stalled_streams_total", [("pool", name)])
     // Counters exist at 0 from the start, so that rate() and increase() see their first event.
     for reason in RetryReason.allCases {

@@ -28,6 +28,9 @@ struct UpstreamStream {
     connection.write(payload, on: id, promise: promise)
   }
 
+  /// The replica's SETTINGS_MAX_HEADER_LIST_SIZE, if it announced one.
+  var peerMaxHeaderListSize: Int? { connection.connection?.peerMaxHeaderListSize }
+
   /// Resets the stream (`CANCEL`) unless it has already closed; nothing more is reported.
   func cancel() {
     connection.cancel(id)

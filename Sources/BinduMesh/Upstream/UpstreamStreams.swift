@@ -79,7 +79,7 @@ final class UpstreamStreams: HTTP2ConnectionDelegate {
     remove(streamID)?.upstreamClosed(reason: reason, failure: nil)
   }
 
-  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String) {}  // a server's only
+  func refusedRequest(on streamID: HTTP2StreamID, _ problem: String, reason: RequestRefusal) {}  // a server's only
 
   func receivedGoAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode) {
     for id in streams.ids where id > lastStreamID {
