@@ -4,6 +4,10 @@ import GRPCCore
 public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
   /// A listener could not bind.
   case listenerFailed(pool: String, address: HostPort, reason: String)
+  /// Another process holds the address of the registry or admin listener.
+  case listenerTaken(ListenerConflict)
+  /// The registry or admin listener cannot bind for another reason (`key` is its setting).
+  case cannotListen(key: String, address: HostPort, reason: String)
   /// No more pools may be made by registration.
   case tooManyPools(limit: Int)
   /// A pool's agent cannot be registered as configured (with several cores, in-memory storage).
@@ -15,6 +19,10 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
     switch self {
     case .listenerFailed(let pool, let address, let reason):
       "cannot listen on \(address) for pool \"\(pool)\": \(reason)"
+    case .listenerTaken(let conflict):
+      "cannot listen: \(conflict)"
+    case .cannotListen(let key, let address, let reason):
+      "cannot listen on \(address) (\(key)): \(reason)"
     case .tooManyPools(let limit):
       "the mesh already serves \(limit) pools made by registration (callbacks.max_pools)"
     case .poolRefused(let pool, let reason):
@@ -27,7 +35,7 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
 
   public var rpcErrorCode: RPCError.Code {
     switch self {
-    case .listenerFailed: .unavailable
+    case .listenerFailed, .listenerTaken, .cannotListen: .unavailable
     case .tooManyPools: .resourceExhausted
     case .poolRefused: .failedPrecondition
     case .alreadyRunning: .failedPrecondition

@@ -236,11 +236,9 @@ if "pytest" in sys.modules:
     network = _fixture()
 
 
-# A replica on Bindu's own stubs, as an SDK process runs one.
-
 def call_in(host, *args) -> object:
     """`bindu_stubs.py call ARGS` in `host`: its JSON answer."""
-    result = subprocess.run(["ip", "netns", "exec", host.ns, sys.executable, __file__, "call", *map(str, args)],
+    result = subprocess.run(["ip", "netns", "exec", host.ns, sys.executable, str(STUBS), "call", *map(str, args)],
                             capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise RuntimeError(f"call in host {host.name} failed: {result.stderr[-2000:]}")

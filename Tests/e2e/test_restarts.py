@@ -4,6 +4,7 @@ The replicas behave as the shipped SDKs do: the Kotlin SDK registers once and ne
 the TypeScript SDK heartbeats but ignores the answer; neither registers again nor unregisters.
 So a restarted mesh must take them back from its state file (`<state.dir>/registry.json`).
 """
+import os
 import re
 import signal
 import socket
@@ -260,3 +261,36 @@ def test_a_restored_pool_whose_port_is_taken_listens_on_another_and_a_restarted_
         assert a2a_ask(url, "after") == ("completed", "[r1] after")
     finally:
         squatter.close()
+
+
+def test_a_registry_port_held_by_a_bindu_core_stops_the_start_saying_what_holds_it(tmp_path, core, cleanup):
+    """A Bindu core on the registry's port (as an SDK started before the mesh runs one): the mesh
+    stops at once, naming the process, that it answers BinduService, and the start order."""
+    mesh = Mesh(mesh_dir(tmp_path), core.port, registry_port=core.port)
+    cleanup.append(mesh)
+    process = mesh.launch()
+    assert process.proc.wait(timeout=30) != 0
+    out = process.output()
+    assert re.search(rf"registry\.listen 127\.0\.0\.1:{core.port} is taken by process \d+ \([^)]*bindu[^)]*\), "
+                     r"which answers BinduService: a Bindu core", out), out[-3000:]
+    assert "start bindu-mesh before the SDKs" in out, out[-3000:]
+
+
+def test_an_admin_port_held_by_another_process_stops_the_start_naming_it(tmp_path, core, cleanup):
+    """Anything else holding a port of the mesh is named, with what it speaks and what to do."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        mesh = Mesh(mesh_dir(tmp_path), core.port)
+        mesh.config_path.write_text(mesh.config_path.read_text().replace(
+            "admin:\n  listen: 127.0.0.1:0\n", f"admin:\n  listen: 127.0.0.1:{port}\n"))
+        cleanup.append(mesh)
+        process = mesh.launch()
+        assert process.proc.wait(timeout=30) != 0
+        out = process.output()
+        assert f"admin.listen 127.0.0.1:{port} is taken by process {os.getpid()} (" in out, out[-3000:]
+        assert "which does not answer gRPC in plaintext" in out and "set admin.listen to a free port" in out, out[-3000:]
+    finally:
+        holder.close()

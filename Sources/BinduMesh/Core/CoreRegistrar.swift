@@ -102,14 +102,7 @@ public final class CoreRegistrar: Service, Sendable {
     // against it (an IP cannot be an SNI name).
     if let serverName = config.tls?.serverName { transportConfig.http2.authority = serverName }
     let address = target.address
-    let resolvable: any ResolvableTarget =
-      if address.isIPv4Address {
-        ResolvableTargets.IPv4.ipv4(address: address.host, port: address.port)
-      } else if address.isIPAddress {
-        ResolvableTargets.IPv6.ipv6(address: address.host, port: address.port)
-      } else {
-        ResolvableTargets.DNS.dns(host: address.host, port: address.port)
-      }
+    let resolvable = address.resolvableTarget
     let transport = try HTTP2ClientTransport.Posix(
       target: resolvable,
       transportSecurity: security,

@@ -54,13 +54,20 @@ final class CallbackListenerBinder: Sendable {
   }
 
   /// Binds `pool`'s listener at `address`, on the socket handed over for it when there is one.
-  func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?) async throws -> CallbackListener {
+  /// With `key` (the setting that gave the address), an address another process holds fails
+  /// with what holds it (``ListenerConflict``).
+  func bind(
+    _ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?, key: String? = nil
+  ) async throws -> CallbackListener {
     do {
       return try await CallbackListener.bind(
         pool: pool, address: address, group: group, settings: settings, security: security,
         inherited: takeInherited(pool: pool.name, address: address), logger: logger)
     } catch let error as MeshError {
       throw error
+    } catch let error as SocketError where error.isAddressInUse && address.port != 0 && key != nil {
+      let conflict = await ListenerConflict.find(key: key ?? "", address: address)
+      throw MeshError.listenerFailed(pool: pool.name, address: address, reason: "\(conflict)")
     } catch {
       throw MeshError.listenerFailed(pool: pool.name, address: address, reason: "\(error)")
     }

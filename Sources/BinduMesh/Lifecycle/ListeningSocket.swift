@@ -51,10 +51,16 @@ enum ListeningSocket {
 struct SocketError: Error, CustomStringConvertible {
   var operation: String
   var message: String
+  /// The `errno` of a failed system call (0 for other failures).
+  var code: CInt = 0
 
   static func last(_ operation: String) -> SocketError {
-    SocketError(operation: operation, message: String(cString: strerror(errno)))
+    let code = errno
+    return SocketError(operation: operation, message: String(cString: strerror(code)), code: code)
   }
+
+  /// Whether another socket holds the address (`EADDRINUSE`).
+  var isAddressInUse: Bool { code == EADDRINUSE }
 
   var description: String { "\(operation): \(message)" }
 }

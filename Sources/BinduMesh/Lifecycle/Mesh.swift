@@ -64,7 +64,11 @@ public final class Mesh: Sendable {
     let metrics = MeshMetrics()
     try FileManager.default.createDirectory(atPath: config.state.dir, withIntermediateDirectories: true)
     // One mesh per state directory: a second one would share its file (and its ports).
-    if takenOver == nil { try HandOver.checkNoneRunning(stateDir: config.state.dir) }
+    if takenOver == nil {
+      try HandOver.checkNoneRunning(stateDir: config.state.dir)
+      // Said before anything starts, with what holds the port (an SDK's own core, often).
+      try await ListenerConflict.checkFree([("registry.listen", config.registry.listen), ("admin.listen", config.admin.listen)])
+    }
     let store = RegistryStore(directory: config.state.dir)
     let snapshot = try store.load()
     let dns = DNSDiscovery(resolver: resolver, logger: logger)

@@ -241,7 +241,7 @@ public actor PoolDirectory {
 
   /// Binds `pool`'s listener at `address`.
   func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?) async throws -> Entry {
-    entry(pool, try await listeners.bind(pool, at: address, security: security), asked: address)
+    entry(pool, try await listeners.bind(pool, at: address, security: security, key: "pools[].listen"), asked: address)
   }
 
   /// Binds the listener of a pool made by registration on `callbacks.listen_host`: on the port it
