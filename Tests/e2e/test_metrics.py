@@ -209,7 +209,7 @@ def test_access_log_has_one_line_per_call(tmp_path, pb):
 
 
 def test_paths_outside_the_contract_share_one_metric_label(scenario):
-    """Made-up `:path`s reach the replica (which answers UNIMPLEMENTED) but are all counted as
+    """Made-up `:path`s are answered UNIMPLEMENTED by the mesh, never forwarded, and all counted as
     grpc_method="unknown", so a caller cannot grow /metrics without bound."""
     scenario.ask("ok")
     before = http_get(f"http://127.0.0.1:{scenario.mesh.admin_port}/metrics")[1]
@@ -222,6 +222,7 @@ def test_paths_outside_the_contract_share_one_metric_label(scenario):
     assert "made.up" not in after and "Method3" not in after
     samples = scrape(scenario.mesh)
     assert value(samples, "grpc_server_started_total", grpc_service="unknown", grpc_method="unknown") == 40
-    assert value(samples, "grpc_client_started_total", grpc_service="unknown", grpc_method="unknown") == 40
+    assert value(samples, "grpc_client_started_total", grpc_service="unknown", grpc_method="unknown") == 0
+    assert value(samples, "bindu_mesh_http2_refused_requests_total", reason="path") == 40
     # One new label set on the server side and one per replica on the client side, not forty.
     assert len(after.splitlines()) - len(before.splitlines()) < 200

@@ -113,6 +113,8 @@ class Prometheus:
                                 f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
                                cwd=workdir, name="prometheus")
         wait_port(self.port, timeout=60, proc=self.process.proc)
+        # It listens before it is ready (503 "Service Unavailable" until its storage is open).
+        wait_until(lambda: http_get(f"http://127.0.0.1:{self.port}/-/ready")[0] == 200, 60, "Prometheus ready")
 
     def api(self, path, **params):
         status, body = http_get(f"http://127.0.0.1:{self.port}/api/v1/{path}?" + urllib.parse.urlencode(params, doseq=True))
