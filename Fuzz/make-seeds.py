@@ -1,4 +1,4 @@
-"""Writes the seed inputs of Fuzz/corpus: what a caller sends after its preface (see
+"""Writes the seed inputs of a fuzzing run into the folder given (scripts/fuzz: .build-fuzz/seeds): what a caller sends after its preface (see
 Fuzz/Sources/bindu-mesh-fuzz/FuzzHTTP2.swift), and header blocks for the HPACK decoder."""
 import pathlib
 
@@ -6,7 +6,9 @@ import hpack
 from hyperframe.frame import (ContinuationFrame, DataFrame, HeadersFrame, PingFrame, PriorityFrame, RstStreamFrame,
                               SettingsFrame, WindowUpdateFrame)
 
-CORPUS = pathlib.Path(__file__).parent / "corpus"
+import sys
+
+CORPUS = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".build-fuzz/seeds")
 REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/bindu.grpc.AgentHandler/HandleMessages"),
            (":authority", "127.0.0.1:3776"), ("content-type", "application/grpc"), ("te", "trailers"),
            ("grpc-timeout", "30S")]
@@ -51,7 +53,7 @@ def seeds():
 
 
 if __name__ == "__main__":
-    CORPUS.mkdir(exist_ok=True)
+    CORPUS.mkdir(parents=True, exist_ok=True)
     for name, data in seeds():
         (CORPUS / f"seed-{name}").write_bytes(data)
         print(f"wrote {CORPUS / f'seed-{name}'} ({len(data)} bytes)")

@@ -4,8 +4,8 @@ import NIOHPACK
 import NIOHTTP2
 import SwiftProtobuf
 
-/// One `AgentHandler.HealthCheck` call on an endpoint's own data-path connection, so a probe
-/// tests the connection calls use.
+/// One `AgentHandler.HealthCheck` call on the endpoint's probe connection: one of its own, beside the
+/// connections calls use, so a replica busy with callers' streams is busy, not dead.
 enum HealthProbe {
   /// What a probe found.
   struct Result: Sendable {

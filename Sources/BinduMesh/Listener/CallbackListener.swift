@@ -146,12 +146,3 @@ final class CallbackListener: Sendable {
     }
   }
 }
-
-extension Logger {
-  /// A copy with one more metadata entry.
-  func with(_ key: String, _ value: String) -> Logger {
-    var copy = self
-    copy[metadataKey: key] = "\(value)"
-    return copy
-  }
-}
