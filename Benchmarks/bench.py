@@ -4,7 +4,9 @@ replicas, and of one replica directly, on loopback, with h2load.
 Every configuration is checked before and after the load (gRPC status 0, the right echo,
 round-robin over the replicas), shapes are run interleaved and repeated, and one table per shape
 is printed: requests/s, ratio to direct (median of per-repetition ratios, min-max), p50/p99
-latency, proxy CPU seconds per 1,000 requests, proxy RSS after the load.
+latency, proxy CPU seconds per 1,000 requests, proxy RSS after the load; then each proxy's RSS and
+PSS idle (before the load) and loaded (after it), its threads, and its RSS by what is mapped
+(Benchmarks/memory.py).
 
 That is the part `h2load` of `--parts`; the others are `agent` (agent-shaped load against
 bindu-mesh and HAProxy balancing policies, Benchmarks/agent_load.py), `scaleout` (A2A
@@ -30,6 +32,7 @@ import conftest  # noqa: E402,F401  (generates the contract's Python stubs)
 import grpc  # noqa: E402
 from faults import stubs  # noqa: E402
 from harness import Process, free_port, wait_port  # noqa: E402
+import memory  # noqa: E402
 
 PATH = "/bindu.grpc.AgentHandler/HandleMessages"
 SHAPES = {"1x1": (1, 1), "1x64": (1, 64), "4x16": (4, 16)}
@@ -263,6 +266,8 @@ def h2load_part(args, bin_dir):
             started.append(process)
             targets.append(Target(name, port, all_pids(process), names))
         time.sleep(1.0)  # health probes mark the mesh's replicas healthy
+        proxies = targets[1:]
+        idle = {target.name: memory.usage(target.pids) for target in proxies}
         check_all(targets)
         body = request_body(workdir)
         shapes = args.shapes.split(",")
@@ -272,6 +277,7 @@ def h2load_part(args, bin_dir):
                 order = targets[repetition % len(targets):] + targets[:repetition % len(targets)]
                 for target in order:
                     results[(shape, target.name)].append(run_h2load(target, shape, args.duration, body, workdir))
+        loaded = {target.name: memory.usage(target.pids) for target in proxies}
         check_all(targets)
         meshes = [targets[1]] + targets[4:]
         allocations = {target.name: mallocs_per_call(target, body, workdir) for target in meshes}
@@ -290,6 +296,7 @@ def h2load_part(args, bin_dir):
                       f"{statistics.median(ratios):>8.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
                       f"{statistics.median(r['p50'] for r in runs):>8.2f} {statistics.median(r['p99'] for r in runs):>8.2f} "
                       f"{statistics.median(r['cpu_per_1k'] for r in runs):>9.3f} {rss:>7}")
+        print("\n" + memory.table([(t.name, idle[t.name], loaded[t.name]) for t in proxies]))
         for name, count in allocations.items():
             if count is not None:
                 print(f"\n{name} heap allocations per call (libc malloc, uprobe; 1 x 16): {count:.1f}")
