@@ -54,6 +54,7 @@ public struct ConfigChange: Sendable, Hashable {
     compare("cores", \.cores)
     compare("registry", \.registry)
     compare("state.dir", \.state.dir)
+    compare("tracing", \.tracing)
     compare("admin.listen", \.admin.listen)
     compare("admin.tls_reload_interval", \.admin.tlsReloadInterval)
     compare("admin.token_file", \.admin.tokenFile)

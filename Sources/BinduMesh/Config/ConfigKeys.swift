@@ -3,7 +3,7 @@
 public enum ConfigKeys {
   static let top = [
     "core", "cores", "registry", "callbacks", "upstream", "shutdown", "admin", "state", "balancer", "health", "outlier_detection", "retry",
-    "pools",
+    "pools", "tracing",
   ]
   static let core = ["address", "heartbeat_interval", "call_timeout", "retry_initial_backoff", "retry_max_backoff", "tls"]
   static let coreTarget = ["address", "agent_url"]
@@ -36,6 +36,7 @@ public enum ConfigKeys {
   static let skill = [
     "name", "description", "tags", "input_modes", "output_modes", "version", "author", "raw_content", "file", "format",
   ]
+  static let tracing = ["otlp_endpoint", "otlp_protocol", "sample_ratio", "service_name", "headers_file"]
   static let listenerTLS = ["cert", "key", "client_ca", "client_auth", "allowed_identities"]
   static let clientTLS = ["ca", "cert", "key", "server_name", "allowed_identities"]
 
@@ -50,7 +51,7 @@ public enum ConfigKeys {
     paths += under("callbacks", callbacks) + under("callbacks.tls", listenerTLS)
     paths += under("callbacks.upstream_tls", clientTLS)
     paths += under("upstream", upstream) + under("shutdown", shutdown) + under("admin", admin)
-    paths += under("state", state)
+    paths += under("state", state) + under("tracing", tracing)
     for (section, keys) in policy { paths += under(section, keys) + under("pools[].\(section)", keys) }
     paths += under("pools[]", pool) + under("pools[].skills[]", skill)
     paths += under("pools[].listener_tls", listenerTLS) + under("pools[].upstream_tls", clientTLS)

@@ -68,6 +68,7 @@ extension MeshConfig {
         guard !config.state.dir.isEmpty else { throw value.error("expected a folder path") }
       }
     }
+    if let tracing = top["tracing"] { try config.tracing.read(tracing) }
     try config.policy.read(top)
     if let pools = top["pools"] {
       let policy = config.policy

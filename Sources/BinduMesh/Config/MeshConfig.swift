@@ -29,6 +29,8 @@ public struct MeshConfig: Sendable, Hashable {
   public var pools: [Pool]
   /// Where the registry is kept across restarts.
   public var state: State = .defaults
+  /// Traces over OTLP (off by default).
+  public var tracing: Tracing = .defaults
 
   /// Creates a configuration from its parts.
   public init(

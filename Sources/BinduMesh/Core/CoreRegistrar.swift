@@ -30,15 +30,17 @@ public final class CoreRegistrar: Service, Sendable {
 
   private let metrics: MeshMetrics
   private let handedOver: HandedOver
+  private let tracer: MeshTracer?
 
   private let security: HTTP2ClientTransport.Posix.TransportSecurity
   private let eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
   init(
     target: MeshConfig.CoreTarget, config: MeshConfig.Core, security: HTTP2ClientTransport.Posix.TransportSecurity,
-    metrics: MeshMetrics, handedOver: HandedOver, logger: Logger
+    metrics: MeshMetrics, handedOver: HandedOver, tracer: MeshTracer? = nil, logger: Logger
   ) {
     self.handedOver = handedOver
+    self.tracer = tracer
     self.target = target
     self.config = config
     self.security = security
@@ -166,16 +168,22 @@ public final class CoreRegistrar: Service, Sendable {
         $0.skills = registration.definition.skills
         $0.grpcCallbackAddress = registration.entry.callbackAddress.description
       }
+      let trace = RegistrationTrace.toCore(
+        tracer, core: target.address, pool: pool, callback: registration.entry.callbackAddress, attempt: attempts)
       do {
         let response: Bindu_Grpc_RegisterAgentResponse
         do {
           response = try await measured(pool, Bindu_Grpc_BinduService.Method.RegisterAgent.descriptor) {
-            try await core.registerAgent(request, options: registerOptions)
+            try await core.registerAgent(request, metadata: trace.metadata(tracer), options: registerOptions)
           }
         } catch let error as RPCError where !Self.isTransient(error.code) {
           // The core ran the registration and failed on it: as much a refusal as success=false.
           response = .with { $0.error = "\(error.code): \(error.message)" }
+        } catch {
+          trace.failed(error)
+          throw error
         }
+        trace.ended(success: response.success, reason: response.error)
         guard response.success else {
           registration.update(.refused(response.error))
           logger.error("the core refused the agent", metadata: ["error": "\(response.error)"])

@@ -15,11 +15,12 @@ public final class CoreRegistrars: Sendable {
 
   init(
     config: MeshConfig, security: HTTP2ClientTransport.Posix.TransportSecurity, metrics: MeshMetrics,
-    handedOver: HandedOver, logger: Logger
+    handedOver: HandedOver, tracer: MeshTracer? = nil, logger: Logger
   ) {
     self.all = config.coreTargets.map {
       CoreRegistrar(
-        target: $0, config: config.core, security: security, metrics: metrics, handedOver: handedOver, logger: logger)
+        target: $0, config: config.core, security: security, metrics: metrics, handedOver: handedOver, tracer: tracer,
+        logger: logger)
     }
     self.logger = logger
   }

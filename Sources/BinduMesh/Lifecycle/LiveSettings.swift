@@ -2,7 +2,7 @@ import Synchronization
 
 /// The mesh-wide settings a config reload changes while the mesh runs, read by the data path:
 /// timeouts and limits of calls (`upstream`), of callers' connections (`callbacks`), the grace
-/// period of a drain and the access log.
+/// period of a drain and the access log; and the tracer, which only a restart changes.
 ///
 /// Reading ``current`` takes a lock; a caller's connection keeps a ``Snapshot`` and refreshes it
 /// (``refresh(_:)``) for each new call with one atomic load, taking the lock only after a reload.
@@ -31,8 +31,11 @@ final class LiveSettings: Sendable {
   private let generation = Atomic<Int>(0)
   private let values: Mutex<Values>
   private let accessLogOn: Atomic<Bool>
+  /// The tracer of forwarded calls; `nil`: tracing is off.
+  let tracer: MeshTracer?
 
-  init(_ config: MeshConfig) {
+  init(_ config: MeshConfig, tracer: MeshTracer? = nil) {
+    self.tracer = tracer
     let values = Values(config)
     self.values = Mutex(values)
     self.accessLogOn = Atomic(values.accessLog)

@@ -73,7 +73,9 @@ public final class Mesh: Sendable {
     let snapshot = try store.load()
     let dns = DNSDiscovery(resolver: resolver, logger: logger)
     let handedOver = HandedOver()
-    let settings = LiveSettings(config)
+    let tracer = try MeshTracer.make(config.tracing, metrics: metrics, logger: logger)
+    if let tracer { logger.info("tracing: spans go over OTLP", metadata: ["otel.endpoint": "\(tracer.endpoint)"]) }
+    let settings = LiveSettings(config, tracer: tracer)
     let listeners = CallbackListenerBinder(
       group: group, settings: settings, firstPort: config.callbacks.firstPort, inherited: takenOver?.sockets ?? [:],
       logger: logger)
@@ -85,7 +87,7 @@ public final class Mesh: Sendable {
     try authorization.check()
     let (coreSecurity, coreCertificate) = try GRPCTransportSecurity.core(config.core.tls, logger: logger)
     let registrars = CoreRegistrars(
-      config: config, security: coreSecurity, metrics: metrics, handedOver: handedOver, logger: logger)
+      config: config, security: coreSecurity, metrics: metrics, handedOver: handedOver, tracer: tracer, logger: logger)
     try await directory.prepareRegistrationTLS()
     var shared: SharedRegistry?
     if let sharedConfig = config.registry.shared {
@@ -141,7 +143,9 @@ public final class Mesh: Sendable {
     let registry = GRPCServer(
       transport: registryTransport,
       services: [
-        RegistryService(directory: directory, registrars: registrars, config: config.registry, shared: shared, logger: logger)
+        RegistryService(
+          directory: directory, registrars: registrars, config: config.registry, shared: shared, tracer: tracer,
+          logger: logger)
       ],
       interceptors: [
         ServerMetricsInterceptor(metrics: metrics),
@@ -160,7 +164,9 @@ public final class Mesh: Sendable {
     let admin = StoppableService(AdminServer.make(
       status: status, listen: config.admin.listen, authorization: authorization, reloader: reloader, logger: logger,
       onListening: { adminPort.set($0) }))
-    var services: [any Service] = [tlsReloader, reloader]
+    // The tracer's exporter starts first and so stops last: the spans of the drain are sent.
+    var services: [any Service] = tracer.map { [$0.service] } ?? []
+    services += [tlsReloader, reloader]
     services += registrars.all as [any Service]
     services += [
       ReplicaEvictor(directory: directory, timeout: config.registry.replicaTimeout, shared: shared, logger: logger),

@@ -30,6 +30,7 @@ extension ProxyCall {
       endWithReplicaTrailers(payload, status: status ?? GRPCStatusCode.unknown.rawValue)
     case .data(let data):
       guard let count = withinLimit(data, response: true) else { return }
+      if trace != nil { trace!.responseBytes += data.data.readableBytes }
       serverMetrics?.messagesSent.increment(by: count)
       attemptMetrics?.messagesReceived.increment(by: count)
       guard let windowBack = responseWindow.received(data) else {
@@ -98,8 +99,10 @@ extension ProxyCall {
     for frame in frames { caller.write(frame, on: streamID) }
   }
 
-  /// Records the end of the current attempt on a replica (its metrics, and its endpoint's figures).
-  func recordAttemptEnd(code: Int) {
+  /// Records the end of the current attempt on a replica (its metrics, its endpoint's figures
+  /// and its span; `movedOn`: why the call goes on to another replica).
+  func recordAttemptEnd(code: Int, movedOn reason: String? = nil) {
+    trace?.endAttempt(code: code, movedOn: reason)
     let endpoint = picked
     releasePicked()
     guard let metrics = attemptMetrics else { return }
@@ -132,7 +135,7 @@ extension ProxyCall {
     if case .queued(let ticket) = state { _ = pool.leaveQueue(ticket) }
     let status = (code ?? .cancelled).rawValue
     recordAttemptEnd(code: status)
-    recordEnd(code: status)
+    recordEnd(code: status, message: message)
     guard let code else { return }
     if logged { logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.name)", "reason": "\(message)"]) }
     let headers =
@@ -144,8 +147,10 @@ extension ProxyCall {
   /// Records the call's end (its metrics and access log line) and lets go of what it holds: its
   /// replica, its place in the pool's counts, its kept request. The caller's answer is the
   /// caller's to write.
-  func recordEnd(code: Int) {
+  func recordEnd(code: Int, message: String? = nil) {
     if case .finished = state { return }
+    trace?.ended(code: code, message: message, attempts: attempts)
+    trace = nil
     let elapsed = ContinuousClock.now - startedAt
     serverMetrics?.finished(code: code, after: elapsed)
     if pool.accessLog {

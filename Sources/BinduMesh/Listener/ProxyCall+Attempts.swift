@@ -44,6 +44,7 @@ extension ProxyCall {
     case .queued(let ticket):
       state = .queued(ticket: ticket)
       queuedAt = .now
+      trace?.queued()
     case .queueFull(let why):
       endWithStatus(.resourceExhausted, why)
     case .none(let why):
@@ -64,7 +65,9 @@ extension ProxyCall {
   /// Adds the time since the call was queued to its queue wait.
   func leftQueue() {
     guard let queuedAt else { return }
-    queueWaited += .now - queuedAt
+    let waited = ContinuousClock.now - queuedAt
+    queueWaited += waited
+    trace?.leftQueue(waited: waited)
     self.queuedAt = nil
   }
 
@@ -73,6 +76,7 @@ extension ProxyCall {
     picked = endpoint
     lastReplica = endpoint
     attempts += 1
+    trace?.attemptBegan(replica: endpoint.address, number: attempts, retrying: reason)
     if let reason {
       logger.notice("retrying the call on another replica", metadata: ["mesh.replica": "\(endpoint)", "reason": "\(reason)"])
     }
@@ -112,7 +116,7 @@ extension ProxyCall {
   func moveOn(
     from endpoint: Endpoint, kind: ReplicaPool.RetryReason, reason: String, transparent: Bool = false
   ) {
-    recordAttemptEnd(code: GRPCStatusCode.unavailable.rawValue)
+    recordAttemptEnd(code: GRPCStatusCode.unavailable.rawValue, movedOn: reason)
     if !transparent { pool.record(endpoint, failed: true) }
     guard request.canMove else {
       endWithStatus(
@@ -167,12 +171,16 @@ extension ProxyCall {
     reportKept()
   }
 
-  /// The request headers with `grpc-timeout` set to the time left.
+  /// The request headers with `grpc-timeout` set to the time left and, when tracing is on, the
+  /// attempt's `traceparent`.
   func upstreamHeaders() -> HPACKHeaders {
-    guard let deadline else { return requestHeaders }
+    guard deadline != nil || trace != nil else { return requestHeaders }
     var headers = requestHeaders
-    let left = max((deadline - .now()).nanoseconds, 1)
-    headers.replaceOrAdd(name: "grpc-timeout", value: GRPCTimeout.format(nanoseconds: left))
+    if let deadline {
+      let left = max((deadline - .now()).nanoseconds, 1)
+      headers.replaceOrAdd(name: "grpc-timeout", value: GRPCTimeout.format(nanoseconds: left))
+    }
+    trace?.inject(into: &headers)
     return headers
   }
 

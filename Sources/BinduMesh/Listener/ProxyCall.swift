@@ -87,6 +87,8 @@ final class ProxyCall: UpstreamStreamDelegate {
   var lastReplica: Endpoint?
   /// Request bytes this call keeps, as last told to its connection (``reportKept()``).
   var keptReported = 0
+  /// The call's spans, when tracing is on.
+  var trace: CallTrace?
   /// The body of a `grpc.health.v1` Check the mesh answers itself.
   var localHealthBody: ByteBuffer?
   /// When the call moves to another replica: the pool's retry policy when the call began (a
@@ -134,6 +136,7 @@ final class ProxyCall: UpstreamStreamDelegate {
       }
       guard let count = withinLimit(data, response: false) else { return }
       serverMetrics?.messagesReceived.increment(by: count)
+      if trace != nil { trace!.requestBytes += data.data.readableBytes }
       forward(payload, windowBack: requestWindow.received(data))
       if data.endStream || requestScanner.messagesEnded > 0 || requestFull { requestReadEnough() }
     default:
@@ -193,6 +196,12 @@ final class ProxyCall: UpstreamStreamDelegate {
       // stream (and a replica's) for ever; its connection checks it every second
       // (``CallerStreams``), which costs the call no timer of its own.
       defaultDeadline = .now() + timeout.timeAmount
+    }
+    if let tracer = pool.settings.tracer {
+      let timeout = requestHeaders.first(name: "grpc-timeout").flatMap { GRPCTimeout.parse(Substring($0)) }
+      trace = CallTrace(
+        tracer: tracer, headers: requestHeaders, path: path, pool: pool.name,
+        deadline: timeout.map { .nanoseconds($0) } ?? limits.defaultCallTimeout)
     }
     request.keep(.headers(headers), sent: false)
     state = .reading

@@ -15,6 +15,8 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
   let config: MeshConfig.Registry
   /// The registry shared with other meshes, if any.
   let shared: SharedRegistry?
+  /// Spans of registrations, when tracing is on.
+  var tracer: MeshTracer? = nil
   let logger: Logger
 
   func registerAgent(
@@ -24,9 +26,13 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
     guard !directory.handedOver.refusesRegistrations else {
       throw RPCError(code: .unavailable, message: "bindu-mesh is handing over to a new process: register again in a moment")
     }
+    let trace = RegistrationTrace.fromReplica(tracer, peer: context.remotePeer, callback: request.grpcCallbackAddress)
     do {
-      return try await register(request, peer: context.remotePeer)
+      let response = try await register(request, peer: context.remotePeer, trace: trace)
+      trace.ended(success: true)
+      return response
     } catch let refusal as Refusal {
+      trace.ended(success: false, reason: refusal.reason)
       logger.warning(
         "registration refused",
         metadata: ["mesh.peer": "\(context.remotePeer)", "reason": "\(refusal.reason)"])
@@ -34,16 +40,22 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
         $0.success = false
         $0.error = refusal.reason
       }
+    } catch {
+      trace.failed(error)
+      throw error
     }
   }
 
-  private func register(_ request: Bindu_Grpc_RegisterAgentRequest, peer: String) async throws -> Bindu_Grpc_RegisterAgentResponse {
+  private func register(
+    _ request: Bindu_Grpc_RegisterAgentRequest, peer: String, trace: RegistrationTrace
+  ) async throws -> Bindu_Grpc_RegisterAgentResponse {
     let definition: AgentDefinition
     do {
       definition = try AgentDefinition(configJSON: request.configJson, skills: request.skills)
     } catch {
       throw Refusal(reason: error.reason)
     }
+    trace.agent(definition.name)
     guard let given = HostPort(parsing: request.grpcCallbackAddress), given.port != 0 else {
       throw Refusal(reason: "grpc_callback_address \"\(request.grpcCallbackAddress)\" is not host:port with a port 1-65535")
     }
