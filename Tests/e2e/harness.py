@@ -153,8 +153,9 @@ class Mesh:
 
     def __init__(self, workdir: Path, core_port: int, extra_yaml: str = "", registry_yaml: str = "",
                  registry_port=None, core_host="127.0.0.1", core_yaml="", callbacks_yaml="", admin_yaml="",
-                 core_heartbeat="1s", cores=None, first_port=0):
+                 core_heartbeat="1s", cores=None, first_port=0, env=None):
         self.workdir = workdir
+        self.env = env
         self._registry_port = registry_port or 0
         self._admin_port = 0
         self._callback_port = None
@@ -183,7 +184,7 @@ class Mesh:
         self.flags = flags
         self._pin_ports()
         self.process = Process([str(BIN_DIR / "bindu-mesh"), "--config", str(self.config_path), "--log-level", "debug", *flags],
-                               cwd=self.workdir, name="mesh")
+                               cwd=self.workdir, env=self.env, name="mesh")
         return self.process
 
     @property

@@ -33,6 +33,14 @@ final class MeshTracer: Sendable {
     metrics: MeshMetrics, logger: Logger
   ) throws -> MeshTracer? {
     guard let endpoint = Self.endpoint(config, environment: environment) else { return nil }
+    // Bindu's docs set OTEL_EXPORTER_OTLP_ENDPOINT to the traces URL itself
+    // (http://localhost:6006/v1/traces), where OTLP/HTTP would append /v1/traces once more:
+    // such a value is taken as the traces endpoint.
+    if let shared = environment["OTEL_EXPORTER_OTLP_ENDPOINT"], shared.hasSuffix("/v1/traces"),
+      environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == nil
+    {
+      setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", shared, 0)
+    }
     var otel = OTel.Configuration.default
     otel.serviceName = config.serviceName
     otel.logs.enabled = false
