@@ -47,8 +47,9 @@ def children(spans, parent):
 def test_a2a_messages_through_the_core_make_a_server_span_and_an_attempt_span_per_call(
         tmp_path, core, cleanup, phoenix):
     service = "mesh-a2a"
-    mesh = Mesh(tmp_path, core.port, extra_yaml=tracing_yaml(phoenix.otlp_http_endpoint, "http/protobuf", service),
-                env=tracing_env(service))
+    # Turned on as Bindu's docs say for the core: OTEL_EXPORTER_OTLP_ENDPOINT, the traces URL itself.
+    mesh = Mesh(tmp_path, core.port, extra_yaml=f"tracing:\n  otlp_protocol: http/protobuf\n  service_name: {service}\n",
+                env=tracing_env(service, OTEL_EXPORTER_OTLP_ENDPOINT=phoenix.otlp_http_endpoint))
     cleanup.append(mesh)
     mesh.start()
     a2a_port = free_port()
