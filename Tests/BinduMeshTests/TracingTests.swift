@@ -93,4 +93,20 @@ import Testing
     #expect(started.count == 4 && started[1] != Substring(traceID) && started[3] == "01")
     own.ended(code: 0, message: nil, attempts: 1)
   }
+
+  /// A call left out by sampling still passes a context on: the replica's spans are left out too.
+  @Test func aCallLeftOutBySamplingGivesTheReplicaAnUnsampledContext() throws {
+    var config = MeshConfig.Tracing.defaults
+    config.otlpEndpoint = "http://127.0.0.1:9"
+    config.sampleRatio = 0
+    let tracer = try #require(try MeshTracer.make(config, environment: [:], metrics: MeshMetrics(), logger: Logger(label: "t")))
+    var headers = HPACKHeaders([(":path", "/bindu.grpc.AgentHandler/HandleMessages")])
+    var trace = CallTrace(tracer: tracer, headers: headers, path: "/bindu.grpc.AgentHandler/HandleMessages", pool: "p", deadline: nil)
+    #expect(!trace.server.isRecording)
+    trace.attemptBegan(replica: HostPort(host: "127.0.0.1", port: 50051), number: 1, retrying: nil)
+    trace.inject(into: &headers)
+    let parts = try #require(headers.first(name: "traceparent")).split(separator: "-")
+    #expect(parts.count == 4 && parts[3] == "00")
+    trace.ended(code: 0, message: nil, attempts: 1)
+  }
 }

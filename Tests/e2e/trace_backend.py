@@ -23,16 +23,17 @@ class Phoenix:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {"PHOENIX_WORKING_DIR": str(self.workdir), "PHOENIX_PORT": str(self.port),
                "PHOENIX_GRPC_PORT": str(self.grpc_port), "PHOENIX_HOST": "127.0.0.1",
-               "PHOENIX_TELEMETRY_ENABLED": "false"}
+               "PHOENIX_TELEMETRY_ENABLED": "false", "PHOENIX_ENABLE_AUTH": "false",
+               "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false", "PHOENIX_LOG_MIGRATIONS": "false"}
         self.process = Process([str(PHOENIX), "serve"], cwd=self.workdir, env=env, name="phoenix")
-        wait_until(lambda: self._ready(), timeout, "Phoenix serving /healthz")
+        wait_until(lambda: self._ready(), timeout, "Phoenix ready (/readyz: its database answers)")
         return self
 
     def _ready(self):
         if self.process.proc.poll() is not None:
             raise RuntimeError("Phoenix exited:\n" + "\n".join(self.process.lines[-30:]))
         try:
-            return http_get(f"http://127.0.0.1:{self.port}/healthz", timeout=2)[0] == 200
+            return http_get(f"http://127.0.0.1:{self.port}/readyz", timeout=2)[0] == 200
         except OSError:
             return False
 

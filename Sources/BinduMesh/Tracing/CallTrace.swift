@@ -7,7 +7,9 @@ import Tracing
 ///
 /// Attributes follow OpenTelemetry's RPC conventions (`rpc.system`, `rpc.service`, `rpc.method`,
 /// `rpc.grpc.status_code`, `server.address`, `server.port`); the mesh's own are `bindu_mesh.…`.
-/// A call is traced only when tracing is on: a call without a tracer holds no `CallTrace`.
+/// A call is traced only when tracing is on: a call without a tracer holds no `CallTrace`. A call
+/// left out by sampling still gets spans (their context goes to the replica, marked not sampled),
+/// but no attributes or events: those are built only for spans that are recorded.
 struct CallTrace {
   private let tracer: MeshTracer
   private let name: String
@@ -25,6 +27,7 @@ struct CallTrace {
     name = String(path.dropFirst())
     let parent = tracer.extract(headers, using: HPACKTraceExtractor())
     server = tracer.startSpan(name, context: parent, kind: .server)
+    guard server.isRecording else { return }
     let (service, method) = GRPCCallMetrics.split(path: path)
     var attributes = SpanAttributes()
     attributes["rpc.system"] = "grpc"
@@ -37,11 +40,13 @@ struct CallTrace {
 
   /// The call waits in the pool's queue: every replica is at its limit.
   func queued() {
+    guard server.isRecording else { return }
     server.addEvent(SpanEvent(name: "queued"))
   }
 
   /// The call left the pool's queue after `waited`.
   func leftQueue(waited: Duration) {
+    guard server.isRecording else { return }
     var attributes = SpanAttributes()
     attributes["bindu_mesh.queue_wait_ms"] = waited.secondsValue * 1000
     server.addEvent(SpanEvent(name: "left queue", attributes: attributes))
@@ -51,6 +56,8 @@ struct CallTrace {
   mutating func attemptBegan(replica: HostPort, number: Int, retrying reason: String?) {
     endAttempt(code: nil, movedOn: nil)
     let span = tracer.startSpan(name, context: server.context, kind: .client)
+    attempt = span
+    guard span.isRecording else { return }
     var attributes = SpanAttributes()
     attributes["rpc.system"] = "grpc"
     attributes["server.address"] = replica.host
@@ -58,7 +65,6 @@ struct CallTrace {
     attributes["bindu_mesh.attempt"] = number
     if let reason { attributes["bindu_mesh.retry_reason"] = reason }
     span.attributes = attributes
-    attempt = span
   }
 
   /// Ends the attempt in progress with `code` (`nil`: unknown); `movedOn` says why the call
@@ -66,6 +72,10 @@ struct CallTrace {
   mutating func endAttempt(code: Int?, movedOn reason: String?) {
     guard let span = attempt else { return }
     attempt = nil
+    guard span.isRecording else {
+      span.end()
+      return
+    }
     if let code {
       span.attributes["rpc.grpc.status_code"] = code
       if code != 0 { span.setStatus(SpanStatus(code: .error, message: GRPCStatusCode(rawValue: code)?.name)) }
@@ -88,6 +98,10 @@ struct CallTrace {
   /// answered itself).
   mutating func ended(code: Int, message: String?, attempts: Int) {
     endAttempt(code: code, movedOn: nil)
+    guard server.isRecording else {
+      server.end()
+      return
+    }
     var attributes = server.attributes
     attributes["rpc.grpc.status_code"] = code
     attributes["bindu_mesh.attempts"] = attempts
