@@ -1,3 +1,4 @@
+import BinduMesh
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -9,12 +10,9 @@ enum AdminClient {
   /// Sends `method path` to `admin` (host:port), with `token` as a bearer token when given; the
   /// status code and the body.
   static func send(_ method: String, _ path: String, admin: String, token: String? = nil) async throws -> (Int, Data) {
-    guard let colon = admin.lastIndex(of: ":"), let port = Int(admin[admin.index(after: colon)...]) else {
-      throw AdminClientError("not host:port: \(admin)")
-    }
-    let host = String(admin[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+    guard let address = HostPort(parsing: admin) else { throw AdminClientError("not host:port: \(admin)") }
     do {
-      return try await exchange(method, path, host: host, port: port, authority: admin, token: token)
+      return try await exchange(method, path, host: address.host, port: address.port, authority: admin, token: token)
     } catch {
       throw AdminClientError("cannot reach the mesh's admin listener at \(admin): \(describe(error))")
     }

@@ -174,7 +174,7 @@ public final class CoreRegistrar: Service, Sendable {
         let response: Bindu_Grpc_RegisterAgentResponse
         do {
           response = try await measured(pool, Bindu_Grpc_BinduService.Method.RegisterAgent.descriptor) {
-            try await core.registerAgent(request, metadata: trace.metadata(tracer), options: registerOptions)
+            try await core.registerAgent(request, metadata: trace.metadata(), options: registerOptions)
           }
         } catch let error as RPCError where !Self.isTransient(error.code) {
           // The core ran the registration and failed on it: as much a refusal as success=false.

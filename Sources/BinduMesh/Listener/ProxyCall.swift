@@ -180,28 +180,27 @@ final class ProxyCall: UpstreamStreamDelegate {
     }
     pool.beginCall()
     counted = true
+    var timeout = limits.defaultCallTimeout
     if let given = requestHeaders.first(name: "grpc-timeout") {
       guard let nanos = GRPCTimeout.parse(Substring(given)) else {
         endWithStatus(.invalidArgument, "malformed grpc-timeout \"\(given)\"")
         return
       }
+      timeout = .nanoseconds(nanos)
       let deadline = NIODeadline.now() + .nanoseconds(nanos)
       self.deadline = deadline
       deadlineTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
         deadlineTimer = nil
         deadlineReached()
       }
-    } else if let timeout = limits.defaultCallTimeout {
+    } else if let timeout {
       // A call without grpc-timeout gets `upstream.default_call_timeout`, so that none holds a
       // stream (and a replica's) for ever; its connection checks it every second
       // (``CallerStreams``), which costs the call no timer of its own.
       defaultDeadline = .now() + timeout.timeAmount
     }
     if let tracer = pool.settings.tracer {
-      let timeout = requestHeaders.first(name: "grpc-timeout").flatMap { GRPCTimeout.parse(Substring($0)) }
-      trace = CallTrace(
-        tracer: tracer, headers: requestHeaders, path: path, pool: pool.name,
-        deadline: timeout.map { .nanoseconds($0) } ?? limits.defaultCallTimeout)
+      trace = CallTrace(tracer: tracer, headers: requestHeaders, path: path, pool: pool.name, deadline: timeout)
     }
     request.keep(.headers(headers), sent: false)
     state = .reading

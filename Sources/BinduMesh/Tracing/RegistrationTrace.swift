@@ -6,11 +6,12 @@ import Tracing
 /// refused one ends with an error status and the reason, so a slow or refused registration
 /// shows in the trace backend. Without a tracer it does nothing.
 struct RegistrationTrace {
+  private let tracer: MeshTracer?
   private let span: (any Span)?
 
   /// The mesh registering `pool` with the core at `core` (attempt `attempt` since the last success).
   static func toCore(_ tracer: MeshTracer?, core: HostPort, pool: String, callback: HostPort, attempt: Int) -> Self {
-    guard let tracer else { return Self(span: nil) }
+    guard let tracer else { return Self(tracer: nil, span: nil) }
     let span = tracer.startSpan("bindu.grpc.BinduService/RegisterAgent", context: .topLevel, kind: .client)
     var attributes = Self.base
     attributes["server.address"] = core.host
@@ -19,18 +20,18 @@ struct RegistrationTrace {
     attributes["bindu_mesh.callback"] = callback.description
     attributes["bindu_mesh.attempt"] = attempt
     span.attributes = attributes
-    return Self(span: span)
+    return Self(tracer: tracer, span: span)
   }
 
   /// A replica at `peer` registering with the mesh.
   static func fromReplica(_ tracer: MeshTracer?, peer: String, callback: String) -> Self {
-    guard let tracer else { return Self(span: nil) }
+    guard let tracer else { return Self(tracer: nil, span: nil) }
     let span = tracer.startSpan("bindu.grpc.BinduService/RegisterAgent", context: .topLevel, kind: .server)
     var attributes = Self.base
     attributes["client.address"] = peer
     attributes["bindu_mesh.callback"] = callback
     span.attributes = attributes
-    return Self(span: span)
+    return Self(tracer: tracer, span: span)
   }
 
   private static var base: SpanAttributes {
@@ -42,7 +43,7 @@ struct RegistrationTrace {
   }
 
   /// The span's context as request metadata (`traceparent`), for the core.
-  func metadata(_ tracer: MeshTracer?) -> Metadata {
+  func metadata() -> Metadata {
     var metadata = Metadata()
     guard let tracer, let span else { return metadata }
     tracer.inject(span.context, into: &metadata, using: MetadataTraceInjector())
