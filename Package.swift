@@ -19,7 +19,6 @@ let package = Package(
     .executable(name: "bindu-mesh", targets: ["bindu-mesh"]),
     .executable(name: "bindu-echo-replica", targets: ["bindu-echo-replica"]),
     .executable(name: "bindu-bench-replica", targets: ["bindu-bench-replica"]),
-    .library(name: "BinduMesh", targets: ["BinduMesh"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
@@ -55,11 +54,25 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // The data path's HTTP/2: framing, flow control, HPACK, the connection's rules and its
+    // ChannelHandler, and the few gRPC wire details the data path reads. It knows nothing of
+    // pools, replicas, metrics or configuration (GRPCCore for its status codes only).
+    .target(
+      name: "BinduHTTP2",
+      dependencies: [
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+      ],
+      swiftSettings: dataPathSettings
+    ),
     // Passing listening sockets to a new bindu-mesh process (SCM_RIGHTS) at a hand-over.
     .target(name: "CSocketPassing"),
     .target(
       name: "BinduMesh",
       dependencies: [
+        "BinduHTTP2",
         "BinduContract",
         "CSocketPassing",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -130,8 +143,21 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "BinduHTTP2Tests",
+      dependencies: [
+        "BinduHTTP2",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "BinduMeshTests",
       dependencies: [
+        "BinduHTTP2",
         "BinduMesh",
         "BinduContract",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -173,6 +199,7 @@ if ProcessInfo.processInfo.environment["BINDU_MESH_BENCHMARKS"] != nil {
     .executableTarget(
       name: "PerCallPath",
       dependencies: [
+        "BinduHTTP2",
         "BinduMesh",
         .product(name: "Benchmark", package: "benchmark"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -193,7 +220,7 @@ if ProcessInfo.processInfo.environment["BINDU_MESH_FUZZ"] != nil {
     .executableTarget(
       name: "bindu-mesh-fuzz",
       dependencies: [
-        "BinduMesh",
+        "BinduHTTP2",
         "CFuzzDriver",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),

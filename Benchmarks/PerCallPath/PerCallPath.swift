@@ -1,4 +1,5 @@
 import Benchmark
+import BinduHTTP2
 import BinduMesh
 import NIOCore
 import NIOHPACK

@@ -1,7 +1,7 @@
 import GRPCCore
 
 /// Errors of the mesh that reach a user: at start-up, or as a gRPC status to a caller.
-public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
+package enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
   /// A listener could not bind.
   case listenerFailed(pool: String, address: HostPort, reason: String)
   /// Another process holds the address of the registry or admin listener.
@@ -15,7 +15,7 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
   /// Another mesh runs with the same state directory.
   case alreadyRunning(stateDir: String)
 
-  public var description: String {
+  package var description: String {
     switch self {
     case .listenerFailed(let pool, let address, let reason):
       "cannot listen on \(address) for pool \"\(pool)\": \(reason)"
@@ -33,7 +33,7 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
     }
   }
 
-  public var rpcErrorCode: RPCError.Code {
+  package var rpcErrorCode: RPCError.Code {
     switch self {
     case .listenerFailed, .listenerTaken, .cannotListen: .unavailable
     case .tooManyPools: .resourceExhausted
@@ -42,5 +42,5 @@ public enum MeshError: Error, CustomStringConvertible, RPCErrorConvertible {
     }
   }
 
-  public var rpcErrorMessage: String { description }
+  package var rpcErrorMessage: String { description }
 }

@@ -1,3 +1,4 @@
+import BinduHTTP2
 import NIOCore
 import NIOHPACK
 import NIOHTTP2

@@ -1,3 +1,4 @@
+import GRPCCore
 import NIOCore
 import NIOHTTP2
 import Testing
@@ -16,11 +17,11 @@ import Testing
   }
 
   @Test func unavailableMovesOnlyWhenThePoolSaysSoAndBeforeAnyResponse() {
-    let unavailable = GRPCStatusCode.unavailable.rawValue
+    let unavailable = Status.Code.unavailable.rawValue
     #expect(Self.rules().moveAfterStatus(unavailable, responseStarted: false) == nil)
     #expect(Self.rules(onUnavailable: true).moveAfterStatus(unavailable, responseStarted: false) == .unavailable)
     #expect(Self.rules(onUnavailable: true).moveAfterStatus(unavailable, responseStarted: true) == nil)
-    for other in [GRPCStatusCode.ok, .internal, .resourceExhausted, .deadlineExceeded] {
+    for other in [Status.Code.ok, .internalError, .resourceExhausted, .deadlineExceeded] {
       #expect(Self.rules(onUnavailable: true).moveAfterStatus(other.rawValue, responseStarted: false) == nil)
     }
     #expect(Self.rules(onUnavailable: true).moveAfterStatus(nil, responseStarted: false) == nil)

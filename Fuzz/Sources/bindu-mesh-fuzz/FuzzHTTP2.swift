@@ -5,7 +5,7 @@ import NIOEmbedded
 import NIOHPACK
 import NIOHTTP2
 
-@testable import BinduMesh
+@testable import BinduHTTP2
 
 /// Runs libFuzzer's driver over ``fuzzHTTP2(_:_:)`` (libFuzzer's flags and corpus folders on the
 /// command line, as `scripts/fuzz` passes them).

@@ -5,49 +5,49 @@ import Synchronization
 /// The mesh's recent events for the status page: every log line at `notice` or above
 /// (ejections, replicas joining and leaving, core registrations, retries, certificate reloads),
 /// whatever the log level, in a ring of the last ``EventRing/capacity``.
-public final class RecentEvents: Sendable {
+package final class RecentEvents: Sendable {
   private let ring = Mutex(EventRing())
 
   /// Creates an empty ring.
-  public init() {}
+  package init() {}
 
   /// `logger`, also writing its `notice`-and-above lines here, whatever its log level (then
   /// or later).
-  public func recording(_ logger: Logger) -> Logger {
+  package func recording(_ logger: Logger) -> Logger {
     var recording = logger
     recording.handler = EventLogHandler(inner: logger.handler, events: self)
     return recording
   }
 
   /// The events kept, newest first.
-  public var newestFirst: [EventRing.Event] { ring.withLock { $0.newestFirst } }
+  package var newestFirst: [EventRing.Event] { ring.withLock { $0.newestFirst } }
 
   func record(_ event: EventRing.Event) { ring.withLock { $0.append(event) } }
 }
 
 /// A bounded ring of events: appending past ``capacity`` drops the oldest.
-public struct EventRing: Sendable {
+package struct EventRing: Sendable {
   /// One event.
-  public struct Event: Codable, Sendable, Hashable {
+  package struct Event: Codable, Sendable, Hashable {
     /// When it happened.
-    public var at: Date
+    package var at: Date
     /// `notice`, `warning`, `error` or `critical`.
-    public var level: String
+    package var level: String
     /// The pool it concerns, when one.
-    public var pool: String?
+    package var pool: String?
     /// The log line's message.
-    public var message: String
+    package var message: String
     /// The log line's other metadata, as `key=value` pairs.
-    public var detail: String
+    package var detail: String
   }
 
   /// How many events are kept.
-  public static let capacity = 200
+  package static let capacity = 200
   private var events: [Event] = []
   private var next = 0
 
   /// Adds `event`, dropping the oldest when full.
-  public mutating func append(_ event: Event) {
+  package mutating func append(_ event: Event) {
     if events.count < Self.capacity {
       events.append(event)
     } else {
@@ -57,7 +57,7 @@ public struct EventRing: Sendable {
   }
 
   /// The events, newest first.
-  public var newestFirst: [Event] {
+  package var newestFirst: [Event] {
     guard events.count == Self.capacity else { return events.reversed() }
     return Array((events[next...] + events[..<next]).reversed())
   }

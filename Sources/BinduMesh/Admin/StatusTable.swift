@@ -1,13 +1,13 @@
 import Foundation
 
 /// The status report as text tables for a terminal: what `bindu-mesh status` prints.
-public enum StatusTable {
+package enum StatusTable {
   /// Events printed (newest first).
-  public static let eventsShown = 10
+  package static let eventsShown = 10
 
   /// The whole report: readiness, then each pool's cores and endpoints, certificates and the
   /// latest events.
-  public static func render(_ report: StatusReport, admin: String) -> String {
+  package static func render(_ report: StatusReport, admin: String) -> String {
     var lines = [
       "bindu-mesh \(report.version) at \(admin): \(report.ready ? "ready" : "NOT READY")"
         + (report.notReady.isEmpty ? "" : " (" + report.notReady.joined(separator: "; ") + ")")

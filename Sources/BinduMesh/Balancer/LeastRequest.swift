@@ -6,17 +6,17 @@
 /// at a time, the order is exactly round-robin's. Above that, two endpoints drawn at random
 /// without replacement are compared ("power of two choices"), which keeps the pick O(1) and
 /// avoids herding onto one endpoint that several callers saw as least loaded.
-public struct LeastRequest: Sendable {
+package struct LeastRequest: Sendable {
   /// Pools up to this size are scanned whole.
-  public static let scanLimit = 10
+  package static let scanLimit = 10
   private var next = 0
 
   /// Creates a balancer that starts at the first entry.
-  public init() {}
+  package init() {}
 
   /// The index of the entry with the least `load` that `isExcluded` does not reject, or `nil`
   /// when every entry is excluded.
-  public mutating func pick(count: Int, load: (Int) -> Int, isExcluded: (Int) -> Bool) -> Int? {
+  package mutating func pick(count: Int, load: (Int) -> Int, isExcluded: (Int) -> Bool) -> Int? {
     guard count > 0 else { return nil }
     if count > Self.scanLimit, let index = pickOfTwo(count: count, load: load, isExcluded: isExcluded) {
       return index

@@ -1,13 +1,13 @@
 /// Round-robin choice over a list that changes: each pick takes the next index, skipping
 /// entries the caller excludes (ones that already failed this call).
-public struct RoundRobin: Sendable {
+package struct RoundRobin: Sendable {
   private var next = 0
 
   /// Creates a balancer that starts at the first entry.
-  public init() {}
+  package init() {}
 
   /// The index of the next entry that `isExcluded` does not reject, or `nil` if none is left.
-  public mutating func pick(count: Int, isExcluded: (Int) -> Bool) -> Int? {
+  package mutating func pick(count: Int, isExcluded: (Int) -> Bool) -> Int? {
     guard count > 0 else { return nil }
     for offset in 0..<count {
       let index = (next + offset) % count

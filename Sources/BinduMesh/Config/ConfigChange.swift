@@ -3,47 +3,47 @@
 /// the keys whose new values only a new process takes (a restart or a hand-over).
 ///
 /// A plain value computed from two configs, tested without sockets; ``Mesh/reload()`` applies it.
-public struct ConfigChange: Sendable, Hashable {
+package struct ConfigChange: Sendable, Hashable {
   /// What changed in one declared pool that a reload applies.
-  public struct PoolChange: Sendable, Hashable {
+  package struct PoolChange: Sendable, Hashable {
     /// `replicas` differ: new ones join, missing ones drain.
-    public var replicas = false
+    package var replicas = false
     /// `dns` or `dns_refresh` differ: the pool follows the new name.
-    public var dns = false
+    package var dns = false
     /// The pool's own policy (or, without one, the global policy) differs.
-    public var policy = false
+    package var policy = false
     /// `listen` differs: a listener is bound at the new address (with the new `listener_tls`).
-    public var listener = false
+    package var listener = false
     /// `listener_tls` differs (and `listen` does not): connections accepted from now on use it.
-    public var listenerTLS = false
+    package var listenerTLS = false
     /// `upstream_tls` differs: connections to the replicas made from now on use it.
-    public var upstreamTLS = false
+    package var upstreamTLS = false
 
     /// Whether anything differs.
-    public var isEmpty: Bool { !(replicas || dns || policy || listener || listenerTLS || upstreamTLS) }
+    package var isEmpty: Bool { !(replicas || dns || policy || listener || listenerTLS || upstreamTLS) }
   }
 
   /// Declared pools in the new config only, by agent.
-  public var addedPools: [String] = []
+  package var addedPools: [String] = []
   /// Declared pools in the config in force only, by agent.
-  public var removedPools: [String] = []
+  package var removedPools: [String] = []
   /// Declared pools in both whose settings differ, by agent.
-  public var changedPools: [String: PoolChange] = [:]
+  package var changedPools: [String: PoolChange] = [:]
   /// The global policy (`balancer`, `health`, `outlier_detection`, `retry`) differs.
-  public var policy = false
+  package var policy = false
   /// The settings of calls and connections (`upstream`, `callbacks` limits, grace period,
   /// access log) differ.
-  public var settings = false
+  package var settings = false
   /// Keys whose new values are left for the next start: the reload keeps the values in force.
-  public var needsRestart: [String] = []
+  package var needsRestart: [String] = []
 
   /// Whether the reload changes nothing.
-  public var isEmpty: Bool {
+  package var isEmpty: Bool {
     addedPools.isEmpty && removedPools.isEmpty && changedPools.isEmpty && !policy && !settings && needsRestart.isEmpty
   }
 
   /// Compares the config in force (`old`) with a reloaded one (`new`).
-  public init(from old: MeshConfig, to new: MeshConfig) {
+  package init(from old: MeshConfig, to new: MeshConfig) {
     policy = old.policy != new.policy
     settings = LiveSettings.Values(old) != LiveSettings.Values(new)
     var restart: [String] = []
@@ -88,7 +88,7 @@ public struct ConfigChange: Sendable, Hashable {
 
   /// The config a reload puts in force: `new`, with the values in force kept for the keys in
   /// ``needsRestart``, so that the next reload still reports them.
-  public static func inForce(old: MeshConfig, new: MeshConfig) -> MeshConfig {
+  package static func inForce(old: MeshConfig, new: MeshConfig) -> MeshConfig {
     var config = new
     config.core = old.core
     config.cores = old.cores
@@ -113,7 +113,7 @@ public struct ConfigChange: Sendable, Hashable {
   }
 
   /// One line for the log and the admin answer.
-  public var summary: String {
+  package var summary: String {
     var parts: [String] = []
     if !addedPools.isEmpty { parts.append("pools added: \(addedPools.joined(separator: ", "))") }
     if !removedPools.isEmpty { parts.append("pools removed: \(removedPools.joined(separator: ", "))") }

@@ -1,6 +1,6 @@
 /// Every key the YAML config accepts, section by section: the one list the reader checks
 /// against and the tests hold `Config/bindu-mesh.yaml` (the config reference) to.
-public enum ConfigKeys {
+package enum ConfigKeys {
   static let top = [
     "core", "cores", "registry", "callbacks", "upstream", "shutdown", "admin", "state", "balancer", "health", "outlier_detection", "retry",
     "pools", "tracing",
@@ -41,7 +41,7 @@ public enum ConfigKeys {
   static let clientTLS = ["ca", "cert", "key", "server_name", "allowed_identities"]
 
   /// Every key as a dotted path (`core.tls.ca`, `pools[].listener_tls.cert`, ...).
-  public static var all: [String] {
+  package static var all: [String] {
     func under(_ prefix: String, _ keys: [String]) -> [String] { keys.map { "\(prefix).\($0)" } }
     let policy = ["balancer": balancer, "health": health, "outlier_detection": outlierDetection, "retry": retry]
     var paths = top

@@ -3,20 +3,20 @@ import Foundation
 /// A `host:port` pair, as written in config files, flags and registrations.
 ///
 /// IPv6 hosts are written in brackets: `[::1]:3775`. The host is kept without brackets.
-public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+package struct HostPort: Sendable, Hashable, CustomStringConvertible {
   /// A host name or an IP address literal (IPv6 without brackets).
-  public var host: String
+  package var host: String
   /// A TCP port, 0 to pick a free one when listening.
-  public var port: Int
+  package var port: Int
 
   /// Creates a pair from its parts.
-  public init(host: String, port: Int) {
+  package init(host: String, port: Int) {
     self.host = host
     self.port = port
   }
 
   /// Parses `host:port`, `[v6]:port`; returns `nil` when the text is not one.
-  public init?(parsing text: String) {
+  package init?(parsing text: String) {
     let text = text.trimmingCharacters(in: .whitespaces)
     let host: Substring
     let portText: Substring
@@ -40,27 +40,27 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
   }
 
   /// `host:port`, with brackets around an IPv6 host.
-  public var description: String {
+  package var description: String {
     host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
   }
 
   /// Whether the host names this machine only (`localhost`, `127.0.0.0/8`, `::1`, and
   /// `127.0.0.0/8` mapped into IPv6).
-  public var isLoopback: Bool {
+  package var isLoopback: Bool {
     host == "localhost" || host.hasPrefix("127.") || host == "::1" || host.hasPrefix("::ffff:127.")
   }
 
   /// Whether the host is an IPv4 or IPv6 address rather than a name.
-  public var isIPAddress: Bool { isIPv4Address || host.contains(":") }
+  package var isIPAddress: Bool { isIPv4Address || host.contains(":") }
 
   /// Whether the host is an IPv4 address such as `10.0.0.2`.
-  public var isIPv4Address: Bool {
+  package var isIPv4Address: Bool {
     let parts = host.split(separator: ".", omittingEmptySubsequences: false)
     return parts.count == 4 && parts.allSatisfy { $0.count <= 3 && UInt8($0) != nil }
   }
 
   /// Whether the host is a wildcard address (`0.0.0.0`, `::`).
-  public var isWildcard: Bool {
+  package var isWildcard: Bool {
     host == "0.0.0.0" || host == "::" || host == "[::]"
   }
 }

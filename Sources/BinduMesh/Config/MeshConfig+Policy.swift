@@ -4,26 +4,26 @@ extension MeshConfig {
   ///
   /// The top-level `balancer:`, `health:`, `outlier_detection:` and `retry:` sections set it for
   /// every pool; a pool's own sections of the same names override it key by key.
-  public struct Policy: Sendable, Hashable {
+  package struct Policy: Sendable, Hashable {
     /// Active `AgentHandler.HealthCheck` probes.
-    public var health: Health
+    package var health: Health
     /// Passive ejection of replicas whose calls fail.
-    public var outlierDetection: OutlierDetection
+    package var outlierDetection: OutlierDetection
     /// Moving a call to another replica when the first cannot have run it.
-    public var retry: Retry
+    package var retry: Retry
     /// Which replica takes each call.
-    public var balancer: Balancer = .defaults
+    package var balancer: Balancer = .defaults
 
     /// Default values (see each part).
-    public static var defaults: Self {
+    package static var defaults: Self {
       Self(health: .defaults, outlierDetection: .defaults, retry: .defaults)
     }
   }
 
   /// How a pool picks a replica for each call (`balancer:` in YAML).
-  public struct Balancer: Sendable, Hashable {
+  package struct Balancer: Sendable, Hashable {
     /// A way of picking.
-    public enum Policy: String, Sendable, Hashable, CaseIterable {
+    package enum Policy: String, Sendable, Hashable, CaseIterable {
       /// The replica with the fewest calls outstanding, ties in turn (``LeastRequest``).
       case leastRequest = "least_request"
       /// Each replica in turn (``RoundRobin``).
@@ -32,36 +32,36 @@ extension MeshConfig {
 
     /// Default `least_request`: agent handlers are slow and uneven, and several cores call at
     /// once; at one call at a time it picks exactly as round-robin does.
-    public var policy: Policy
+    package var policy: Policy
     /// Most calls one endpoint takes at once; more wait in the pool's queue for the first endpoint
     /// with a free slot, instead of piling onto a busy replica. Default 0: no limit.
-    public var maxConcurrentCalls: Int = 0
+    package var maxConcurrentCalls: Int = 0
     /// Most calls waiting in the pool's queue; past it a call is refused with
     /// `RESOURCE_EXHAUSTED`. Default 1000.
-    public var maxQueuedCalls: Int = 1000
+    package var maxQueuedCalls: Int = 1000
 
     /// Default values.
-    public static var defaults: Self { Self(policy: .leastRequest) }
+    package static var defaults: Self { Self(policy: .leastRequest) }
   }
 
   /// Active health checks (`health:` in YAML).
-  public struct Health: Sendable, Hashable {
+  package struct Health: Sendable, Hashable {
     /// Time between probes of each endpoint. Default 2 s.
-    public var interval: Duration
+    package var interval: Duration
     /// A probe not answered within this fails. Default 1 s.
-    public var timeout: Duration
+    package var timeout: Duration
     /// Failed probes in a row that take an endpoint out of rotation. Default 2.
-    public var unhealthyThreshold: Int
+    package var unhealthyThreshold: Int
     /// Passed probes in a row that bring it back. Default 2.
-    public var healthyThreshold: Int
+    package var healthyThreshold: Int
     /// Whether a new endpoint takes calls before its first probe passed. Default `false`:
     /// it waits for one passing probe (a registering replica is probed before it is answered).
-    public var startHealthy: Bool
+    package var startHealthy: Bool
     /// With no endpoint in rotation, try every endpoint instead of failing. Default `false`.
-    public var panicMode: Bool
+    package var panicMode: Bool
 
     /// Default values.
-    public static var defaults: Self {
+    package static var defaults: Self {
       Self(
         interval: .seconds(2), timeout: .seconds(1), unhealthyThreshold: 2, healthyThreshold: 2,
         startHealthy: false, panicMode: false)
@@ -69,44 +69,44 @@ extension MeshConfig {
   }
 
   /// Passive ejection, after Envoy's outlier detection (`outlier_detection:` in YAML).
-  public struct OutlierDetection: Sendable, Hashable {
+  package struct OutlierDetection: Sendable, Hashable {
     /// Failed calls in a row (connection failures, resets, `UNAVAILABLE`, replica timeouts) that
     /// eject an endpoint. Default 5.
-    public var consecutiveFailures: Int
+    package var consecutiveFailures: Int
     /// Ejection time, multiplied by the number of times the endpoint was ejected. Default 30 s.
-    public var baseEjectionTime: Duration
+    package var baseEjectionTime: Duration
     /// Longest ejection. Default 300 s.
-    public var maxEjectionTime: Duration
+    package var maxEjectionTime: Duration
     /// Most of a pool that may be ejected at once, in percent; one endpoint always may. Default 10.
-    public var maxEjectionPercent: Int
+    package var maxEjectionPercent: Int
 
     /// Default values.
-    public static var defaults: Self {
+    package static var defaults: Self {
       Self(consecutiveFailures: 5, baseEjectionTime: .seconds(30), maxEjectionTime: .seconds(300), maxEjectionPercent: 10)
     }
   }
 
   /// Safe retries (`retry:` in YAML).
-  public struct Retry: Sendable, Hashable {
+  package struct Retry: Sendable, Hashable {
     /// Most attempts per call, the first included. Default 3.
-    public var maxAttempts: Int
+    package var maxAttempts: Int
     /// Retries may be at most this percentage of the pool's calls in flight. Default 20.
-    public var budgetPercent: Int
+    package var budgetPercent: Int
     /// Retries always allowed at once, whatever the budget. Default 3.
-    public var minConcurrentRetries: Int
+    package var minConcurrentRetries: Int
     /// Also retry a call that a replica answered with `UNAVAILABLE` before any response message.
     /// Default `false`: a handler may have run before failing so.
-    public var onUnavailable: Bool
+    package var onUnavailable: Bool
     /// Also retry a call whose replica went away after the request was sent (it may have run:
     /// handlers have side effects). Default `false`.
-    public var replayStartedCalls: Bool
+    package var replayStartedCalls: Bool
     /// The most request bytes a call keeps to move to another replica: a larger request is
     /// forwarded as it comes and is no longer retried, and one waiting for its replica is read
     /// no further than this. Default 1 MiB.
-    public var maxKeptRequestBytes = 1 << 20
+    package var maxKeptRequestBytes = 1 << 20
 
     /// Default values.
-    public static var defaults: Self {
+    package static var defaults: Self {
       Self(maxAttempts: 3, budgetPercent: 20, minConcurrentRetries: 3, onUnavailable: false, replayStartedCalls: false)
     }
   }

@@ -3,9 +3,9 @@ extension MeshConfig {
   ///
   /// Files are PEM. With `client_ca`, callers must present a certificate signed by it
   /// (`client_auth: required`, the default then) or may (`optional`).
-  public struct ListenerTLS: Sendable, Hashable {
+  package struct ListenerTLS: Sendable, Hashable {
     /// How a listener treats client certificates.
-    public enum ClientAuth: String, Sendable, Hashable, CaseIterable {
+    package enum ClientAuth: String, Sendable, Hashable, CaseIterable {
       /// A certificate from `client_ca` is needed.
       case required
       /// A certificate, if presented, must come from `client_ca`.
@@ -15,19 +15,19 @@ extension MeshConfig {
     }
 
     /// The listener's certificate chain (PEM).
-    public var certificate: String
+    package var certificate: String
     /// Its private key (PEM).
-    public var privateKey: String
+    package var privateKey: String
     /// CA bundle that client certificates must chain to (PEM).
-    public var clientCA: String?
+    package var clientCA: String?
     /// Whether a client certificate is needed. Default `required` with `client_ca`, else `none`.
-    public var clientAuth: ClientAuth
+    package var clientAuth: ClientAuth
     /// When not empty, a client certificate must name one of these (a SAN DNS name or URI, such
     /// as a SPIFFE ID).
-    public var allowedIdentities: [String]
+    package var allowedIdentities: [String]
 
     /// Creates a listener TLS configuration.
-    public init(
+    package init(
       certificate: String, privateKey: String, clientCA: String? = nil, clientAuth: ClientAuth? = nil,
       allowedIdentities: [String] = []
     ) {
@@ -40,21 +40,21 @@ extension MeshConfig {
   }
 
   /// TLS on connections the mesh makes (`upstream_tls:` of a pool or `callbacks`, `tls:` of `core`).
-  public struct ClientTLS: Sendable, Hashable {
+  package struct ClientTLS: Sendable, Hashable {
     /// CA bundle the server's certificate must chain to (PEM). Default: the system's roots.
-    public var ca: String?
+    package var ca: String?
     /// The mesh's client certificate chain, for mTLS (PEM).
-    public var certificate: String?
+    package var certificate: String?
     /// Its private key (PEM).
-    public var privateKey: String?
+    package var privateKey: String?
     /// The name the server's certificate must carry. Default: the host dialled (an IP address
     /// is checked against the certificate's IP SANs).
-    public var serverName: String?
+    package var serverName: String?
     /// When not empty, the server's certificate must name one of these (SAN DNS name or URI).
-    public var allowedIdentities: [String]
+    package var allowedIdentities: [String]
 
     /// Creates a client TLS configuration.
-    public init(
+    package init(
       ca: String? = nil, certificate: String? = nil, privateKey: String? = nil, serverName: String? = nil,
       allowedIdentities: [String] = []
     ) {

@@ -8,25 +8,25 @@ extension MeshConfig {
   /// The `OTEL_*` variables of the OpenTelemetry SDKs, when set, override these values
   /// (`OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_*`, ...);
   /// `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turns tracing off.
-  public struct Tracing: Sendable, Hashable {
+  package struct Tracing: Sendable, Hashable {
     /// The collector: an `http` or `https` URL. With `http/protobuf` it is used as it is
     /// (Phoenix: `http://127.0.0.1:6006/v1/traces`, as in a Bindu agent's `oltp_endpoint`); with
     /// `grpc`, the collector's gRPC port (`http://127.0.0.1:4317`). Default `nil`: off.
-    public var otlpEndpoint: String?
+    package var otlpEndpoint: String?
     /// How spans are sent. Default `http/protobuf` (OTLP's default).
-    public var otlpProtocol: OTLPProtocol = .httpProtobuf
+    package var otlpProtocol: OTLPProtocol = .httpProtobuf
     /// The share of calls traced when the caller sent no sampling decision, 0 to 1; a caller's
     /// `traceparent` decides for its own calls. Default 1: every call.
-    public var sampleRatio: Double = 1
+    package var sampleRatio: Double = 1
     /// The `service.name` of the mesh's spans. Default `bindu-mesh`.
-    public var serviceName: String = "bindu-mesh"
+    package var serviceName: String = "bindu-mesh"
     /// A file of headers sent with every export (`name: value` per line; `#` starts a comment),
     /// such as `authorization: Bearer ...` or Phoenix's `api_key: ...`. Read at start and again
     /// when the collector refuses the credentials. Default `nil`: none.
-    public var headersFile: String?
+    package var headersFile: String?
 
     /// The OTLP transports.
-    public enum OTLPProtocol: String, Sendable, Hashable, CaseIterable {
+    package enum OTLPProtocol: String, Sendable, Hashable, CaseIterable {
       /// OTLP/gRPC.
       case grpc
       /// OTLP/HTTP with protobuf bodies.
@@ -34,7 +34,7 @@ extension MeshConfig {
     }
 
     /// Default values: off.
-    public static var defaults: Self { Self() }
+    package static var defaults: Self { Self() }
   }
 }
 

@@ -5,7 +5,7 @@ extension MeshConfig {
   /// Reads a YAML config file; keys left out keep their defaults.
   ///
   /// - Throws: ``ConfigError`` naming the file, the position, the key and what was expected.
-  public static func load(file path: String) throws -> MeshConfig {
+  package static func load(file path: String) throws -> MeshConfig {
     guard let data = FileManager.default.contents(atPath: path) else {
       throw ConfigError(source: path, key: "", message: "cannot read the file")
     }
@@ -14,7 +14,7 @@ extension MeshConfig {
   }
 
   /// Parses YAML text; `source` names it in errors, relative file names start at `baseDirectory`.
-  public init(yaml: String, source: String, baseDirectory: String = ".") throws {
+  package init(yaml: String, source: String, baseDirectory: String = ".") throws {
     let root: Node
     do {
       guard let node = try Yams.compose(yaml: yaml) else { self = .defaults; return }

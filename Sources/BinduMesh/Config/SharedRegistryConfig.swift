@@ -2,26 +2,26 @@ import Foundation
 
 extension MeshConfig {
   /// A registry shared by several meshes in PostgreSQL (`registry.postgres_url` in YAML).
-  public struct SharedRegistry: Sendable, Hashable {
+  package struct SharedRegistry: Sendable, Hashable {
     /// The database.
-    public var url: PostgresURL
+    package var url: PostgresURL
     /// This mesh's name in the shared registry: what it writes is marked with it, and it ignores
     /// its own notifications. Default: the host name.
-    public var meshID: String
+    package var meshID: String
     /// TLS to the database (`registry.postgres_tls`); `nil`: as the URL's `sslmode` says.
-    public var tls: ClientTLS?
+    package var tls: ClientTLS?
     /// The host name or address at which the other meshes reach this host
     /// (`registry.advertise_host`): a replica of this host that registers over loopback with a
     /// loopback or wildcard callback (`localhost:PORT`, as the SDKs send) is recorded at
     /// `advertise_host:PORT`, by this mesh and the others. `nil` (the default): recorded as sent,
     /// with a warning, since each other mesh would dial that address on its own host.
-    public var advertiseHost: String?
+    package var advertiseHost: String?
     /// Where `postgres_url` was read (file, line, key), for what is found wrong with it at start
     /// (bad credentials, no such database).
-    public var origin: ConfigError
+    package var origin: ConfigError
 
     /// A shared registry at `url`.
-    public init(
+    package init(
       url: PostgresURL, meshID: String = Self.defaultMeshID, tls: ClientTLS? = nil, advertiseHost: String? = nil,
       origin: ConfigError? = nil
     ) {
@@ -33,16 +33,16 @@ extension MeshConfig {
     }
 
     /// The host name, or `bindu-mesh` when it has none.
-    public static var defaultMeshID: String {
+    package static var defaultMeshID: String {
       let name = ProcessInfo.processInfo.hostName
       return name.isEmpty ? "bindu-mesh" : name
     }
   }
 
   /// A PostgreSQL URL: `postgres://user:password@host:5432/database?sslmode=prefer`.
-  public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
+  package struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
     /// How the connection uses TLS (`sslmode`).
-    public enum TLSMode: String, Sendable, Hashable {
+    package enum TLSMode: String, Sendable, Hashable {
       /// Plaintext.
       case disable
       /// TLS when the server offers it (the default, as libpq's).
@@ -56,20 +56,20 @@ extension MeshConfig {
     }
 
     /// The server's host.
-    public var host: String
+    package var host: String
     /// Its port. Default 5432.
-    public var port: Int
+    package var port: Int
     /// The role.
-    public var user: String
+    package var user: String
     /// Its password, if any.
-    public var password: String?
+    package var password: String?
     /// The database. Default: the user's name.
-    public var database: String
+    package var database: String
     /// TLS.
-    public var tlsMode: TLSMode
+    package var tlsMode: TLSMode
 
     /// Parses `text`; `nil`-free: throws a reason that says what is wrong.
-    public init(parsing text: String) throws(Invalid) {
+    package init(parsing text: String) throws(Invalid) {
       guard let components = URLComponents(string: text), let scheme = components.scheme,
         ["postgres", "postgresql"].contains(scheme)
       else {
@@ -103,7 +103,7 @@ extension MeshConfig {
     }
 
     /// The URL without its password, for logs and status.
-    public var description: String {
+    package var description: String {
       let host = self.host.contains(":") ? "[\(self.host)]" : self.host
       return "postgres://\(user)@\(host):\(port)/\(database)"
     }
@@ -116,9 +116,9 @@ extension MeshConfig {
     }
 
     /// Why a URL cannot be used.
-    public struct Invalid: Error, Hashable, Sendable {
+    package struct Invalid: Error, Hashable, Sendable {
       /// What is wrong.
-      public var reason: String
+      package var reason: String
     }
   }
 }

@@ -19,9 +19,9 @@ import Synchronization
 /// `core.retry_max_backoff`, so a core that comes back is registered with within about that
 /// time. On graceful shutdown it calls `UnregisterAgent` for each pool. Start it before the
 /// listeners so it stops after them.
-public final class CoreRegistrar: Service, Sendable {
+package final class CoreRegistrar: Service, Sendable {
   /// The core, and the agent URL it is given.
-  public let target: MeshConfig.CoreTarget
+  package let target: MeshConfig.CoreTarget
   private let config: MeshConfig.Core
   private let logger: Logger
   private let registrations = Mutex<[String: PoolRegistration]>([:])
@@ -50,7 +50,7 @@ public final class CoreRegistrar: Service, Sendable {
   }
 
   /// The registration of `agent`'s pool, if one was started.
-  public func registration(forAgent agent: String) -> PoolRegistration? {
+  package func registration(forAgent agent: String) -> PoolRegistration? {
     registrations.withLock { $0[agent] }
   }
 
@@ -93,7 +93,7 @@ public final class CoreRegistrar: Service, Sendable {
     }
   }
 
-  public func run() async throws {
+  package func run() async throws {
     var transportConfig = HTTP2ClientTransport.Posix.Config.defaults
     // grpc-swift's own reconnect backoff (up to two minutes by default) would hide a core that
     // is back: keep it within the registrar's.

@@ -8,9 +8,9 @@ import Logging
 /// Several cores share one Redis scheduler and one Postgres storage (Bindu's scale-out), so a
 /// pool's agent is registered with each of them; a replica that registers is answered once one
 /// core has accepted the agent.
-public final class CoreRegistrars: Sendable {
+package final class CoreRegistrars: Sendable {
   /// One registrar per core, in config order.
-  public let all: [CoreRegistrar]
+  package let all: [CoreRegistrar]
   private let logger: Logger
 
   init(
@@ -26,11 +26,11 @@ public final class CoreRegistrars: Sendable {
   }
 
   /// How many cores there are.
-  public var count: Int { all.count }
+  package var count: Int { all.count }
 
   /// Whether `definition` can be shared by these cores: refused when it names an in-memory
   /// scheduler or storage and there are several cores.
-  public func check(_ definition: AgentDefinition) -> SharedBacking {
+  package func check(_ definition: AgentDefinition) -> SharedBacking {
     SharedBacking.check(configJSON: definition.configJSON, cores: count)
   }
 
@@ -52,7 +52,7 @@ public final class CoreRegistrars: Sendable {
   }
 
   /// The registrations of `agent`'s pool, one per core that has one, in config order.
-  public func registrations(forAgent agent: String) -> [PoolRegistration] {
+  package func registrations(forAgent agent: String) -> [PoolRegistration] {
     all.compactMap { $0.registration(forAgent: agent) }
   }
 

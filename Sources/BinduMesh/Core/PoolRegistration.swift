@@ -2,9 +2,9 @@ import Foundation
 import Synchronization
 
 /// The state of one pool's registration with one core, and the replicas waiting on it.
-public final class PoolRegistration: Sendable {
+package final class PoolRegistration: Sendable {
   /// What the core said last.
-  public enum Phase: Sendable, Equatable {
+  package enum Phase: Sendable, Equatable {
     /// Not registered yet; `lastError` says why when an attempt failed.
     case pending(lastError: String?)
     /// The core accepted the agent.
@@ -14,13 +14,13 @@ public final class PoolRegistration: Sendable {
   }
 
   /// The pool's directory entry.
-  public let entry: PoolDirectory.Entry
+  package let entry: PoolDirectory.Entry
   /// The definition registered.
-  public let definition: AgentDefinition
+  package let definition: AgentDefinition
   /// The core.
-  public let core: HostPort
+  package let core: HostPort
   /// The config JSON sent to this core (its `agent_url` in place of `deployment.url`).
-  public let configJSON: String
+  package let configJSON: String
 
   private struct State {
     var phase: Phase = .pending(lastError: nil)
@@ -75,19 +75,19 @@ public final class PoolRegistration: Sendable {
   }
 
   /// The current phase.
-  public var phase: Phase { state.withLock { $0.phase } }
+  package var phase: Phase { state.withLock { $0.phase } }
 
   /// How many times the core accepted this pool (1 + registrations after a core restart).
-  public var registrations: Int { state.withLock { $0.registrations } }
+  package var registrations: Int { state.withLock { $0.registrations } }
 
   /// Since when the core has known the agent without a break; `nil` while it does not.
-  public var registeredSince: Date? { state.withLock { $0.registeredSince } }
+  package var registeredSince: Date? { state.withLock { $0.registeredSince } }
 
   /// The DID and URL of the last accepted registration.
-  public var identity: (did: String, agentURL: String)? { state.withLock { $0.identity } }
+  package var identity: (did: String, agentURL: String)? { state.withLock { $0.identity } }
 
   /// The last error of a registration not (or no longer) accepted.
-  public var lastError: String? {
+  package var lastError: String? {
     switch phase {
     case .pending(let error): error
     case .refused(let error): error

@@ -2,7 +2,7 @@ import GRPCCore
 import GRPCNIOTransportCore
 
 /// Resolves a name to every address it has.
-public protocol DNSResolver: Sendable {
+package protocol DNSResolver: Sendable {
   /// Every A and AAAA record of `host`, each with `port`.
   func resolve(host: String, port: Int) async throws -> [HostPort]
 }
@@ -10,11 +10,11 @@ public protocol DNSResolver: Sendable {
 /// The system resolver (`getaddrinfo`), as grpc-swift-nio-transport runs it for its own DNS
 /// targets: off the event loops, honouring `/etc/hosts` and the cluster DNS of a Kubernetes pod
 /// alike.
-public struct SystemDNSResolver: DNSResolver {
+package struct SystemDNSResolver: DNSResolver {
   /// Creates the resolver.
-  public init() {}
+  package init() {}
 
-  public func resolve(host: String, port: Int) async throws -> [HostPort] {
+  package func resolve(host: String, port: Int) async throws -> [HostPort] {
     let resolver = NameResolvers.DNS().resolver(for: .dns(host: host, port: port))
     var names = resolver.names.makeAsyncIterator()
     let result: NameResolutionResult?
@@ -41,10 +41,10 @@ public struct SystemDNSResolver: DNSResolver {
 }
 
 /// A name that could not be resolved.
-public struct DNSError: Error, CustomStringConvertible {
+package struct DNSError: Error, CustomStringConvertible {
   /// The name.
-  public var host: String
+  package var host: String
   /// What the resolver said.
-  public var reason: String
-  public var description: String { "cannot resolve \(host): \(reason)" }
+  package var reason: String
+  package var description: String { "cannot resolve \(host): \(reason)" }
 }

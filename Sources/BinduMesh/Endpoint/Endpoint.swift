@@ -7,9 +7,9 @@ import Synchronization
 ///
 /// Calls use the connection of the event loop that accepted the core's call, so a call never
 /// leaves its thread.
-public final class Endpoint: Sendable, CustomStringConvertible {
+package final class Endpoint: Sendable, CustomStringConvertible {
   /// How the endpoint came to be in its pool.
-  public enum Origin: Sendable, Hashable {
+  package enum Origin: Sendable, Hashable {
     /// Declared in the config.
     case configured
     /// A replica's registration, named by its membership id.
@@ -19,9 +19,9 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   }
 
   /// Where the replica's `AgentHandler` is reached.
-  public let address: HostPort
+  package let address: HostPort
   /// How it joined the pool.
-  public let origin: Origin
+  package let origin: Origin
   private let connections: [ObjectIdentifier: UpstreamConnection]
   /// `address` as text, for metric labels.
   let addressText: String
@@ -104,12 +104,12 @@ public final class Endpoint: Sendable, CustomStringConvertible {
   }
 
   /// The membership id of a registered replica.
-  public var membershipID: String? {
+  package var membershipID: String? {
     if case .registered(let id) = origin { return id }
     return nil
   }
 
-  public var description: String {
+  package var description: String {
     switch origin {
     case .configured, .discovered: "\(address)"
     case .registered(let id): "\(address) (\(id))"

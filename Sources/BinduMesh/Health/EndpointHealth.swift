@@ -2,9 +2,9 @@
 ///
 /// A plain state machine, driven by ``probe(passed:message:now:)`` and ``call(failed:now:mayEject:)``;
 /// ``inRotation(at:)`` says whether the balancer may pick the endpoint.
-public struct EndpointHealth: Sendable, Hashable {
+package struct EndpointHealth: Sendable, Hashable {
   /// The result of active probes.
-  public enum Active: String, Sendable, Hashable {
+  package enum Active: String, Sendable, Hashable {
     /// No probe has passed yet.
     case pending
     /// Probes pass.
@@ -14,13 +14,13 @@ public struct EndpointHealth: Sendable, Hashable {
   }
 
   /// Active probing state.
-  public private(set) var active: Active
+  package private(set) var active: Active
   /// Until when the endpoint is ejected for failing calls.
-  public private(set) var ejectedUntil: ContinuousClock.Instant?
+  package private(set) var ejectedUntil: ContinuousClock.Instant?
   /// How many times it was ejected.
-  public private(set) var ejections = 0
+  package private(set) var ejections = 0
   /// The last probe: when, whether it passed, and what the replica said (or the error).
-  public private(set) var lastProbe: (at: ContinuousClock.Instant, passed: Bool, message: String)?
+  package private(set) var lastProbe: (at: ContinuousClock.Instant, passed: Bool, message: String)?
   private var probeSuccesses = 0
   private var probeFailures = 0
   private var callFailures = 0
@@ -28,7 +28,7 @@ public struct EndpointHealth: Sendable, Hashable {
   private var outlier: MeshConfig.OutlierDetection
 
   /// A new endpoint: `pending`, or `healthy` when `health.startHealthy`.
-  public init(policy: MeshConfig.Policy) {
+  package init(policy: MeshConfig.Policy) {
     self.health = policy.health
     self.outlier = policy.outlierDetection
     self.active = policy.health.startHealthy ? .healthy : .pending
@@ -36,32 +36,32 @@ public struct EndpointHealth: Sendable, Hashable {
 
   /// Takes a reloaded policy's thresholds and ejection times; the state, counts and a running
   /// ejection stay as they are.
-  public mutating func apply(_ policy: MeshConfig.Policy) {
+  package mutating func apply(_ policy: MeshConfig.Policy) {
     health = policy.health
     outlier = policy.outlierDetection
   }
 
-  public static func == (lhs: Self, rhs: Self) -> Bool {
+  package static func == (lhs: Self, rhs: Self) -> Bool {
     lhs.active == rhs.active && lhs.ejectedUntil == rhs.ejectedUntil && lhs.ejections == rhs.ejections
   }
 
-  public func hash(into hasher: inout Hasher) {
+  package func hash(into hasher: inout Hasher) {
     hasher.combine(active)
     hasher.combine(ejections)
   }
 
   /// Whether the balancer may pick the endpoint at `now`.
-  public func inRotation(at now: ContinuousClock.Instant) -> Bool {
+  package func inRotation(at now: ContinuousClock.Instant) -> Bool {
     active == .healthy && !isEjected(at: now)
   }
 
   /// Whether it is ejected at `now`.
-  public func isEjected(at now: ContinuousClock.Instant) -> Bool {
+  package func isEjected(at now: ContinuousClock.Instant) -> Bool {
     ejectedUntil.map { now < $0 } ?? false
   }
 
   /// Records a probe; returns `true` when the endpoint entered or left rotation.
-  public mutating func probe(passed: Bool, message: String, now: ContinuousClock.Instant) -> Bool {
+  package mutating func probe(passed: Bool, message: String, now: ContinuousClock.Instant) -> Bool {
     let before = inRotation(at: now)
     lastProbe = (now, passed, message)
     if passed {
@@ -83,7 +83,7 @@ public struct EndpointHealth: Sendable, Hashable {
   /// Records the outcome of a call; returns `true` when this failure ejected the endpoint.
   ///
   /// - Parameter mayEject: whether the pool's `max_ejection_percent` leaves room for one more.
-  public mutating func call(failed: Bool, now: ContinuousClock.Instant, mayEject: Bool) -> Bool {
+  package mutating func call(failed: Bool, now: ContinuousClock.Instant, mayEject: Bool) -> Bool {
     guard failed else {
       callFailures = 0
       return false
@@ -98,14 +98,14 @@ public struct EndpointHealth: Sendable, Hashable {
   }
 
   /// Ends an ejection whose time is up; returns `true` when it did.
-  public mutating func expireEjection(now: ContinuousClock.Instant) -> Bool {
+  package mutating func expireEjection(now: ContinuousClock.Instant) -> Bool {
     guard let until = ejectedUntil, now >= until else { return false }
     ejectedUntil = nil
     return true
   }
 
   /// `healthy`, `unhealthy`, `pending` or `ejected`, for logs and the admin view.
-  public func stateName(at now: ContinuousClock.Instant) -> String {
+  package func stateName(at now: ContinuousClock.Instant) -> String {
     isEjected(at: now) ? "ejected" : active.rawValue
   }
 }

@@ -1,4 +1,6 @@
 import BinduContract
+import BinduHTTP2
+import GRPCCore
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -25,7 +27,7 @@ enum HealthProbe {
     let started = ContinuousClock.now
     let result =
       (try? await run(endpoint, timeout: pool.policy.health.timeout).get())
-      ?? Result(passed: false, message: "probe failed", code: GRPCStatusCode.unknown.rawValue)
+      ?? Result(passed: false, message: "probe failed", code: Status.Code.unknown.rawValue)
     metrics.messagesSent.increment()
     if result.code == 0 { metrics.messagesReceived.increment() }
     metrics.finished(code: result.code, after: .now - started)
@@ -56,12 +58,12 @@ enum HealthProbe {
           case .success(let stream):
             send(stream)
           case .failure(let error):
-            probe.end(.init(passed: false, message: "cannot connect: \(error)", code: GRPCStatusCode.unavailable.rawValue))
+            probe.end(.init(passed: false, message: "cannot connect: \(error)", code: Status.Code.unavailable.rawValue))
           }
         }
       }
       let timer = loop.assumeIsolated().scheduleTask(in: timeout.timeAmount) {
-        probe.end(.init(passed: false, message: "no answer within \(timeout)", code: GRPCStatusCode.deadlineExceeded.rawValue))
+        probe.end(.init(passed: false, message: "no answer within \(timeout)", code: Status.Code.deadlineExceeded.rawValue))
       }
       probe.promise.futureResult.whenComplete { _ in timer.cancel() }
       return probe.promise.futureResult
@@ -108,20 +110,20 @@ private final class ProbeCall: UpstreamStreamDelegate {
   }
 
   func upstreamNeverBegan(_ failure: String) {
-    end(.init(passed: false, message: failure, code: GRPCStatusCode.unavailable.rawValue))
+    end(.init(passed: false, message: failure, code: Status.Code.unavailable.rawValue))
   }
 
   func upstreamClosed(reason: HTTP2ErrorCode?, failure: String?) {
     let why = failure ?? reason.map { "stream reset (\($0))" } ?? "stream closed before an answer"
-    end(.init(passed: false, message: why, code: GRPCStatusCode.unavailable.rawValue))
+    end(.init(passed: false, message: why, code: Status.Code.unavailable.rawValue))
   }
 
   private static func result(status: Int?, headers: HPACKHeaders, body: ByteBuffer) -> HealthProbe.Result {
     guard status == 0 else {
-      let code = status.flatMap(GRPCStatusCode.init(rawValue:))?.name ?? "\(status.map(String.init) ?? "no status")"
+      let code = status.flatMap(Status.Code.init(rawValue:))?.canonicalName ?? "\(status.map(String.init) ?? "no status")"
       return .init(
         passed: false, message: "status \(code): \(headers.first(name: "grpc-message") ?? "")",
-        code: status ?? GRPCStatusCode.unknown.rawValue)
+        code: status ?? Status.Code.unknown.rawValue)
     }
     var body = body
     guard body.readableBytes >= 5, let _ = body.readInteger(as: UInt8.self), let length = body.readInteger(as: UInt32.self),

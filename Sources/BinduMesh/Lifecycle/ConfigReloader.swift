@@ -12,9 +12,9 @@ import UnixSignals
 /// its calls finish) or changed; the policy and the call and connection settings are in force
 /// for new calls. Keys that only a new process can take are named in the log and kept as they
 /// are. Calls in flight are never cut. Reloads run one at a time, in the order asked.
-public final class ConfigReloader: Service, Sendable {
+package final class ConfigReloader: Service, Sendable {
   /// What a reload did.
-  public enum Outcome: Sendable, Equatable {
+  package enum Outcome: Sendable, Equatable {
     /// The change was applied (it may be empty, or leave keys for the next start).
     case applied(ConfigChange)
     /// The file was refused; the config in force stays.
@@ -46,7 +46,7 @@ public final class ConfigReloader: Service, Sendable {
 
   /// SIGHUP: reload the config file, then every TLS file. SIGHUP is trapped whatever the
   /// config, so that `systemctl reload` never ends the mesh.
-  public func run() async throws {
+  package func run() async throws {
     let signals = await UnixSignalsSequence(trapping: .sighup)
     for await _ in signals.cancelOnGracefulShutdown() {
       logger.notice("SIGHUP: reloading the config and the TLS files")
@@ -56,7 +56,7 @@ public final class ConfigReloader: Service, Sendable {
   }
 
   /// Reads the config file again and applies what changed, after any reload under way.
-  public func reload() async -> Outcome {
+  package func reload() async -> Outcome {
     let task = last.withLock { last -> Task<Outcome, Never> in
       let previous = last
       let task = Task {

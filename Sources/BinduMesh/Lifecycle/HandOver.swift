@@ -1,7 +1,7 @@
+import CSocketPassing
 import Foundation
 import Logging
 import Synchronization
-import CSocketPassing
 
 #if canImport(Glibc)
   import Glibc
@@ -22,7 +22,7 @@ import CSocketPassing
 ///    one close its registry and admin listeners, unregister the pools the new one does not
 ///    serve, and stop: GOAWAY, calls in flight finish, exit 0. Without that answer (the new
 ///    process failed), the old one goes on as before.
-public enum HandOver {
+package enum HandOver {
   /// What the running mesh sends with its sockets.
   struct Offer: Codable, Sendable {
     struct Listener: Codable, Sendable {
@@ -55,15 +55,15 @@ public enum HandOver {
   static let maxMessage = 16 << 20
 
   /// The Unix socket a running mesh answers on.
-  public static func socketPath(stateDir: String) -> String {
+  package static func socketPath(stateDir: String) -> String {
     URL(fileURLWithPath: stateDir).appendingPathComponent("handover.sock").path
   }
 
   /// The sockets taken over, and the connection to the previous process until
   /// ``confirm(agents:)``.
-  public final class TakenOver: Sendable {
+  package final class TakenOver: Sendable {
     /// The previous process.
-    public let pid: Int32
+    package let pid: Int32
     /// Listening sockets by pool (agent), with the address the previous process bound.
     let sockets: [String: (address: HostPort, socket: CInt)]
     /// The endpoints in rotation in the previous process.
@@ -78,7 +78,7 @@ public enum HandOver {
     }
 
     /// How many listening sockets came.
-    public var count: Int { sockets.count }
+    package var count: Int { sockets.count }
 
     /// Tells the previous process that this one is ready and serves `agents`: it then closes its
     /// registry and admin listeners and stops.
@@ -90,7 +90,7 @@ public enum HandOver {
     }
 
     /// Gives up: the previous process goes on serving (a start that failed).
-    public func abandon() {
+    package func abandon() {
       let fd = connection.exchange(-1, ordering: .relaxed)
       if fd >= 0 { close(fd) }
     }
@@ -99,7 +99,7 @@ public enum HandOver {
   }
 
   /// Asks the mesh running with `stateDir` for its sockets; `nil` when none answers there.
-  public static func takeOver(stateDir: String) throws -> TakenOver? {
+  package static func takeOver(stateDir: String) throws -> TakenOver? {
     let path = socketPath(stateDir: stateDir)
     guard let fd = connect(path) else { return nil }
     do {

@@ -9,16 +9,16 @@
 /// A listener of the mesh whose address another process holds: which setting asked for it, what
 /// holds it and what that speaks, and so what to do. The text is the whole diagnosis; finding
 /// the facts is ``find(key:address:)``'s.
-public struct ListenerConflict: Sendable, Hashable, CustomStringConvertible {
+package struct ListenerConflict: Sendable, Hashable, CustomStringConvertible {
   /// The setting that gave the address (`registry.listen`, `admin.listen`, a pool's listener).
-  public var key: String
-  public var address: HostPort
+  package var key: String
+  package var address: HostPort
   /// The process that listens there, when the mesh may see it.
-  public var holder: PortHolder?
+  package var holder: PortHolder?
   /// What answers there.
-  public var speaker: PortSpeaker
+  package var speaker: PortSpeaker
 
-  public init(key: String, address: HostPort, holder: PortHolder?, speaker: PortSpeaker) {
+  package init(key: String, address: HostPort, holder: PortHolder?, speaker: PortSpeaker) {
     self.key = key
     self.address = address
     self.holder = holder
@@ -26,12 +26,12 @@ public struct ListenerConflict: Sendable, Hashable, CustomStringConvertible {
   }
 
   /// Looks at what holds `address`: the process (from `/proc`) and one probe of what it speaks.
-  public static func find(key: String, address: HostPort) async -> ListenerConflict {
+  package static func find(key: String, address: HostPort) async -> ListenerConflict {
     ListenerConflict(
       key: key, address: address, holder: PortHolder.find(port: address.port), speaker: await PortSpeaker.probe(address))
   }
 
-  public var description: String {
+  package var description: String {
     let who = holder.map { "\($0)" } ?? "a process this user cannot see (`ss -ltnp 'sport = :\(address.port)'` as root names it)"
     let speaks =
       switch speaker {

@@ -4,8 +4,8 @@ import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
 import NIOCore
-import NIOSSL
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
@@ -21,19 +21,19 @@ import Synchronization
 ///   gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
 /// try await group.run()
 /// ```
-public final class Mesh: Sendable {
+package final class Mesh: Sendable {
   /// The configuration in force.
-  public let config: MeshConfig
+  package let config: MeshConfig
   /// Every pool and its listener.
-  public let directory: PoolDirectory
+  package let directory: PoolDirectory
   /// The mesh's registrations with the cores.
-  public let registrars: CoreRegistrars
+  package let registrars: CoreRegistrars
   /// The long-running parts, in start order.
-  public let services: [any Service]
+  package let services: [any Service]
   /// Every metric of the mesh.
-  public let metrics: MeshMetrics
+  package let metrics: MeshMetrics
   /// Reloads the config file (SIGHUP, `POST /reload`).
-  public let reloader: ConfigReloader
+  package let reloader: ConfigReloader
   private let adminPort: AdminPort
   private let registryTransport: HTTP2ServerTransport.Posix
 
@@ -54,7 +54,7 @@ public final class Mesh: Sendable {
   /// Builds a mesh and binds its declared pools; declared pools with a config start registering
   /// with the core once ``services`` run. `reload` reads the config again for a reload (the file
   /// and the command line's overrides); `nil`: the mesh has no file to reload.
-  public static func make(
+  package static func make(
     config: MeshConfig, logger: Logger, resolver: any DNSResolver = SystemDNSResolver(),
     reload: (@Sendable () throws -> MeshConfig)? = nil, takenOver: HandOver.TakenOver? = nil
   ) async throws -> Mesh {
@@ -193,7 +193,7 @@ public final class Mesh: Sendable {
   /// Ends a take-over: tells the previous process that this one is ready (it then closes its
   /// registry and admin listeners and stops) and waits until their ports are free. Run it
   /// after ``make(config:logger:resolver:reload:takenOver:)`` and before ``services``.
-  public func finishTakeOver(_ takenOver: HandOver.TakenOver, logger: Logger) async throws {
+  package func finishTakeOver(_ takenOver: HandOver.TakenOver, logger: Logger) async throws {
     try takenOver.confirm(agents: await directory.all.map(\.pool.name).sorted())
     for address in [config.registry.listen, config.admin.listen] where address.port != 0 {
       try await Self.waitUntilFree(address, from: takenOver.pid, logger: logger)
@@ -215,12 +215,12 @@ public final class Mesh: Sendable {
   }
 
   /// The admin listener's port, once it is serving.
-  public var adminListeningPort: Int {
+  package var adminListeningPort: Int {
     get async { await adminPort.value() }
   }
 
   /// Where the registry listens, once it is serving.
-  public var registryAddress: HostPort {
+  package var registryAddress: HostPort {
     get async throws {
       HostPort(try await registryTransport.listeningAddress) ?? config.registry.listen
     }

@@ -3,21 +3,21 @@ import Foundation
 /// The process that listens on a TCP port of this host, found in `/proc` (Linux): the listening
 /// socket's inode in `/proc/net/tcp` and `tcp6`, then the process with a descriptor on it. Only
 /// processes the mesh may look into are seen (its own user's, or every one as root).
-public struct PortHolder: Sendable, Hashable, CustomStringConvertible {
+package struct PortHolder: Sendable, Hashable, CustomStringConvertible {
   /// The process id.
-  public var pid: Int32
+  package var pid: Int32
   /// Its command line, arguments joined by spaces (cut at 120 characters).
-  public var command: String
+  package var command: String
 
-  public var description: String { "process \(pid) (\(command))" }
+  package var description: String { "process \(pid) (\(command))" }
 
   /// Whether the process is a bindu-mesh (its program's file name).
-  public var isMesh: Bool {
+  package var isMesh: Bool {
     command.split(separator: " ").first?.split(separator: "/").last == "bindu-mesh"
   }
 
   /// The process listening on `port`, or `nil` when none can be seen.
-  public static func find(port: Int, proc: String = "/proc") -> PortHolder? {
+  package static func find(port: Int, proc: String = "/proc") -> PortHolder? {
     var inodes = Set<String>()
     for table in ["net/tcp", "net/tcp6"] {
       if let text = try? String(contentsOfFile: "\(proc)/\(table)", encoding: .utf8) {

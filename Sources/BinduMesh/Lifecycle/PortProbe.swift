@@ -5,7 +5,7 @@ import GRPCNIOTransportHTTP2
 /// What answers on a TCP address another process holds: a `BinduService` (a Bindu core or a
 /// bindu-mesh registry), another gRPC server, or something that does not speak gRPC in
 /// plaintext. Found with one `Heartbeat` for an agent id no one has, which changes nothing.
-public enum PortSpeaker: Sendable, Hashable {
+package enum PortSpeaker: Sendable, Hashable {
   /// It answered `BinduService.Heartbeat`.
   case binduService
   /// A gRPC server without `BinduService` (it answered `UNIMPLEMENTED`).
@@ -14,7 +14,7 @@ public enum PortSpeaker: Sendable, Hashable {
   case notGRPC(String)
 
   /// Asks `address` (a wildcard host is asked on loopback), for at most `timeout`.
-  public static func probe(_ address: HostPort, timeout: Duration = .seconds(2)) async -> PortSpeaker {
+  package static func probe(_ address: HostPort, timeout: Duration = .seconds(2)) async -> PortSpeaker {
     // A listener that takes the connection and never answers holds the client past the call's
     // deadline: the answer is what came within it.
     await withTaskGroup(of: PortSpeaker.self) { group in

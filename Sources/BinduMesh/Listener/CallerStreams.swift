@@ -1,3 +1,4 @@
+import BinduHTTP2
 import Logging
 import NIOCore
 import NIOHTTP2
@@ -144,7 +145,7 @@ final class CallerStreams: HTTP2ConnectionDelegate {
       metadata: ["reason": "\(problem)", "mesh.peer": "\(peerDescription)", "mesh.stream": "\(streamID)"])
   }
 
-  private var peerDescription: String { connection?.context?.channel.remoteAddress.map { "\($0)" } ?? "unknown" }
+  private var peerDescription: String { connection?.remoteAddress.map { "\($0)" } ?? "unknown" }
 
   func receivedEvent(_ event: Any) {
     if event is ChannelShouldQuiesceEvent { drain() }

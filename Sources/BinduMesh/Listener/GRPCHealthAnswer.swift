@@ -1,4 +1,6 @@
 import BinduContract
+import BinduHTTP2
+import GRPCCore
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -47,7 +49,7 @@ enum GRPCHealthAnswer {
     )
   }
 
-  private static func failure(_ code: GRPCStatusCode, _ message: String) -> (code: Int, frames: [HTTP2Frame.FramePayload]) {
+  private static func failure(_ code: Status.Code, _ message: String) -> (code: Int, frames: [HTTP2Frame.FramePayload]) {
     (code.rawValue, [.headers(.init(headers: GRPCHeaders.trailersOnly(code, message: message), endStream: true))])
   }
 }

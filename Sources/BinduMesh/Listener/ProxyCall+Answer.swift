@@ -1,3 +1,5 @@
+import BinduHTTP2
+import GRPCCore
 import Logging
 import NIOCore
 import NIOHPACK
@@ -26,8 +28,8 @@ extension ProxyCall {
           reason: "\(endpoint.address) answered UNAVAILABLE: \(headers.headers.first(name: "grpc-message") ?? "")")
         return
       }
-      pool.record(endpoint, failed: status == GRPCStatusCode.unavailable.rawValue)
-      endWithReplicaTrailers(payload, status: status ?? GRPCStatusCode.unknown.rawValue)
+      pool.record(endpoint, failed: status == Status.Code.unavailable.rawValue)
+      endWithReplicaTrailers(payload, status: status ?? Status.Code.unknown.rawValue)
     case .data(let data):
       guard let count = withinLimit(data, response: true) else { return }
       if trace != nil { trace!.responseBytes += data.data.readableBytes }
@@ -111,7 +113,7 @@ extension ProxyCall {
     let now = ContinuousClock.now
     let took = now - attemptStartedAt
     metrics.finished(code: code, after: took)
-    endpoint?.recordAttempt(took: took, endedAt: now, ok: code == GRPCStatusCode.ok.rawValue)
+    endpoint?.recordAttempt(took: took, endedAt: now, ok: code == Status.Code.ok.rawValue)
   }
 
   func releasePicked() {
@@ -130,14 +132,14 @@ extension ProxyCall {
 
   /// Ends the call with the mesh's own status (`nil`: the caller is gone, nothing to send);
   /// `logged: false` for an end its connection has logged already.
-  func endWithStatus(_ code: GRPCStatusCode?, _ message: String, logged: Bool = true) {
+  func endWithStatus(_ code: Status.Code?, _ message: String, logged: Bool = true) {
     if case .forwarding(_, let upstream) = state { upstream.cancel() }
     if case .queued(let ticket) = state { _ = pool.leaveQueue(ticket) }
     let status = (code ?? .cancelled).rawValue
     recordAttemptEnd(code: status)
     recordEnd(code: status, message: message)
     guard let code else { return }
-    if logged { logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.name)", "reason": "\(message)"]) }
+    if logged { logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.canonicalName)", "reason": "\(message)"]) }
     let headers =
       responseStarted
       ? GRPCHeaders.trailers(code, message: message) : GRPCHeaders.trailersOnly(code, message: message)
@@ -158,7 +160,7 @@ extension ProxyCall {
       logger.info(
         "call",
         metadata: [
-          "grpc.code": "\(GRPCStatusCode(rawValue: code)?.name ?? "\(code)")",
+          "grpc.code": "\(Status.Code(rawValue: code)?.canonicalName ?? "\(code)")",
           "mesh.replica": "\(lastReplica.map { "\($0.address)" } ?? "none")",
           "mesh.attempts": "\(attempts)", "mesh.seconds": "\(elapsed.secondsValue)",
           "mesh.queue_seconds": "\(queueWaited.secondsValue)",

@@ -1,3 +1,5 @@
+import BinduHTTP2
+import GRPCCore
 import Logging
 import NIOCore
 import NIOHPACK
@@ -116,7 +118,7 @@ extension ProxyCall {
   func moveOn(
     from endpoint: Endpoint, kind: ReplicaPool.RetryReason, reason: String, transparent: Bool = false
   ) {
-    recordAttemptEnd(code: GRPCStatusCode.unavailable.rawValue, movedOn: reason)
+    recordAttemptEnd(code: Status.Code.unavailable.rawValue, movedOn: reason)
     if !transparent { pool.record(endpoint, failed: true) }
     guard request.canMove else {
       endWithStatus(

@@ -1,3 +1,4 @@
+import BinduHTTP2
 import Logging
 import NIOCore
 import NIOHPACK

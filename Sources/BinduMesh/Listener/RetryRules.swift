@@ -1,3 +1,4 @@
+import GRPCCore
 import NIOHTTP2
 
 /// When a call moves to another replica, and when it may not: the rules ``ProxyCall`` follows,
@@ -16,7 +17,7 @@ struct RetryRules {
 
   /// Whether the call moves after the replica answered `status` with its trailers only.
   func moveAfterStatus(_ status: Int?, responseStarted: Bool) -> ReplicaPool.RetryReason? {
-    guard !responseStarted, policy.onUnavailable, status == GRPCStatusCode.unavailable.rawValue else { return nil }
+    guard !responseStarted, policy.onUnavailable, status == Status.Code.unavailable.rawValue else { return nil }
     return .unavailable
   }
 

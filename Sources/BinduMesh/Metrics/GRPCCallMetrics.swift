@@ -1,13 +1,15 @@
 import BinduContract
+import BinduHTTP2
 import CoreMetrics
+import GRPCCore
 import Synchronization
 
 /// The go-grpc-prometheus family for one method, one side and one label set: `*_started_total`,
 /// `*_handled_total` (by `grpc_code`), `*_msg_received_total`, `*_msg_sent_total` and the
 /// `*_handling_seconds` histogram. Made once per label set and kept (see ``MeshMetrics``).
-public final class GRPCCallMetrics: Sendable {
+package final class GRPCCallMetrics: Sendable {
   /// `server` or `client`.
-  public let side: String
+  package let side: String
   let started: Counter
   let messagesReceived: Counter
   let messagesSent: Counter
@@ -27,7 +29,7 @@ public final class GRPCCallMetrics: Sendable {
     self.messagesSent = Counter(label: "grpc_\(side)_msg_sent_total", dimensions: labels, factory: factory)
     self.handlingTime = Timer(label: "grpc_\(side)_handling_seconds", dimensions: labels, factory: factory)
     self.handledOK = Counter(
-      label: "grpc_\(side)_handled_total", dimensions: labels + [("grpc_code", GRPCStatusCode.ok.name)], factory: factory)
+      label: "grpc_\(side)_handled_total", dimensions: labels + [("grpc_code", Status.Code.ok.canonicalName)], factory: factory)
     self.handled = Mutex([0: handledOK])
   }
 
@@ -41,7 +43,7 @@ public final class GRPCCallMetrics: Sendable {
     if code == 0 { return handledOK }
     return handled.withLock { counters in
       if let counter = counters[code] { return counter }
-      let name = GRPCStatusCode(rawValue: code)?.name ?? "Code\(code)"
+      let name = Status.Code.canonicalName(of: code)
       let counter = Counter(
         label: "grpc_\(side)_handled_total", dimensions: labels + [("grpc_code", name)], factory: factory)
       counters[code] = counter

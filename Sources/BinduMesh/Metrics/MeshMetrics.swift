@@ -8,9 +8,9 @@ import Synchronization
 /// gRPC calls follow go-grpc-prometheus (`grpc_server_*`, `grpc_client_*`, labelled
 /// `grpc_service`, `grpc_method`, `grpc_type`, plus `pool`, and `endpoint` for calls the mesh
 /// makes); the mesh's own state is under `bindu_mesh_*`. Label sets are made once and kept.
-public final class MeshMetrics: Sendable {
+package final class MeshMetrics: Sendable {
   /// The registry ``render()`` writes out.
-  public let registry: PrometheusCollectorRegistry
+  package let registry: PrometheusCollectorRegistry
   let factory: PrometheusMetricsFactory
   private let calls = Mutex<[CallKey: GRPCCallMetrics]>([:])
 
@@ -22,18 +22,18 @@ public final class MeshMetrics: Sendable {
   }
 
   /// Creates empty metrics.
-  public init() {
+  package init() {
     registry = PrometheusCollectorRegistry()
     factory = PrometheusMetricsFactory(registry: registry)
   }
 
   /// Server-side metrics of calls to `path` served for `pool` (`""` for the registry).
-  public func server(pool: String, path: String) -> GRPCCallMetrics {
+  package func server(pool: String, path: String) -> GRPCCallMetrics {
     call(CallKey(side: "server", pool: pool, endpoint: nil, path: path))
   }
 
   /// Client-side metrics of calls the mesh makes to `endpoint` for `pool`.
-  public func client(pool: String, endpoint: String, path: String) -> GRPCCallMetrics {
+  package func client(pool: String, endpoint: String, path: String) -> GRPCCallMetrics {
     call(CallKey(side: "client", pool: pool, endpoint: endpoint, path: path))
   }
 
@@ -55,17 +55,17 @@ public final class MeshMetrics: Sendable {
   }
 
   /// A counter of the mesh's own (`bindu_mesh_…`), made once per label set by the registry.
-  public func counter(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Counter {
+  package func counter(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Counter {
     Counter(label: "bindu_mesh_\(name)", dimensions: labels, factory: factory)
   }
 
   /// A gauge of the mesh's own (`bindu_mesh_…`).
-  public func gauge(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Gauge {
+  package func gauge(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Gauge {
     Gauge(label: "bindu_mesh_\(name)", dimensions: labels, factory: factory)
   }
 
   /// Everything in the Prometheus text format.
-  public func render() -> String {
+  package func render() -> String {
     var buffer: [UInt8] = []
     buffer.reserveCapacity(16 * 1024)
     registry.emit(into: &buffer)

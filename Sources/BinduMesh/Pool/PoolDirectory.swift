@@ -7,15 +7,15 @@ import NIOCore
 /// pool makes one with ``pool(forAgent:)``, on the next port of `callbacks`. What registration
 /// made is kept in the ``RegistryStore`` (``persist()``) and made again after a restart
 /// (``restore(_:)``). The listeners are bound by the ``CallbackListenerBinder`` it is given.
-public actor PoolDirectory {
+package actor PoolDirectory {
   /// A pool with its listener and the callback address the core is given.
-  public struct Entry: Sendable {
+  package struct Entry: Sendable {
     /// The pool.
-    public let pool: ReplicaPool
+    package let pool: ReplicaPool
     /// The address bound for the core's calls.
-    public let listenAddress: HostPort
+    package let listenAddress: HostPort
     /// The address given to the core as `grpc_callback_address`.
-    public let callbackAddress: HostPort
+    package let callbackAddress: HostPort
     let listener: CallbackListener
 
     /// `asked` is the address the listener was asked to bind; the core is given
@@ -49,7 +49,7 @@ public actor PoolDirectory {
   var tls: PoolTLS
 
   /// Every TLS context source of the pools, for reloading.
-  public var tlsMaterials: [TLSMaterial] { tls.materials }
+  package var tlsMaterials: [TLSMaterial] { tls.materials }
 
   /// `settings` are the ones `listeners` gives the callback listeners; `loops`, the event loops
   /// the pools' endpoints connect from.
@@ -70,10 +70,10 @@ public actor PoolDirectory {
   }
 
   /// Pools in no particular order.
-  public var all: [Entry] { Array(entries.values) }
+  package var all: [Entry] { Array(entries.values) }
 
   /// The pool of `agent`, if it has one.
-  public func entry(forAgent agent: String) -> Entry? { entries[agent] }
+  package func entry(forAgent agent: String) -> Entry? { entries[agent] }
 
   /// The pool that has `membershipID` as a member.
   func pool(withMember membershipID: String) -> ReplicaPool? {

@@ -1,3 +1,4 @@
+import BinduHTTP2
 import CoreMetrics
 import Logging
 import NIOCore
@@ -11,7 +12,7 @@ import Synchronization
 /// ``EndpointHealth``; ``pick(excluding:waiter:)`` is the synchronous
 /// choice among the endpoints in rotation (least outstanding calls, or round-robin) that the
 /// listener makes for every attempt, paired with ``release(_:)`` when the attempt ends.
-public final class ReplicaPool: Sendable {
+package final class ReplicaPool: Sendable {
   /// A call waiting in the pool's queue for a free slot, resumed on its own event loop.
   struct QueuedCall: Sendable {
     /// Hands the call the endpoint it may now use.
@@ -19,7 +20,7 @@ public final class ReplicaPool: Sendable {
   }
 
   /// Result of a replica asking to join.
-  public enum JoinResult: Sendable, Equatable {
+  package enum JoinResult: Sendable, Equatable {
     /// The replica is in the pool.
     case joined
     /// Its config differs from the pool's; the reason says where.
@@ -27,7 +28,7 @@ public final class ReplicaPool: Sendable {
   }
 
   /// The balancer's answer.
-  public enum Pick: Sendable {
+  package enum Pick: Sendable {
     /// Call this endpoint.
     case endpoint(Endpoint)
     /// Every endpoint is at `balancer.max_concurrent_calls`: the call waits under this ticket
@@ -40,29 +41,29 @@ public final class ReplicaPool: Sendable {
   }
 
   /// An endpoint and its health, for logs, tests and the admin view.
-  public struct EndpointState: Sendable {
-    public let endpoint: Endpoint
-    public let health: EndpointHealth
-    public let state: String
+  package struct EndpointState: Sendable {
+    package let endpoint: Endpoint
+    package let health: EndpointHealth
+    package let state: String
     /// Whether the balancer may pick it now (in rotation, or everyone in panic mode).
-    public let inRotation: Bool
+    package let inRotation: Bool
     /// For a registered replica, the signal that last showed it alive.
-    public let liveness: MemberLiveness.Signal?
+    package let liveness: MemberLiveness.Signal?
   }
 
   /// The agent's name.
-  public let name: String
+  package let name: String
   /// Whether the pool was declared in the config (it keeps its definition when empty).
-  public let declared: Bool
+  package let declared: Bool
   /// Health checks, ejection and retries of this pool (a reload may change them).
-  public var policy: MeshConfig.Policy { state.withLock { $0.policy } }
+  package var policy: MeshConfig.Policy { state.withLock { $0.policy } }
   /// Whether `balancer.max_concurrent_calls` limits the endpoints (read without the lock).
   let hasCallLimit: Atomic<Bool>
   /// Counts the reloads that changed ``policy``: a caller's connection keeps the retry policy
   /// and reads it again only when this moved (``refreshRetry(_:)``).
   let policyGeneration = Atomic<Int>(0)
   /// The mesh's metrics.
-  public let metrics: MeshMetrics
+  package let metrics: MeshMetrics
   /// The settings a reload changes (limits of new connections, the access log).
   let settings: LiveSettings
   /// Whether every call forwarded is logged.
@@ -123,13 +124,13 @@ public final class ReplicaPool: Sendable {
   }
 
   /// The agent definition the pool registers with the core, once known.
-  public var definition: AgentDefinition? { state.withLock { $0.definition } }
+  package var definition: AgentDefinition? { state.withLock { $0.definition } }
 
   /// Every endpoint of the pool, in or out of rotation.
-  public var endpoints: [Endpoint] { state.withLock { $0.endpoints } }
+  package var endpoints: [Endpoint] { state.withLock { $0.endpoints } }
 
   /// Every endpoint with its health.
-  public var endpointStates: [EndpointState] {
+  package var endpointStates: [EndpointState] {
     let now = ContinuousClock.now
     return state.withLock { state in
       state.endpoints.map { endpoint in
@@ -206,7 +207,7 @@ public final class ReplicaPool: Sendable {
 
   /// Records how a call on `endpoint` went (`failed`: it could not reach the handler, was
   /// reset, answered `UNAVAILABLE` or timed out), ejecting the endpoint after too many failures.
-  public func record(_ endpoint: Endpoint, failed: Bool) {
+  package func record(_ endpoint: Endpoint, failed: Bool) {
     // A success after a success changes nothing: no lock, no clock (most calls).
     guard failed || endpoint.hasRecentFailures.load(ordering: .relaxed) else { return }
     endpoint.hasRecentFailures.store(failed, ordering: .relaxed)
@@ -248,13 +249,13 @@ public final class ReplicaPool: Sendable {
   }
 
   /// Calls in flight now.
-  public var callsInFlightCount: Int { callsInFlight.load(ordering: .relaxed) }
+  package var callsInFlightCount: Int { callsInFlight.load(ordering: .relaxed) }
 
   /// Calls waiting in the pool's queue.
-  public var queuedCallsCount: Int { state.withLock { $0.balancer.queuedCount } }
+  package var queuedCallsCount: Int { state.withLock { $0.balancer.queuedCount } }
 
   /// Whether a core has accepted this pool's agent (and not forgotten it since).
-  public var isRegisteredWithCore: Bool { registeredCores.load(ordering: .relaxed) > 0 }
+  package var isRegisteredWithCore: Bool { registeredCores.load(ordering: .relaxed) > 0 }
 
   /// A core accepted the agent (`true`) or forgot or refused it after accepting it (`false`).
   func coreRegistrationChanged(registered: Bool) {
@@ -267,7 +268,7 @@ public final class ReplicaPool: Sendable {
 
   /// Why the pool cannot serve the core now, or `nil` when it can: it needs its core
   /// registration (when it has an agent definition) and one endpoint in rotation.
-  public var notReadyReason: String? {
+  package var notReadyReason: String? {
     let (hasDefinition, noEndpoint) = state.withLock { state in
       (state.definition != nil, state.rotation.isEmpty ? state.noEndpointReason(pool: name, tried: 0, now: .now) : nil)
     }

@@ -4,20 +4,20 @@ import Foundation
 /// What the mesh registers with the core for one pool: the agent's config JSON and skills.
 ///
 /// Replicas of one pool must agree on it: ``conflict(with:)`` says where two differ.
-public struct AgentDefinition: Sendable, Hashable {
+package struct AgentDefinition: Sendable, Hashable {
   /// The agent's `name` from its config: what names its pool.
-  public let name: String
+  package let name: String
   /// The config JSON as the replica (or the config file) gave it; sent to the core unchanged.
-  public let configJSON: String
+  package let configJSON: String
   /// Skills sent to the core with the config.
-  public let skills: [Bindu_Grpc_SkillDefinition]
+  package let skills: [Bindu_Grpc_SkillDefinition]
   /// Top-level config entries in canonical JSON, for comparison.
   private let canonicalEntries: [String: String]
 
   /// Parses and checks a config.
   ///
   /// - Throws: ``AgentDefinitionError`` when the JSON is not an object with a non-empty `name`.
-  public init(configJSON: String, skills: [Bindu_Grpc_SkillDefinition]) throws(AgentDefinitionError) {
+  package init(configJSON: String, skills: [Bindu_Grpc_SkillDefinition]) throws(AgentDefinitionError) {
     let object: Any
     do {
       object = try JSONSerialization.jsonObject(with: Data(configJSON.utf8), options: [.fragmentsAllowed])
@@ -41,7 +41,7 @@ public struct AgentDefinition: Sendable, Hashable {
 
   /// The config JSON with `deployment.url` set to `agentURL` (unchanged when `nil`): what a core
   /// of several on one host is given, since each core serves A2A on that URL's port.
-  public func configJSON(agentURL: String?) -> String {
+  package func configJSON(agentURL: String?) -> String {
     guard let agentURL,
       var object = (try? JSONSerialization.jsonObject(with: Data(configJSON.utf8))) as? [String: Any]
     else { return configJSON }
@@ -53,7 +53,7 @@ public struct AgentDefinition: Sendable, Hashable {
   }
 
   /// Why `other` cannot join a pool defined by `self`, or `nil` when they agree.
-  public func conflict(with other: AgentDefinition) -> String? {
+  package func conflict(with other: AgentDefinition) -> String? {
     let keys = Set(canonicalEntries.keys).union(other.canonicalEntries.keys)
     let differing = keys.filter { canonicalEntries[$0] != other.canonicalEntries[$0] }.sorted()
     if !differing.isEmpty {
@@ -69,10 +69,10 @@ public struct AgentDefinition: Sendable, Hashable {
 }
 
 /// A config that cannot define an agent.
-public struct AgentDefinitionError: Error, Hashable, Sendable, CustomStringConvertible {
+package struct AgentDefinitionError: Error, Hashable, Sendable, CustomStringConvertible {
   /// What is wrong, for `RegisterAgentResponse.error`.
-  public var reason: String
-  public var description: String { reason }
+  package var reason: String
+  package var description: String { reason }
 }
 
 extension MeshConfig.Skill {

@@ -6,9 +6,9 @@
 /// `registry.replica_timeout` with neither. With a shared registry, what the other meshes saw
 /// counts too (``seenElsewhere(at:)``): a member is evicted only when no mesh has seen it. A value
 /// type, mutated under the pool's lock, with the clock passed in.
-public struct MemberLiveness: Sendable, Hashable {
+package struct MemberLiveness: Sendable, Hashable {
   /// The signal that last showed the member alive.
-  public enum Signal: String, Sendable, Hashable {
+  package enum Signal: String, Sendable, Hashable {
     /// It registered (or was restored after a mesh restart) and has shown nothing since.
     case joined
     /// A heartbeat.
@@ -20,7 +20,7 @@ public struct MemberLiveness: Sendable, Hashable {
   }
 
   /// What ``check(now:timeout:)`` found.
-  public enum Verdict: Sendable, Hashable {
+  package enum Verdict: Sendable, Hashable {
     /// Alive; nothing to say.
     case alive
     /// Alive by its probes alone for the first time: no heartbeat within the timeout. Said once,
@@ -31,34 +31,34 @@ public struct MemberLiveness: Sendable, Hashable {
   }
 
   /// When the member joined.
-  public private(set) var joined: ContinuousClock.Instant
+  package private(set) var joined: ContinuousClock.Instant
   private var lastHeartbeat: ContinuousClock.Instant?
   private var lastProbePass: ContinuousClock.Instant?
   private var lastSeenElsewhere: ContinuousClock.Instant?
   private var saidKeptByProbes = false
 
   /// A member that joined at `now`.
-  public init(joinedAt now: ContinuousClock.Instant) { joined = now }
+  package init(joinedAt now: ContinuousClock.Instant) { joined = now }
 
   /// Records a heartbeat.
-  public mutating func heartbeat(at now: ContinuousClock.Instant) {
+  package mutating func heartbeat(at now: ContinuousClock.Instant) {
     lastHeartbeat = now
     saidKeptByProbes = false
   }
 
   /// Records a passing health probe.
-  public mutating func probePassed(at now: ContinuousClock.Instant) { lastProbePass = now }
+  package mutating func probePassed(at now: ContinuousClock.Instant) { lastProbePass = now }
 
   /// Records that another mesh saw the member alive at `instant` (the shared registry's
   /// newest sighting, turned into this mesh's clock); an older one than known changes nothing.
-  public mutating func seenElsewhere(at instant: ContinuousClock.Instant) {
+  package mutating func seenElsewhere(at instant: ContinuousClock.Instant) {
     if lastSeenElsewhere.map({ instant > $0 }) ?? true { lastSeenElsewhere = instant }
   }
 
   /// When this mesh itself last saw the member alive (a heartbeat or a passing probe here);
   /// `nil` when it has not. Sightings from elsewhere are left out, so that a mesh never passes
   /// on what it only heard.
-  public var seenHere: ContinuousClock.Instant? {
+  package var seenHere: ContinuousClock.Instant? {
     switch (lastHeartbeat, lastProbePass) {
     case (nil, nil): nil
     case (.some(let beat), nil): beat
@@ -68,7 +68,7 @@ public struct MemberLiveness: Sendable, Hashable {
   }
 
   /// The signal seen last (a heartbeat when both came at once; this mesh's own before another's).
-  public var signal: Signal {
+  package var signal: Signal {
     if let elsewhere = lastSeenElsewhere, seenHere.map({ elsewhere > $0 }) ?? true { return .elsewhere }
     return switch (lastHeartbeat, lastProbePass) {
     case (nil, nil): .joined
@@ -79,7 +79,7 @@ public struct MemberLiveness: Sendable, Hashable {
   }
 
   /// Whether the member is still alive at `now`.
-  public mutating func check(now: ContinuousClock.Instant, timeout: Duration) -> Verdict {
+  package mutating func check(now: ContinuousClock.Instant, timeout: Duration) -> Verdict {
     let beat = lastHeartbeat ?? joined
     if now - beat <= timeout { return .alive }
     if let elsewhere = lastSeenElsewhere, now - elsewhere <= timeout { return .alive }

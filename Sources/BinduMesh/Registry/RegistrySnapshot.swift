@@ -7,41 +7,41 @@ import SwiftProtobuf
 ///
 /// Static and DNS endpoints are not kept: the config makes them again. The file is JSON, with a
 /// `format` number that a newer mesh can migrate from and an older one refuses.
-public struct RegistrySnapshot: Codable, Sendable, Hashable {
+package struct RegistrySnapshot: Codable, Sendable, Hashable {
   /// The format this version writes and reads.
-  public static let currentFormat = 1
+  package static let currentFormat = 1
 
   /// The file's format number.
-  public var format: Int
+  package var format: Int
   /// Pools, by agent name order.
-  public var pools: [Pool]
+  package var pools: [Pool]
 
   /// One pool.
-  public struct Pool: Codable, Sendable, Hashable {
+  package struct Pool: Codable, Sendable, Hashable {
     /// The agent's name.
-    public var agent: String
+    package var agent: String
     /// Whether the config declared it (its definition then comes from the config).
-    public var declared: Bool
+    package var declared: Bool
     /// The port of its callback listener, reused after a restart.
-    public var callbackPort: Int
+    package var callbackPort: Int
     /// The agent's config JSON, as registered with the core.
-    public var configJSON: String?
+    package var configJSON: String?
     /// The agent's skills, each as protobuf JSON.
-    public var skills: [String]
+    package var skills: [String]
     /// Registered replicas.
-    public var members: [Member]
+    package var members: [Member]
   }
 
   /// One registered replica.
-  public struct Member: Codable, Sendable, Hashable {
+  package struct Member: Codable, Sendable, Hashable {
     /// Its membership id (`agent_id` of its heartbeats).
-    public var id: String
+    package var id: String
     /// Where its `AgentHandler` is reached, `host:port`.
-    public var address: String
+    package var address: String
   }
 
   /// An empty registry.
-  public static var empty: Self { Self(format: currentFormat, pools: []) }
+  package static var empty: Self { Self(format: currentFormat, pools: []) }
 }
 
 extension RegistrySnapshot.Pool {

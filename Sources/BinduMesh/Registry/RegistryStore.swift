@@ -15,15 +15,15 @@ import Synchronization
 /// `registry.json` and `fsync`s the folder: a crash at any moment leaves either the old file or
 /// the new one, never a half-written one. The registry is a few kilobytes written on membership
 /// changes only, so one atomic file replace needs no database.
-public final class RegistryStore: Sendable {
+package final class RegistryStore: Sendable {
   /// The folder.
-  public let directory: String
+  package let directory: String
   /// The registry's file.
-  public let path: String
+  package let path: String
   private let lastSaved = Mutex<RegistrySnapshot?>(nil)
 
   /// A store in `directory` (made when missing, at the first ``load()``).
-  public init(directory: String) {
+  package init(directory: String) {
     self.directory = directory
     self.path = URL(fileURLWithPath: directory).appendingPathComponent("registry.json").path
   }
@@ -32,7 +32,7 @@ public final class RegistryStore: Sendable {
   ///
   /// - Throws: ``StateError`` naming the file when it cannot be read, is not a registry, or is
   ///   of a format this version does not know.
-  public func load() throws(StateError) -> RegistrySnapshot {
+  package func load() throws(StateError) -> RegistrySnapshot {
     try makeDirectory()
     guard FileManager.default.fileExists(atPath: path) else { return .empty }
     guard let data = FileManager.default.contents(atPath: path) else {
@@ -76,7 +76,7 @@ public final class RegistryStore: Sendable {
   }
 
   /// Writes `snapshot` atomically, unless it is what the file holds already.
-  public func save(_ snapshot: RegistrySnapshot) throws(StateError) {
+  package func save(_ snapshot: RegistrySnapshot) throws(StateError) {
     try lastSaved.withLock { (last) throws(StateError) in
       guard last != snapshot else { return }
       try makeDirectory()
@@ -134,11 +134,11 @@ public final class RegistryStore: Sendable {
 }
 
 /// The state folder or file cannot be used: names the file and what is wrong.
-public struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
+package struct StateError: Error, Hashable, Sendable, CustomStringConvertible {
   /// The file or folder.
-  public var path: String
+  package var path: String
   /// What is wrong.
-  public var reason: String
+  package var reason: String
 
-  public var description: String { "state file \(path): \(reason)" }
+  package var description: String { "state file \(path): \(reason)" }
 }

@@ -8,7 +8,7 @@ import Foundation
 /// in-memory storage on a shared queue takes tasks and loses them. A config that names neither
 /// leaves it to each core's environment (`STORAGE_TYPE`, `DATABASE_URL`, `SCHEDULER_TYPE`,
 /// `REDIS_URL`), which the mesh cannot see.
-public enum SharedBacking: Sendable, Hashable {
+package enum SharedBacking: Sendable, Hashable {
   /// Both are shared.
   case shared
   /// The config names neither or only one; the cores' environment decides. Allowed, with this
@@ -18,7 +18,7 @@ public enum SharedBacking: Sendable, Hashable {
   case refused(String)
 
   /// Checks an agent's config JSON for registration with `cores` cores.
-  public static func check(configJSON: String, cores: Int) -> SharedBacking {
+  package static func check(configJSON: String, cores: Int) -> SharedBacking {
     guard cores > 1 else { return .shared }
     let object = (try? JSONSerialization.jsonObject(with: Data(configJSON.utf8))) as? [String: Any] ?? [:]
     var unnamed: [String] = []

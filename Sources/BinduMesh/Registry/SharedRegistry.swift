@@ -15,7 +15,7 @@ import Synchronization
 ///
 /// With the database unreachable, the mesh serves from what it knows (and its state file); its
 /// writes wait in order and go out once the database is back; and it evicts nobody.
-public final class SharedRegistry: Service, Sendable {
+package final class SharedRegistry: Service, Sendable {
   /// How often everything is read again without a notification.
   static let fullReadPeriod: Duration = .seconds(5)
   /// How often this mesh's sightings are written.
@@ -132,7 +132,7 @@ public final class SharedRegistry: Service, Sendable {
 
   // MARK: The loop
 
-  public func run() async throws {
+  package func run() async throws {
     var backoff: Duration = .milliseconds(250)
     var saidDown = false
     while !Task.isShuttingDownGracefully {

@@ -1,36 +1,36 @@
 /// What the shared registry in PostgreSQL holds, as one mesh read it.
-public struct SharedRegistryRows: Sendable, Hashable {
+package struct SharedRegistryRows: Sendable, Hashable {
   /// A pool's agent definition, as the first mesh that took one of its replicas wrote it.
-  public struct Pool: Sendable, Hashable {
+  package struct Pool: Sendable, Hashable {
     /// The agent's name.
-    public var agent: String
+    package var agent: String
     /// Its config JSON.
-    public var configJSON: String
+    package var configJSON: String
     /// Its skills, each as protobuf JSON.
-    public var skills: [String]
+    package var skills: [String]
   }
 
   /// A registered replica.
-  public struct Member: Sendable, Hashable {
+  package struct Member: Sendable, Hashable {
     /// Its membership id, the same at every mesh.
-    public var id: String
+    package var id: String
     /// Its pool's agent.
-    public var agent: String
+    package var agent: String
     /// Where its `AgentHandler` is reached, `host:port`.
-    public var address: String
+    package var address: String
     /// The mesh that took its registration.
-    public var registeredAt: String
+    package var registeredAt: String
     /// How long ago a mesh last saw it alive (by the database's clock).
-    public var age: Duration
+    package var age: Duration
   }
 
   /// Pools by agent.
-  public var pools: [String: Pool]
+  package var pools: [String: Pool]
   /// Members by id.
-  public var members: [String: Member]
+  package var members: [String: Member]
 
   /// Rows as read.
-  public init(pools: [Pool], members: [Member]) {
+  package init(pools: [Pool], members: [Member]) {
     self.pools = Dictionary(pools.map { ($0.agent, $0) }, uniquingKeysWith: { first, _ in first })
     self.members = Dictionary(members.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
   }
@@ -44,56 +44,56 @@ public struct SharedRegistryRows: Sendable, Hashable {
 /// (another mesh removed it) and this mesh is not about to write it; written when the database
 /// never had it (taken during an outage: nothing is lost); and every member's newest sighting
 /// is passed on, so that a replica is evicted only when no mesh has seen it.
-public struct SharedRegistryMerge: Sendable, Hashable {
+package struct SharedRegistryMerge: Sendable, Hashable {
   /// What to change.
-  public struct Plan: Sendable, Hashable {
+  package struct Plan: Sendable, Hashable {
     /// Pools to make (the agent has none here), with their definitions.
-    public var newPools: [SharedRegistryRows.Pool] = []
+    package var newPools: [SharedRegistryRows.Pool] = []
     /// Members to add.
-    public var added: [SharedRegistryRows.Member] = []
+    package var added: [SharedRegistryRows.Member] = []
     /// Members to remove: unregistered or evicted at another mesh.
-    public var removed: [String] = []
+    package var removed: [String] = []
     /// Members here that the database has never had (taken while it was unreachable, or kept
     /// in the state file): write them.
-    public var toShare: [String] = []
+    package var toShare: [String] = []
     /// How long ago each member still here was last seen by any mesh.
-    public var sightings: [String: Duration] = [:]
+    package var sightings: [String: Duration] = [:]
     /// Pools whose definition here differs from the shared one: agent and reason (kept as
     /// they are; a replica registering with the other definition is refused here).
-    public var conflicts: [String: String] = [:]
+    package var conflicts: [String: String] = [:]
 
     /// Whether the plan changes the pools.
-    public var changesMembership: Bool { !newPools.isEmpty || !added.isEmpty || !removed.isEmpty }
+    package var changesMembership: Bool { !newPools.isEmpty || !added.isEmpty || !removed.isEmpty }
   }
 
   /// What this mesh has: its pools' definitions (config JSON by agent; `nil` for a pool
   /// without one yet) and registered members (address by id, by agent).
-  public var pools: [String: String?]
+  package var pools: [String: String?]
   /// Registered members here, by id: agent and address.
-  public var members: [String: Member]
+  package var members: [String: Member]
   /// A registered member here.
-  public struct Member: Sendable, Hashable {
+  package struct Member: Sendable, Hashable {
     /// Its pool's agent.
-    public var agent: String
+    package var agent: String
     /// Its address, `host:port`.
-    public var address: String
+    package var address: String
 
     /// A member of `agent`'s pool at `address`.
-    public init(agent: String, address: String) {
+    package init(agent: String, address: String) {
       self.agent = agent
       self.address = address
     }
   }
 
   /// Members this mesh has written but not yet committed.
-  public var pendingAdds: Set<String>
+  package var pendingAdds: Set<String>
   /// Members this mesh has removed but not yet deleted in the database.
-  public var pendingRemovals: Set<String>
+  package var pendingRemovals: Set<String>
   /// Members this mesh knows the database has had (read there, or written by it).
-  public var known: Set<String>
+  package var known: Set<String>
 
   /// The rules for a mesh with these pools and members.
-  public init(
+  package init(
     pools: [String: String?], members: [String: Member], pendingAdds: Set<String> = [],
     pendingRemovals: Set<String> = [], known: Set<String> = []
   ) {
@@ -105,7 +105,7 @@ public struct SharedRegistryMerge: Sendable, Hashable {
   }
 
   /// The changes that bring this mesh in line with `rows`.
-  public func plan(_ rows: SharedRegistryRows) -> Plan {
+  package func plan(_ rows: SharedRegistryRows) -> Plan {
     var plan = Plan()
     for (agent, pool) in rows.pools.sorted(by: { $0.key < $1.key }) {
       switch pools[agent] {

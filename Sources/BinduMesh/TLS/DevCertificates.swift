@@ -6,26 +6,26 @@ import X509
 /// Makes a development CA and server and client certificates signed by it, as PEM files, for
 /// trying mTLS in one step (`bindu-mesh certs dev`). Not for production: use your PKI
 /// (cert-manager, step-ca, ...) there.
-public enum DevCertificates {
+package enum DevCertificates {
   /// What to make.
-  public struct Options: Sendable {
+  package struct Options: Sendable {
     /// Folder for the files.
-    public var directory: String
+    package var directory: String
     /// DNS names and IP addresses the server certificate is valid for.
-    public var hosts: [String] = ["localhost", "127.0.0.1", "::1"]
+    package var hosts: [String] = ["localhost", "127.0.0.1", "::1"]
     /// SAN URIs (such as SPIFFE IDs) or DNS names of the client certificate.
-    public var clientIdentities: [String] = ["spiffe://bindu-mesh/dev-client"]
+    package var clientIdentities: [String] = ["spiffe://bindu-mesh/dev-client"]
     /// Validity in days.
-    public var days: Int = 365
+    package var days: Int = 365
     /// Make a new CA even when the folder has one.
-    public var newCA = false
+    package var newCA = false
 
     /// Options with defaults for the rest.
-    public init(directory: String) { self.directory = directory }
+    package init(directory: String) { self.directory = directory }
   }
 
   /// The files written, by name.
-  public static func make(_ options: Options) throws -> [String] {
+  package static func make(_ options: Options) throws -> [String] {
     try FileManager.default.createDirectory(atPath: options.directory, withIntermediateDirectories: true)
     let path = { (name: String) in URL(fileURLWithPath: options.directory).appendingPathComponent(name).path }
     let now = Date()

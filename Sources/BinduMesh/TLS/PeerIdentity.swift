@@ -3,21 +3,21 @@ import NIOSSL
 import X509
 
 /// The identities a certificate names: its SAN DNS names and URIs (such as SPIFFE IDs).
-public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
+package struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
   /// SAN DNS names.
-  public var dnsNames: [String]
+  package var dnsNames: [String]
   /// SAN URIs.
-  public var uris: [String]
+  package var uris: [String]
   /// The certificate's serial number, in hex.
-  public var serial: String
+  package var serial: String
 
   /// Reads the identities of a DER certificate.
-  public init(derEncoded der: [UInt8]) throws {
+  package init(derEncoded der: [UInt8]) throws {
     try self.init(certificate: Certificate(derEncoded: der))
   }
 
   /// Reads the identities of a certificate.
-  public init(certificate: Certificate) throws {
+  package init(certificate: Certificate) throws {
     var dns: [String] = []
     var uris: [String] = []
     if let names = try certificate.extensions.subjectAlternativeNames {
@@ -35,11 +35,11 @@ public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
   }
 
   /// Whether one of the names is in `allowed` (exact match). An empty list allows anyone.
-  public func isAllowed(by allowed: [String]) -> Bool {
+  package func isAllowed(by allowed: [String]) -> Bool {
     allowed.isEmpty || !Set(allowed).isDisjoint(with: dnsNames + uris)
   }
 
-  public var description: String {
+  package var description: String {
     let names = dnsNames.map { "dns:\($0)" } + uris.map { "uri:\($0)" }
     return names.isEmpty ? "no SAN identity (serial \(serial))" : names.joined(separator: ", ")
   }

@@ -14,9 +14,9 @@ import X509
 /// ``reloadIfChanged(force:)`` builds a new context when a file's modification time or size
 /// changed (or always, on SIGHUP); a file that cannot be used leaves the old context in force and
 /// is logged.
-public final class TLSMaterial: CertificateReloader, Sendable {
+package final class TLSMaterial: CertificateReloader, Sendable {
   /// What the context is for, for logs and metrics (`callback:echo-agent`, `registry`, ...).
-  public let use: String
+  package let use: String
   private let files: [String]
   private let build: @Sendable () throws -> Built
   private let ownCertificate: String?
@@ -50,18 +50,18 @@ public final class TLSMaterial: CertificateReloader, Sendable {
   }
 
   /// The context for new connections.
-  public var context: NIOSSLContext { state.withLock { $0.built.context } }
+  package var context: NIOSSLContext { state.withLock { $0.built.context } }
 
   /// The own certificate chain and key, for a grpc-swift part's next handshake.
-  public var sslContextConfigurationOverride: NIOSSLContextConfigurationOverride {
+  package var sslContextConfigurationOverride: NIOSSLContextConfigurationOverride {
     state.withLock { $0.built.override }
   }
 
   /// When the own certificate expires, if there is one.
-  public var notAfter: Date? { state.withLock { $0.notAfter } }
+  package var notAfter: Date? { state.withLock { $0.notAfter } }
 
   /// A server context for a listener.
-  public static func server(_ tls: MeshConfig.ListenerTLS, use: String, logger: Logger) throws -> TLSMaterial {
+  package static func server(_ tls: MeshConfig.ListenerTLS, use: String, logger: Logger) throws -> TLSMaterial {
     try TLSMaterial(
       use: use, files: [tls.certificate, tls.privateKey] + (tls.clientCA.map { [$0] } ?? []),
       ownCertificate: tls.certificate, logger: logger
@@ -83,7 +83,7 @@ public final class TLSMaterial: CertificateReloader, Sendable {
   }
 
   /// A client context for connections to replicas or the core.
-  public static func client(_ tls: MeshConfig.ClientTLS, use: String, logger: Logger) throws -> TLSMaterial {
+  package static func client(_ tls: MeshConfig.ClientTLS, use: String, logger: Logger) throws -> TLSMaterial {
     let files = [tls.ca, tls.certificate, tls.privateKey].compactMap { $0 }
     return try TLSMaterial(use: use, files: files, ownCertificate: tls.certificate, logger: logger) {
       var configuration = TLSConfiguration.makeClientConfiguration()
@@ -102,7 +102,7 @@ public final class TLSMaterial: CertificateReloader, Sendable {
 
   /// The own certificate and key of a grpc-swift part (`registry`, `core`), which takes them from
   /// here at each handshake (as its `CertificateReloader`).
-  public static func certificate(_ certificate: String, key: String, use: String, logger: Logger) throws -> TLSMaterial {
+  package static func certificate(_ certificate: String, key: String, use: String, logger: Logger) throws -> TLSMaterial {
     try TLSMaterial(use: use, files: [certificate, key], ownCertificate: certificate, logger: logger) {
       let (chain, privateKey) = try ownPair(certificate: certificate, key: key)
       let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: privateKey)
@@ -139,7 +139,7 @@ public final class TLSMaterial: CertificateReloader, Sendable {
 
   /// Builds a new context when a file changed (or when `force`); returns whether it did.
   @discardableResult
-  public func reloadIfChanged(force: Bool = false) -> Bool {
+  package func reloadIfChanged(force: Bool = false) -> Bool {
     let stamps = Self.stamps(files)
     guard force || state.withLock({ $0.stamps != stamps }) else { return false }
     do {
@@ -178,9 +178,9 @@ public final class TLSMaterial: CertificateReloader, Sendable {
 }
 
 /// TLS files that cannot be used, at start.
-public struct TLSError: Error, CustomStringConvertible {
-  public var use: String
-  public var files: [String]
-  public var underlying: any Error
-  public var description: String { "TLS for \(use): cannot use \(files.joined(separator: ", ")): \(underlying)" }
+package struct TLSError: Error, CustomStringConvertible {
+  package var use: String
+  package var files: [String]
+  package var underlying: any Error
+  package var description: String { "TLS for \(use): cannot use \(files.joined(separator: ", ")): \(underlying)" }
 }

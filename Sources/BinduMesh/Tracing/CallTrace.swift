@@ -1,3 +1,5 @@
+import BinduHTTP2
+import GRPCCore
 import NIOHPACK
 import Tracing
 
@@ -78,7 +80,7 @@ struct CallTrace {
     }
     if let code {
       span.attributes["rpc.grpc.status_code"] = code
-      if code != 0 { span.setStatus(SpanStatus(code: .error, message: GRPCStatusCode(rawValue: code)?.name)) }
+      if code != 0 { span.setStatus(SpanStatus(code: .error, message: Status.Code(rawValue: code)?.canonicalName)) }
     }
     if let reason {
       span.attributes["bindu_mesh.moved_on"] = reason
@@ -109,7 +111,7 @@ struct CallTrace {
     attributes["bindu_mesh.response_bytes"] = responseBytes
     server.attributes = attributes
     if code != 0 {
-      let name = GRPCStatusCode(rawValue: code)?.name ?? "\(code)"
+      let name = Status.Code(rawValue: code)?.canonicalName ?? "\(code)"
       let said = message.flatMap { $0.isEmpty ? nil : "\(name): \($0)" }
       server.setStatus(SpanStatus(code: .error, message: said ?? name))
     }

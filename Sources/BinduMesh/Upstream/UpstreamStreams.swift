@@ -1,3 +1,4 @@
+import BinduHTTP2
 import NIOCore
 import NIOHTTP2
 import NIOTLS

@@ -12,14 +12,17 @@ import NIOHTTP2
 /// a connection's streams keep at most `max_concurrent_streams` batches that way, which
 /// `callbacks.max_buffered_bytes` must leave room for, so that holding the connection's window
 /// back never stalls streams whose next batch needs more of the caller's data.
-struct ForwardingWindow {
+package struct ForwardingWindow {
+  /// A window with nothing received yet.
+  package init() {}
+
   /// Bytes given back at once.
-  static let batch = 64 * 1024
+  package static let batch = 64 * 1024
   private var unreturned = 0
 
   /// Counts a DATA frame; returns the bytes to give back once it has been written onwards, when
   /// a batch is due.
-  mutating func received(_ data: HTTP2Frame.FramePayload.Data) -> Int? {
+  package mutating func received(_ data: HTTP2Frame.FramePayload.Data) -> Int? {
     unreturned += data.flowControlledLength
     guard unreturned >= Self.batch else { return nil }
     defer { unreturned = 0 }
@@ -30,7 +33,7 @@ struct ForwardingWindow {
 extension HTTP2Frame.FramePayload.Data {
   /// The bytes this frame takes from the flow-control window: its data, padding and the
   /// padding's length byte (RFC 9113 §6.9.1).
-  var flowControlledLength: Int {
+  package var flowControlledLength: Int {
     data.readableBytes + (paddingBytes.map { $0 + 1 } ?? 0)
   }
 }

@@ -4,7 +4,7 @@ import NIOHPACK
 import NIOHTTP2
 import Testing
 
-@testable import BinduMesh
+@testable import BinduHTTP2
 
 /// The callers' side of ``HTTP2Connection``, frame by frame in an `EmbeddedChannel`: what it
 /// answers to each frame a peer may send, and what reaches its delegate.
@@ -46,7 +46,9 @@ import Testing
     var reader = HTTP2FrameReader(expectsPreface: false)
 
     init(configure: (inout HTTP2Connection.Configuration) -> Void = { _ in }, sendPreface: Bool = true) throws {
-      var configuration = HTTP2Connection.Configuration.caller(.defaults)
+      // As a caller's connection with the mesh's defaults (callbacks.*).
+      var configuration = HTTP2Connection.Configuration(maxConcurrentStreams: 100)
+      configuration.maxBufferedBytes = 32 << 20
       configure(&configuration)
       connection = HTTP2Connection(mode: .server, configuration: configuration, delegate: recorder)
       try channel.pipeline.syncOperations.addHandler(connection)

@@ -3,7 +3,7 @@ import NIOHPACK
 import NIOHTTP2
 import Testing
 
-@testable import BinduMesh
+@testable import BinduHTTP2
 
 /// More of the callers' side of ``HTTP2Connection`` in an `EmbeddedChannel`: each guard cut off
 /// at its limit, windows changed mid-stream, and a delegate that answers from inside the

@@ -21,13 +21,13 @@ import NIOHTTP2
 /// A peer that breaks the protocol gets GOAWAY with the error's code and the connection closes
 /// (a caller's after ``lingerTime``, so that the GOAWAY reaches it); a stream that breaks flow
 /// control is reset.
-final class HTTP2Connection: ChannelInboundHandler {
-  typealias InboundIn = ByteBuffer
-  typealias OutboundOut = ByteBuffer
-  typealias Configuration = HTTP2ConnectionState.Configuration
-  typealias Mode = HTTP2ConnectionState.Mode
+package final class HTTP2Connection: ChannelInboundHandler {
+  package typealias InboundIn = ByteBuffer
+  package typealias OutboundOut = ByteBuffer
+  package typealias Configuration = HTTP2ConnectionState.Configuration
+  package typealias Mode = HTTP2ConnectionState.Mode
 
-  var delegate: (any HTTP2ConnectionDelegate)?
+  package var delegate: (any HTTP2ConnectionDelegate)?
   private(set) var context: ChannelHandlerContext?
   private var reader: HTTP2FrameReader
   /// The rules, mutated only by this handler's methods, never while one of its effects runs.
@@ -46,9 +46,9 @@ final class HTTP2Connection: ChannelInboundHandler {
   /// How long a caller's connection ended for a violation stays: its GOAWAY is written, the
   /// write side is shut, and what the caller sends is read and dropped until it closes or this
   /// time passes.
-  static let lingerTime = TimeAmount.seconds(2)
+  package static let lingerTime = TimeAmount.seconds(2)
 
-  init(mode: Mode, configuration: Configuration, delegate: any HTTP2ConnectionDelegate) {
+  package init(mode: Mode, configuration: Configuration, delegate: any HTTP2ConnectionDelegate) {
     self.delegate = delegate
     self.reader = HTTP2FrameReader(expectsPreface: mode == .server)
     self.state = HTTP2ConnectionState(mode: mode, configuration: configuration)
@@ -59,35 +59,38 @@ final class HTTP2Connection: ChannelInboundHandler {
 
   /// Whether this client may open a stream now: connected, no GOAWAY either way, stream IDs
   /// left (see also ``isAtCapacity``).
-  var acceptsStreams: Bool { context != nil && state.acceptsStreams }
+  package var acceptsStreams: Bool { context != nil && state.acceptsStreams }
   /// Whether the peer's SETTINGS_MAX_CONCURRENT_STREAMS is reached.
-  var isAtCapacity: Bool { state.isAtCapacity }
+  package var isAtCapacity: Bool { state.isAtCapacity }
   /// The peer's preface and first SETTINGS have arrived.
-  var peerSettingsReceived: Bool { state.peerSettingsReceived }
+  package var peerSettingsReceived: Bool { state.peerSettingsReceived }
   /// The peer's SETTINGS_MAX_HEADER_LIST_SIZE, if it announced one.
-  var peerMaxHeaderListSize: Int? { state.peerMaxHeaderListSize }
+  package var peerMaxHeaderListSize: Int? { state.peerMaxHeaderListSize }
   /// Streams open now.
-  var openStreams: Int { state.streams.count }
+  package var openStreams: Int { state.streams.count }
+
+  /// The peer's address, while the connection is in a channel.
+  package var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
   // MARK: Channel events
 
-  func handlerAdded(context: ChannelHandlerContext) {
+  package func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
     state.output = context.channel.allocator.buffer(capacity: 1024)
     if context.channel.isActive { start() }
   }
 
-  func handlerRemoved(context: ChannelHandlerContext) {
+  package func handlerRemoved(context: ChannelHandlerContext) {
     self.context = nil
     ended()  // a connection that never became active ends here
   }
 
-  func channelActive(context: ChannelHandlerContext) {
+  package func channelActive(context: ChannelHandlerContext) {
     start()
     context.fireChannelActive()
   }
 
-  func channelInactive(context: ChannelHandlerContext) {
+  package func channelInactive(context: ChannelHandlerContext) {
     self.context = nil  // from here on, writes fail at once
     ended()
     context.fireChannelInactive()
@@ -96,23 +99,23 @@ final class HTTP2Connection: ChannelInboundHandler {
   /// A caller that does not read what the mesh writes (its answers, PING and SETTINGS
   /// acknowledgements) is not read either until it catches up, so it cannot pile up the mesh's
   /// memory with frames that each cost an answer.
-  func channelWritabilityChanged(context: ChannelHandlerContext) {
+  package func channelWritabilityChanged(context: ChannelHandlerContext) {
     if state.mode == .server && !lingering {
       context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
     }
     context.fireChannelWritabilityChanged()
   }
 
-  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+  package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     delegate?.receivedEvent(event)
   }
 
-  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+  package func errorCaught(context: ChannelHandlerContext, error: any Error) {
     delegate?.connectionFailed("\(error)", goAway: nil)
     context.close(promise: nil)
   }
 
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+  package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     guard !lingering else { return }  // dropped: the connection has ended
     reader.append(unwrapInboundIn(data))
     let now = NIODeadline.now()
@@ -148,7 +151,7 @@ final class HTTP2Connection: ChannelInboundHandler {
 
   /// Opens a stream (client): its ID, for the HEADERS the caller writes next; `nil` when
   /// ``acceptsStreams`` is false or the connection is at capacity.
-  func openStream() -> HTTP2StreamID? {
+  package func openStream() -> HTTP2StreamID? {
     guard context != nil else { return nil }
     return state.openStream()
   }
@@ -157,7 +160,7 @@ final class HTTP2Connection: ChannelInboundHandler {
   /// `promise` completes once it is written, and fails when the stream or the connection is gone
   /// first. HEADERS, DATA, RST_STREAM and WINDOW_UPDATE go on a stream; GOAWAY and PING on the
   /// root stream.
-  func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
+  package func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
     guard context != nil else {
       promise?.fail(ChannelError.ioOnClosedChannel)
       return
@@ -169,7 +172,7 @@ final class HTTP2Connection: ChannelInboundHandler {
   /// Resets the streams whose answers have waited too long for window, or ends a connection
   /// whose window has (``HTTP2ConnectionState/checkStalledWindows(now:)``); the streams reset.
   @discardableResult
-  func checkStalledWindows(now: NIODeadline) -> Int {
+  package func checkStalledWindows(now: NIODeadline) -> Int {
     do {
       let reset = try state.checkStalledWindows(now: now)
       afterChange()
@@ -183,12 +186,12 @@ final class HTTP2Connection: ChannelInboundHandler {
 
   /// Sends GOAWAY with `errorCode`, naming the last stream the peer opened: no new stream is
   /// taken from here on, and the streams open go on.
-  func goAway(errorCode: HTTP2ErrorCode) {
+  package func goAway(errorCode: HTTP2ErrorCode) {
     write(.goAway(lastStreamID: state.lastPeerStreamID, errorCode: errorCode, opaqueData: nil), on: .rootStream)
   }
 
   /// Writes what this tick has encoded and closes the connection.
-  func close() {
+  package func close() {
     guard let context else { return }
     flush()
     context.close(promise: nil)
@@ -196,13 +199,13 @@ final class HTTP2Connection: ChannelInboundHandler {
 
   /// Closes the connection once the current tick's work is done, so a close never runs inside
   /// a call's own write and the last frames written leave first.
-  func closeSoon() {
+  package func closeSoon() {
     context?.eventLoop.assumeIsolated().execute { [self] in close() }
   }
 
   /// Ends the connection for a protocol violation: GOAWAY with its code, then close (a
   /// caller's connection lingers first: ``lingerTime``).
-  func fail(_ error: HTTP2ConnectionError) {
+  package func fail(_ error: HTTP2ConnectionError) {
     guard let context, state.fail(error) else { return }
     delegate?.connectionFailed(error.description, goAway: error.label)
     flush()

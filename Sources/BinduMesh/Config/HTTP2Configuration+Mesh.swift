@@ -1,3 +1,5 @@
+import BinduHTTP2
+
 extension HTTP2Connection.Configuration {
   /// The flow-control window the mesh offers its peers, per stream and per connection (1 MiB).
   static let meshWindowSize = 1 << 20

@@ -3,7 +3,7 @@ import NIOHPACK
 import NIOHTTP2
 import Testing
 
-@testable import BinduMesh
+@testable import BinduHTTP2
 
 /// The pieces of the data path's HTTP/2 connection that hold state of their own: the stream
 /// table and the header block encoder.

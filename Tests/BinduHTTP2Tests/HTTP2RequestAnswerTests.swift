@@ -3,7 +3,7 @@ import NIOHPACK
 import NIOHTTP2
 import Testing
 
-@testable import BinduMesh
+@testable import BinduHTTP2
 
 /// What a server connection does with requests it does not forward, frame by frame: the
 /// answers it writes itself, `content-length`, WINDOW_UPDATE floods and the peer's header-list

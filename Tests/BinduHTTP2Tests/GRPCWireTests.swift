@@ -1,8 +1,9 @@
+import GRPCCore
 import NIOCore
 import NIOHPACK
 import Testing
 
-@testable import BinduMesh
+@testable import BinduHTTP2
 
 @Suite struct GRPCWireTests {
   @Test func timeoutParsing() {
@@ -53,7 +54,7 @@ import Testing
     #expect(headers.first(name: ":status") == "200")
     #expect(GRPCHeaders.status(of: headers) == 14)
     #expect(headers.first(name: "grpc-message") == "no replica in pool \"a\" 100%25")
-    #expect(GRPCStatusCode.deadlineExceeded.name == "DeadlineExceeded")
+    #expect(Status.Code.deadlineExceeded.canonicalName == "DeadlineExceeded")
   }
 
   @Test func scannerTellsWhenAMessageIsWholeAcrossFrames() throws {

@@ -1,9 +1,10 @@
+import GRPCCore
 import NIOHPACK
 
 /// Building and reading the few gRPC headers the data path touches.
-public enum GRPCHeaders {
+package enum GRPCHeaders {
   /// A trailers-only response (`:status 200` and a status), for calls the mesh ends itself.
-  public static func trailersOnly(_ code: GRPCStatusCode, message: String) -> HPACKHeaders {
+  package static func trailersOnly(_ code: Status.Code, message: String) -> HPACKHeaders {
     var headers = HPACKHeaders()
     headers.reserveCapacity(4)
     headers.add(name: ":status", value: "200")
@@ -13,7 +14,7 @@ public enum GRPCHeaders {
   }
 
   /// Trailers that end a call whose response headers were already sent.
-  public static func trailers(_ code: GRPCStatusCode, message: String) -> HPACKHeaders {
+  package static func trailers(_ code: Status.Code, message: String) -> HPACKHeaders {
     var headers = HPACKHeaders()
     headers.add(name: "grpc-status", value: String(code.rawValue))
     if !message.isEmpty { headers.add(name: "grpc-message", value: percentEncode(message)) }
@@ -21,7 +22,7 @@ public enum GRPCHeaders {
   }
 
   /// The `grpc-status` of trailers (or of a trailers-only response), if present.
-  public static func status(of headers: HPACKHeaders) -> Int? {
+  package static func status(of headers: HPACKHeaders) -> Int? {
     headers.first(name: "grpc-status").flatMap { Int($0) }
   }
 

@@ -1,11 +1,8 @@
-/// The gRPC status codes the mesh itself answers with, and the names metrics use.
-public enum GRPCStatusCode: Int, Sendable, CaseIterable {
-  case ok = 0, cancelled, unknown, invalidArgument, deadlineExceeded, notFound, alreadyExists
-  case permissionDenied, resourceExhausted, failedPrecondition, aborted, outOfRange
-  case unimplemented, `internal`, unavailable, dataLoss, unauthenticated
+import GRPCCore
 
-  /// The code's canonical name, as in `grpc_code` labels: `OK`, `Unavailable`, ...
-  public var name: String {
+extension Status.Code {
+  /// The code's canonical name, as in `grpc_code` labels and span statuses: `OK`, `Unavailable`, ...
+  package var canonicalName: String {
     switch self {
     case .ok: "OK"
     case .cancelled: "Canceled"
@@ -20,10 +17,16 @@ public enum GRPCStatusCode: Int, Sendable, CaseIterable {
     case .aborted: "Aborted"
     case .outOfRange: "OutOfRange"
     case .unimplemented: "Unimplemented"
-    case .internal: "Internal"
+    case .internalError: "Internal"
     case .unavailable: "Unavailable"
     case .dataLoss: "DataLoss"
     case .unauthenticated: "Unauthenticated"
+    default: "Code\(rawValue)"
     }
+  }
+
+  /// The canonical name of a `grpc-status` value, or `Code<n>` for one gRPC does not define.
+  package static func canonicalName(of rawValue: Int) -> String {
+    Status.Code(rawValue: rawValue)?.canonicalName ?? "Code\(rawValue)"
   }
 }

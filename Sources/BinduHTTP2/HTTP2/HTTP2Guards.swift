@@ -7,33 +7,36 @@ import NIOCore
 ///
 /// A value, one per connection, fed every frame that counts, with the clock passed in; it
 /// answers the limit broken, if any, and ``HTTP2Connection`` ends the connection.
-struct HTTP2Guards {
+package struct HTTP2Guards {
   /// The limits (defaults no looser than swift-nio-http2's).
-  struct Limits: Sendable, Hashable {
+  package struct Limits: Sendable, Hashable {
+    /// swift-nio-http2's defaults.
+    package init() {}
+
     /// RST_STREAM frames the peer may send within `resetWindow` (a sliding window): a peer that
     /// opens and resets streams in a loop ("rapid reset") would cost a call per stream.
-    var maxResets = 200
-    var resetWindow = TimeAmount.seconds(30)
+    package var maxResets = 200
+    package var resetWindow = TimeAmount.seconds(30)
     /// Empty DATA frames without END_STREAM in a row (each costs work and carries nothing).
-    var maxEmptyDataInARow = 1
+    package var maxEmptyDataInARow = 1
     /// CONTINUATION frames in one header block, zero-length ones included.
-    var maxContinuations = 5
+    package var maxContinuations = 5
     /// PING, SETTINGS and PRIORITY frames, and WINDOW_UPDATEs that grant window nothing waits
     /// for, the peer may send within `controlWindow`; each PING and SETTINGS costs an answer, and
     /// a peer that never reads them would pile them up.
-    var maxControlFrames = 10_000
-    var controlWindow = TimeAmount.seconds(10)
+    package var maxControlFrames = 10_000
+    package var controlWindow = TimeAmount.seconds(10)
     /// Streams the peer may get wrong over the connection's life (a malformed request, a header
     /// list over the limit, DATA beyond a stream's window, ...), each answered with RST_STREAM:
     /// swift-nio-http2's `maximumConnectionGlitches`.
-    var maxGlitches = 200
+    package var maxGlitches = 200
     /// How long frames may wait for window the peer does not grant (it does not read) before the
     /// connection is cut off: what it would pin otherwise stays for good. `nil`: no limit.
-    var stalledWindowTimeout: TimeAmount? = .seconds(30)
+    package var stalledWindowTimeout: TimeAmount? = .seconds(30)
   }
 
   /// A limit broken: the reason logged and counted (`bindu_mesh_http2_goaways_total{reason}`).
-  enum Violation: String, Sendable, CaseIterable {
+  package enum Violation: String, Sendable, CaseIterable {
     case rapidReset = "rapid_reset"
     case emptyData = "empty_data_flood"
     case continuations = "continuation_flood"
@@ -42,7 +45,7 @@ struct HTTP2Guards {
     case stalledWindow = "stalled_window"
 
     /// What the log and the GOAWAY's reason say.
-    func describe(_ limits: Limits) -> String {
+    package func describe(_ limits: Limits) -> String {
       switch self {
       case .rapidReset: "over \(limits.maxResets) RST_STREAM frames in \(limits.resetWindow)"
       case .emptyData: "over \(limits.maxEmptyDataInARow) empty DATA frames in a row"

@@ -4,7 +4,7 @@ import NIOHPACK
 import NIOHTTP2
 import Testing
 
-@testable import BinduMesh
+@testable import BinduHTTP2
 
 /// ``HTTP2ConnectionState`` as a value, frame by frame, without a channel: the frames it encodes
 /// and the effects it asks its owner for.

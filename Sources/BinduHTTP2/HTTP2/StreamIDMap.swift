@@ -4,27 +4,27 @@ import NIOHTTP2
 /// linear probing, placed by the stream ID itself. Stream IDs of one side are consecutive odd
 /// numbers, so they fall in consecutive slots with no hashing (a `Dictionary` runs SipHash on
 /// every lookup).
-struct StreamIDMap<Value> {
+package struct StreamIDMap<Value> {
   /// Slot keys; 0 (the root stream, never stored) marks an empty slot.
   private var keys: [Int32]
   private var values: [Value?]
   private var mask: Int
-  private(set) var count = 0
+  package private(set) var count = 0
 
-  init() {
+  package init() {
     keys = Array(repeating: 0, count: 16)
     values = Array(repeating: nil, count: 16)
     mask = 15
   }
 
-  var isEmpty: Bool { count == 0 }
+  package var isEmpty: Bool { count == 0 }
 
   /// The IDs in the map, in no particular order.
-  var ids: [HTTP2StreamID] {
+  package var ids: [HTTP2StreamID] {
     keys.compactMap { $0 == 0 ? nil : HTTP2StreamID($0) }
   }
 
-  subscript(id: HTTP2StreamID) -> Value? {
+  package subscript(id: HTTP2StreamID) -> Value? {
     get {
       guard let slot = find(Int32(id)) else { return nil }
       return values[slot]
@@ -36,7 +36,7 @@ struct StreamIDMap<Value> {
 
   /// Removes `id`; returns its value, if it was there.
   @discardableResult
-  mutating func removeValue(forKey id: HTTP2StreamID) -> Value? {
+  package mutating func removeValue(forKey id: HTTP2StreamID) -> Value? {
     guard var hole = find(Int32(id)) else { return nil }
     let removed = values[hole]
     // Backward-shift deletion: later entries of the probe run move up, so no slot is left that a
@@ -61,7 +61,7 @@ struct StreamIDMap<Value> {
   }
 
   /// Removes every entry.
-  mutating func removeAll() {
+  package mutating func removeAll() {
     self = StreamIDMap()
   }
 

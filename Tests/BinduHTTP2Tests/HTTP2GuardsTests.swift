@@ -3,7 +3,7 @@ import NIOHPACK
 import NIOHTTP2
 import Testing
 
-@testable import BinduMesh
+@testable import BinduHTTP2
 
 @Suite struct HTTP2GuardsTests {
   let start = NIODeadline.now()
