@@ -24,7 +24,7 @@ import Testing
       pool.dnsRefresh = .milliseconds(100)
       config.pools = [pool]
       config.policy.health.interval = .milliseconds(100)
-      try await withMesh(config, resolver: resolver) { callbackPort in
+      try await withMesh(config, resolver: resolver) { _, callbackPort in
         try await withGRPCClient(
           transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: callbackPort), transportSecurity: .plaintext)
         ) { grpc in

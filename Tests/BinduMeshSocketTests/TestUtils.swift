@@ -1,4 +1,5 @@
 import BinduContract
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -33,10 +34,18 @@ final class StubResolver: DNSResolver {
   func resolve(host: String, port: Int) async throws -> [HostPort] { records.withLock { $0 } }
 }
 
-/// Runs a whole mesh for `body`, handing it the first declared pool's callback port.
+/// Runs a whole mesh for `body`, handing it the mesh and the first declared pool's callback port.
+/// Its state directory is a new temporary one unless `config` names one (one mesh per state
+/// directory is enforced, and tests run at once).
 func withMesh(
-  _ config: MeshConfig, resolver: any DNSResolver = SystemDNSResolver(), _ body: (Int) async throws -> Void
+  _ config: MeshConfig, resolver: any DNSResolver = SystemDNSResolver(), _ body: (Mesh, Int) async throws -> Void
 ) async throws {
+  var config = config
+  if config.state.dir == MeshConfig.State.defaults.dir {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bindu-mesh-test-\(UUID().uuidString)")
+    config.state.dir = dir.path
+  }
+  defer { try? FileManager.default.removeItem(atPath: config.state.dir) }
   let logger = Logger(label: "test")
   let mesh = try await Mesh.make(config: config, logger: logger, resolver: resolver)
   let group = ServiceGroup(configuration: .init(services: mesh.services.map { .init(service: $0) }, logger: logger))
@@ -44,7 +53,7 @@ func withMesh(
     tasks.addTask { try await group.run() }
     defer { Task { await group.triggerGracefulShutdown() } }
     let port = try #require(await mesh.directory.all.first?.listenAddress.port)
-    try await body(port)
+    try await body(mesh, port)
     await group.triggerGracefulShutdown()
     try await tasks.waitForAll()
   }
@@ -79,12 +88,25 @@ func withReplicas(hosts: [String], _ body: (Int) async throws -> Void) async thr
   }
 }
 
-/// A minimal AgentHandler: answers `[name] text`, after `sleep:<ms> ` if asked.
+/// A minimal AgentHandler: answers `[name] text`, after `sleep:<ms> ` if asked; `fail:<message>`
+/// fails INTERNAL. With `failing`, it fails every call with that code instead. It counts the calls
+/// it took.
 struct TestReplica: Bindu_Grpc_AgentHandler.SimpleServiceProtocol {
   let name: String
+  var failing: RPCError.Code? = nil
+  let calls = Counter()
+
+  final class Counter: Sendable {
+    private let count = Mutex(0)
+    var value: Int { count.withLock { $0 } }
+    func increment() { count.withLock { $0 += 1 } }
+  }
 
   func handleMessages(request: Bindu_Grpc_HandleRequest, context: ServerContext) async throws -> Bindu_Grpc_HandleResponse {
+    calls.increment()
     var text = request.messages.last?.content ?? ""
+    if let failing { throw RPCError(code: failing, message: "\(name) fails every call") }
+    if text.hasPrefix("fail:") { throw RPCError(code: .internalError, message: String(text.dropFirst(5))) }
     if text.hasPrefix("sleep:"), let space = text.firstIndex(of: " "), let ms = Int(text.dropFirst(6).prefix { $0 != " " }) {
       try await Task.sleep(for: .milliseconds(ms))
       text = String(text[text.index(after: space)...])

@@ -10,8 +10,8 @@ import Testing
   @Test func windowCountsCallsAndFailuresOfTheLastMinute() {
     var window = CallWindow()
     for second in Int64(100)..<110 {
-      window.record(second: second, micros: 2_000, ok: true)
-      window.record(second: second, micros: 2_000, ok: second != 105)
+      window.add(second: second, micros: 2_000, ok: true)
+      window.add(second: second, micros: 2_000, ok: second != 105)
     }
     let now = window.summary(at: 110)
     #expect(now.calls == 20)
@@ -27,8 +27,8 @@ import Testing
 
   @Test func aSlotReusedAMinuteLaterForgetsItsOldCalls() {
     var window = CallWindow()
-    window.record(second: 5, micros: 1_000, ok: false)
-    window.record(second: 65, micros: 1_000, ok: true)  // the same slot, a minute on
+    window.add(second: 5, micros: 1_000, ok: false)
+    window.add(second: 65, micros: 1_000, ok: true)  // the same slot, a minute on
     let summary = window.summary(at: 65)
     #expect(summary.calls == 1)
     #expect(summary.failures == 0)
@@ -36,8 +36,8 @@ import Testing
 
   @Test func percentilesFollowTheCallTimes() throws {
     var window = CallWindow()
-    for _ in 0..<98 { window.record(second: 1, micros: 3_000, ok: true) }
-    for _ in 0..<2 { window.record(second: 1, micros: 900_000, ok: true) }
+    for _ in 0..<98 { window.add(second: 1, micros: 3_000, ok: true) }
+    for _ in 0..<2 { window.add(second: 1, micros: 900_000, ok: true) }
     let summary = window.summary(at: 1)
     let p50 = try #require(summary.p50)
     let p99 = try #require(summary.p99)

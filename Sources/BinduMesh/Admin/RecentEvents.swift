@@ -22,7 +22,7 @@ package final class RecentEvents: Sendable {
   /// The events kept, newest first.
   package var newestFirst: [EventRing.Event] { ring.withLock { $0.newestFirst } }
 
-  func record(_ event: EventRing.Event) { ring.withLock { $0.append(event) } }
+  func keep(_ event: EventRing.Event) { ring.withLock { $0.append(event) } }
 }
 
 /// A bounded ring of events: appending past ``capacity`` drops the oldest.
@@ -97,6 +97,6 @@ struct EventLogHandler: LogHandler {
     if let extra = event.metadata { all.merge(extra) { $1 } }
     let pool = all.removeValue(forKey: "mesh.pool").map { "\($0)" }
     let detail = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-    events.record(.init(at: Date(), level: "\(event.level)", pool: pool, message: "\(event.message)", detail: detail))
+    events.keep(.init(at: Date(), level: "\(event.level)", pool: pool, message: "\(event.message)", detail: detail))
   }
 }

@@ -39,8 +39,8 @@ struct CallWindow: Sendable {
     times = Array(repeating: 0, count: Self.seconds * Self.stride)
   }
 
-  /// Records a call that ended at `second` after `micros` microseconds.
-  mutating func record(second now: Int64, micros: Int, ok: Bool) {
+  /// Adds a call that ended at `second` after `micros` microseconds.
+  mutating func add(second now: Int64, micros: Int, ok: Bool) {
     let slot = Int(now % Int64(Self.seconds))
     if second[slot] != now {
       second[slot] = now

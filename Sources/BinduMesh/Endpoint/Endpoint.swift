@@ -40,13 +40,13 @@ package final class Endpoint: Sendable, CustomStringConvertible {
   /// Its calls of the last minute, for the status page.
   let recentCalls = Mutex(CallWindow())
 
-  /// Records an attempt that ended on this endpoint at `endedAt` after `took`: in its calls of
+  /// Adds an attempt that ended on this endpoint at `endedAt` after `took`: in its calls of
   /// the last minute, and, answered OK, in ``callTimeAverage`` (a replica failing fast must not
   /// look fast).
-  func recordAttempt(took: Duration, endedAt: ContinuousClock.Instant, ok: Bool) {
+  func addAttempt(took: Duration, endedAt: ContinuousClock.Instant, ok: Bool) {
     let second = CallWindow.second(of: endedAt)
     let micros = max(1, Int(took.nanoseconds / 1000))
-    recentCalls.withLock { $0.record(second: second, micros: micros, ok: ok) }
+    recentCalls.withLock { $0.add(second: second, micros: micros, ok: ok) }
     guard ok else { return }
     let average = callTimeAverage.load(ordering: .relaxed)
     callTimeAverage.store(average == 0 ? micros : average + (micros - average) / 8, ordering: .relaxed)
@@ -54,7 +54,7 @@ package final class Endpoint: Sendable, CustomStringConvertible {
 
   init(
     address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,
-    security: UpstreamSecurity?, securityGeneration: Int = 0, logger: Logger
+    security: UpstreamTLSContext?, securityGeneration: Int = 0, logger: Logger
   ) {
     self.address = address
     self.securityGeneration = securityGeneration
@@ -90,7 +90,7 @@ package final class Endpoint: Sendable, CustomStringConvertible {
 
   /// Uses `security` for the connections made from now on (a reload changed the pool's
   /// `upstream_tls`); each connection finishes its calls and closes.
-  func useTLS(_ security: UpstreamSecurity?) {
+  func useTLS(_ security: UpstreamTLSContext?) {
     for connection in connections.values + [probeConnection] {
       connection.eventLoop.execute { connection.useTLS(security) }
     }

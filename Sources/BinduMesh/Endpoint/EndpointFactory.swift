@@ -10,7 +10,7 @@ import Synchronization
 final class EndpointFactory: Sendable {
   /// A TLS setting, with a number that changes with it.
   private struct Security {
-    var value: UpstreamSecurity?
+    var value: UpstreamTLSContext?
     var generation = 0
   }
 
@@ -19,7 +19,7 @@ final class EndpointFactory: Sendable {
   private let security: Mutex<Security>
   private let logger: Logger
 
-  init(loops: [any EventLoop], settings: LiveSettings, security: UpstreamSecurity?, logger: Logger) {
+  init(loops: [any EventLoop], settings: LiveSettings, security: UpstreamTLSContext?, logger: Logger) {
     self.loops = loops
     self.settings = settings
     self.security = Mutex(Security(value: security))
@@ -42,7 +42,7 @@ final class EndpointFactory: Sendable {
   }
 
   /// Uses `security` for the endpoints made from now on.
-  func useTLS(_ security: UpstreamSecurity?) {
+  func useTLS(_ security: UpstreamTLSContext?) {
     self.security.withLock {
       $0.value = security
       $0.generation += 1

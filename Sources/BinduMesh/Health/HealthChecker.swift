@@ -30,7 +30,7 @@ struct HealthChecker: Service {
             nextProbe[id] = now + pool.policy.health.interval
             group.addTask {
               let result = await HealthProbe.run(endpoint, pool: pool)
-              pool.recordProbe(endpoint, passed: result.passed, message: result.message)
+              pool.observeProbe(endpoint, passed: result.passed, message: result.message)
               probing.end(id)
             }
           }

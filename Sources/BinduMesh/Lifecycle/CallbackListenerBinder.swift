@@ -57,7 +57,7 @@ final class CallbackListenerBinder: Sendable {
   /// With `key` (the setting that gave the address), an address another process holds fails
   /// with what holds it (``ListenerConflict``).
   func bind(
-    _ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?, key: String? = nil
+    _ pool: ReplicaPool, at address: HostPort, security: ListenerTLSContext?, key: String? = nil
   ) async throws -> CallbackListener {
     do {
       return try await CallbackListener.bind(
@@ -76,7 +76,7 @@ final class CallbackListenerBinder: Sendable {
   /// Binds the listener of a pool made by registration on `host`, moving on to the next port
   /// when one is taken (at most 8 tries). `taken` is as for ``nextAddress(host:taken:)``.
   func bindDynamic(
-    _ pool: ReplicaPool, host: String, taken: @Sendable () async -> Set<Int>, security: ListenerSecurity?
+    _ pool: ReplicaPool, host: String, taken: @Sendable () async -> Set<Int>, security: ListenerTLSContext?
   ) async throws -> CallbackListener {
     var lastError: (any Error)?
     for _ in 0..<8 {
@@ -99,7 +99,7 @@ final class CallbackListenerBinder: Sendable {
   /// given, whatever it is told; a core started since calls the new one.)
   func bindRestored(
     _ pool: ReplicaPool, port: Int, host: String, taken: @Sendable () async -> Set<Int>,
-    security: ListenerSecurity?
+    security: ListenerTLSContext?
   ) async throws -> CallbackListener {
     do {
       return try await bind(pool, at: HostPort(host: host, port: port), security: security)

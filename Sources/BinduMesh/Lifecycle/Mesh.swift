@@ -117,7 +117,7 @@ package final class Mesh: Sendable {
       for entry in await directory.all {
         let healthy = Set(takenOver.inRotation.filter { $0.agent == entry.pool.name }.map(\.address))
         for endpoint in entry.pool.endpoints where healthy.contains(endpoint.address.description) {
-          entry.pool.recordProbe(endpoint, passed: true, message: "in rotation in the previous process")
+          entry.pool.observeProbe(endpoint, passed: true, message: "in rotation in the previous process")
         }
       }
     }

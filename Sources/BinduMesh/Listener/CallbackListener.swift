@@ -32,10 +32,10 @@ final class CallbackListener: Sendable {
 
   /// Holds the listener's TLS, read by each connection accepted.
   private final class SecurityBox: Sendable {
-    private let value: Mutex<ListenerSecurity?>
-    init(_ value: ListenerSecurity?) { self.value = Mutex(value) }
-    var current: ListenerSecurity? { value.withLock { $0 } }
-    func set(_ new: ListenerSecurity?) { value.withLock { $0 = new } }
+    private let value: Mutex<ListenerTLSContext?>
+    init(_ value: ListenerTLSContext?) { self.value = Mutex(value) }
+    var current: ListenerTLSContext? { value.withLock { $0 } }
+    func set(_ new: ListenerTLSContext?) { value.withLock { $0 = new } }
   }
 
   private init(
@@ -52,7 +52,7 @@ final class CallbackListener: Sendable {
 
   /// Uses `security` (or plaintext) for the connections accepted from now on; connections open
   /// keep theirs.
-  func useTLS(_ security: ListenerSecurity?) {
+  func useTLS(_ security: ListenerTLSContext?) {
     self.security.set(security)
   }
 
@@ -64,7 +64,7 @@ final class CallbackListener: Sendable {
     address: HostPort,
     group: MultiThreadedEventLoopGroup,
     settings: LiveSettings,
-    security: ListenerSecurity?,
+    security: ListenerTLSContext?,
     inherited: CInt? = nil,
     logger: Logger
   ) async throws -> CallbackListener {

@@ -28,7 +28,7 @@ extension ProxyCall {
           reason: "\(endpoint.address) answered UNAVAILABLE: \(headers.headers.first(name: "grpc-message") ?? "")")
         return
       }
-      pool.record(endpoint, failed: status == Status.Code.unavailable.rawValue)
+      pool.observeCall(on: endpoint, failed: status == Status.Code.unavailable.rawValue)
       endWithReplicaTrailers(payload, status: status ?? Status.Code.unknown.rawValue)
     case .data(let data):
       guard let count = withinLimit(data, response: true) else { return }
@@ -71,7 +71,7 @@ extension ProxyCall {
       moveOn(from: endpoint, kind: kind, reason: failure)
       return
     }
-    pool.record(endpoint, failed: true)
+    pool.observeCall(on: endpoint, failed: true)
     logger.warning("replica ended the call without a status", metadata: ["mesh.replica": "\(endpoint.address)", "error": "\(why)"])
     endWithStatus(.unavailable, "replica \(endpoint.address) of pool \"\(pool.name)\" failed: \(why)")
   }
@@ -97,13 +97,13 @@ extension ProxyCall {
   func answerHealth() {
     let (code, frames) = GRPCHealthAnswer.frames(for: localHealthBody ?? ByteBuffer(), pool: pool)
     localHealthBody = nil
-    recordEnd(code: code)  // before the last frame, which may close the stream
+    finish(code: code)  // before the last frame, which may close the stream
     for frame in frames { caller.write(frame, on: streamID) }
   }
 
-  /// Records the end of the current attempt on a replica (its metrics, its endpoint's figures
+  /// Closes the current attempt on a replica (its metrics, its endpoint's figures
   /// and its span; `movedOn`: why the call goes on to another replica).
-  func recordAttemptEnd(code: Int, movedOn reason: String? = nil) {
+  func closeAttempt(code: Int, movedOn reason: String? = nil) {
     trace?.endAttempt(code: code, movedOn: reason)
     let endpoint = picked
     releasePicked()
@@ -113,7 +113,7 @@ extension ProxyCall {
     let now = ContinuousClock.now
     let took = now - attemptStartedAt
     metrics.finished(code: code, after: took)
-    endpoint?.recordAttempt(took: took, endedAt: now, ok: code == Status.Code.ok.rawValue)
+    endpoint?.addAttempt(took: took, endedAt: now, ok: code == Status.Code.ok.rawValue)
   }
 
   func releasePicked() {
@@ -123,10 +123,10 @@ extension ProxyCall {
   }
 
   /// Passes the replica's trailers to the caller and ends the call (the time an OK answer took
-  /// feeds the balancer's weight of the replica: ``Endpoint/recordAttempt(took:endedAt:ok:)``).
+  /// feeds the balancer's weight of the replica: ``Endpoint/addAttempt(took:endedAt:ok:)``).
   func endWithReplicaTrailers(_ trailers: HTTP2Frame.FramePayload, status: Int) {
-    recordAttemptEnd(code: status)
-    recordEnd(code: status)
+    closeAttempt(code: status)
+    finish(code: status)
     caller.write(trailers, on: streamID)
   }
 
@@ -136,8 +136,8 @@ extension ProxyCall {
     if case .forwarding(_, let upstream) = state { upstream.cancel() }
     if case .queued(let ticket) = state { _ = pool.leaveQueue(ticket) }
     let status = (code ?? .cancelled).rawValue
-    recordAttemptEnd(code: status)
-    recordEnd(code: status, message: message)
+    closeAttempt(code: status)
+    finish(code: status, message: message)
     guard let code else { return }
     if logged { logger.info("call ended by the mesh", metadata: ["grpc.code": "\(code.canonicalName)", "reason": "\(message)"]) }
     let headers =
@@ -146,10 +146,10 @@ extension ProxyCall {
     caller.write(.headers(.init(headers: headers, endStream: true)), on: streamID)
   }
 
-  /// Records the call's end (its metrics and access log line) and lets go of what it holds: its
+  /// Finishes the call (its metrics and access log line) and lets go of what it holds: its
   /// replica, its place in the pool's counts, its kept request. The caller's answer is the
   /// caller's to write.
-  func recordEnd(code: Int, message: String? = nil) {
+  func finish(code: Int, message: String? = nil) {
     if case .finished = state { return }
     trace?.ended(code: code, message: message, attempts: attempts)
     trace = nil

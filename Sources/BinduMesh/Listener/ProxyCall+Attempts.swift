@@ -118,8 +118,8 @@ extension ProxyCall {
   func moveOn(
     from endpoint: Endpoint, kind: ReplicaPool.RetryReason, reason: String, transparent: Bool = false
   ) {
-    recordAttemptEnd(code: Status.Code.unavailable.rawValue, movedOn: reason)
-    if !transparent { pool.record(endpoint, failed: true) }
+    closeAttempt(code: Status.Code.unavailable.rawValue, movedOn: reason)
+    if !transparent { pool.observeCall(on: endpoint, failed: true) }
     guard request.canMove else {
       endWithStatus(
         .unavailable,

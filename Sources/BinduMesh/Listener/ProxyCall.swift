@@ -217,7 +217,7 @@ final class ProxyCall: UpstreamStreamDelegate {
   }
 
   func deadlineReached() {
-    if case .forwarding(let endpoint, _) = state { pool.record(endpoint, failed: true) }
+    if case .forwarding(let endpoint, _) = state { pool.observeCall(on: endpoint, failed: true) }
     let replica: String
     switch state {
     case .forwarding(let endpoint, _), .connecting(let endpoint): replica = "replica \(endpoint.address) of "

@@ -21,8 +21,8 @@ extension PoolDirectory {
     var reloaded = Reloaded()
     // 1. Listeners that the new config needs, bound before anything changes.
     var rebound: [(old: Entry, new: Entry)] = []
-    var retls: [(entry: Entry, security: ListenerSecurity?)] = []
-    var upstreamTLS: [(entry: Entry, security: UpstreamSecurity?)] = []
+    var retls: [(entry: Entry, security: ListenerTLSContext?)] = []
+    var upstreamTLS: [(entry: Entry, security: UpstreamTLSContext?)] = []
     let savedTLS = tls
     do {
       for agent in change.addedPools {

@@ -41,7 +41,7 @@ extension PoolDirectory {
     for member in plan.added {
       guard let entry = entries[member.agent], let address = HostPort(parsing: member.address) else { continue }
       let endpoint = entry.pool.restore(membershipID: member.id, address: address)
-      entry.pool.recordSightings([member.id: member.age])
+      entry.pool.applySightings([member.id: member.age])
       logger.notice(
         "replica learned from the shared registry",
         metadata: [
@@ -55,7 +55,7 @@ extension PoolDirectory {
       logger.notice(
         "replica left at another mesh of the shared registry", metadata: ["mesh.pool": "\(pool.name)", "mesh.member": "\(id)"])
     }
-    for entry in entries.values { entry.pool.recordSightings(plan.sightings) }
+    for entry in entries.values { entry.pool.applySightings(plan.sightings) }
     for id in plan.toShare {
       guard let agent = members[id]?.agent, let pool = entries[agent]?.pool, let definition = pool.definition else { continue }
       merge.toShare += [
@@ -80,8 +80,9 @@ extension ReplicaPool {
     }
   }
 
-  /// Sightings of members by other meshes: how long ago, by id (ids of other pools are ignored).
-  func recordSightings(_ ages: [String: Duration]) {
+  /// Applies sightings of members by other meshes: how long ago, by id (ids of other pools are
+  /// ignored).
+  func applySightings(_ ages: [String: Duration]) {
     guard !ages.isEmpty else { return }
     let now = ContinuousClock.now
     state.withLock { state in

@@ -214,7 +214,7 @@ package actor PoolDirectory {
 
   private func makePool(
     name: String, declared: Bool, definition: AgentDefinition?, policy: MeshConfig.Policy?,
-    security: UpstreamSecurity?
+    security: UpstreamTLSContext?
   ) -> ReplicaPool {
     ReplicaPool(
       name: name, declared: declared, definition: definition, policy: policy ?? config.policy, loops: loops,
@@ -240,14 +240,14 @@ package actor PoolDirectory {
   }
 
   /// Binds `pool`'s listener at `address`.
-  func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerSecurity?) async throws -> Entry {
+  func bind(_ pool: ReplicaPool, at address: HostPort, security: ListenerTLSContext?) async throws -> Entry {
     entry(pool, try await listeners.bind(pool, at: address, security: security, key: "pools[].listen"), asked: address)
   }
 
   /// Binds the listener of a pool made by registration on `callbacks.listen_host`: on the port it
   /// had before a restart when it can, otherwise on the next free one.
   private func bindMadeByRegistration(
-    _ pool: ReplicaPool, restoredPort: Int?, security: ListenerSecurity?
+    _ pool: ReplicaPool, restoredPort: Int?, security: ListenerTLSContext?
   ) async throws -> Entry {
     let host = config.callbacks.listenHost
     let taken: @Sendable () async -> Set<Int> = { await self.takenPorts }

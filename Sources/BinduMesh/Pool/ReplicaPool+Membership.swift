@@ -6,8 +6,8 @@ import Logging
 extension ReplicaPool {
   // MARK: Health
 
-  /// Records an active probe of `endpoint`.
-  func recordProbe(_ endpoint: Endpoint, passed: Bool, message: String) {
+  /// Takes in the result of an active probe of `endpoint`.
+  func observeProbe(_ endpoint: Endpoint, passed: Bool, message: String) {
     (passed ? probesPassed : probesFailed).increment()
     let now = ContinuousClock.now
     let change = withState { $0.probe(endpoint, passed: passed, message: message, now: now) }

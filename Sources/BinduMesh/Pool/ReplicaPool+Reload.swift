@@ -37,7 +37,7 @@ extension ReplicaPool {
 
   /// Uses `security` (or plaintext) to the replicas from now on: every endpoint's connections
   /// finish their calls and close, and the next calls dial with the new settings.
-  func useTLS(_ security: UpstreamSecurity?) {
+  func useTLS(_ security: UpstreamTLSContext?) {
     endpointFactory.useTLS(security)
     endpoints.forEach { $0.useTLS(security) }
   }

@@ -93,7 +93,7 @@ package final class ReplicaPool: Sendable {
     loops: [any EventLoop],
     settings: LiveSettings,
     metrics: MeshMetrics,
-    security: UpstreamSecurity?,
+    security: UpstreamTLSContext?,
     logger: Logger
   ) {
     self.name = name
@@ -205,9 +205,10 @@ package final class ReplicaPool: Sendable {
     return result
   }
 
-  /// Records how a call on `endpoint` went (`failed`: it could not reach the handler, was
-  /// reset, answered `UNAVAILABLE` or timed out), ejecting the endpoint after too many failures.
-  package func record(_ endpoint: Endpoint, failed: Bool) {
+  /// Passive health: takes in how a call on `endpoint` went (`failed`: it could not reach the
+  /// handler, was reset, answered `UNAVAILABLE` or timed out), ejecting the endpoint after too
+  /// many failures.
+  package func observeCall(on endpoint: Endpoint, failed: Bool) {
     // A success after a success changes nothing: no lock, no clock (most calls).
     guard failed || endpoint.hasRecentFailures.load(ordering: .relaxed) else { return }
     endpoint.hasRecentFailures.store(failed, ordering: .relaxed)

@@ -78,7 +78,7 @@ struct RegistryService: Bindu_Grpc_BinduService.SimpleServiceProtocol {
     }
     // Probe once before answering, so the replica takes calls as soon as it is told it may.
     let probe = await HealthProbe.run(endpoint, pool: entry.pool)
-    entry.pool.recordProbe(endpoint, passed: probe.passed, message: probe.message)
+    entry.pool.observeProbe(endpoint, passed: probe.passed, message: probe.message)
     let poolDefinition = entry.pool.definition ?? definition
     let registrations = registrars.register(entry, definition: poolDefinition)
     let phases = await registrars.settled(registrations, within: config.coreWait)

@@ -8,30 +8,30 @@ import Logging
 struct PoolTLS {
   /// Every TLS context source of the pools, one per `use`.
   private(set) var materials: [TLSMaterial] = []
-  private var callbacksListener: ListenerSecurity??
-  private var callbacksUpstream: UpstreamSecurity??
+  private var callbacksListener: ListenerTLSContext??
+  private var callbacksUpstream: UpstreamTLSContext??
   let logger: Logger
 
   init(logger: Logger) { self.logger = logger }
 
   /// A listener's TLS from `tls` (`use` names it: `callback:AGENT`); it replaces the material
   /// of the same use.
-  mutating func listener(_ tls: MeshConfig.ListenerTLS, use: String) throws -> ListenerSecurity {
+  mutating func listener(_ tls: MeshConfig.ListenerTLS, use: String) throws -> ListenerTLSContext {
     let material = try TLSMaterial.server(tls, use: use, logger: logger)
     keep(material)
-    return ListenerSecurity(material: material, allowedIdentities: tls.allowedIdentities)
+    return ListenerTLSContext(material: material, allowedIdentities: tls.allowedIdentities)
   }
 
   /// TLS to a pool's replicas from `tls` (`use`: `upstream:AGENT`); it replaces the material of
   /// the same use.
-  mutating func upstream(_ tls: MeshConfig.ClientTLS, use: String) throws -> UpstreamSecurity {
+  mutating func upstream(_ tls: MeshConfig.ClientTLS, use: String) throws -> UpstreamTLSContext {
     let material = try TLSMaterial.client(tls, use: use, logger: logger)
     keep(material)
-    return UpstreamSecurity(material: material, serverName: tls.serverName, allowedIdentities: tls.allowedIdentities)
+    return UpstreamTLSContext(material: material, serverName: tls.serverName, allowedIdentities: tls.allowedIdentities)
   }
 
   /// TLS of listeners of pools made by registration (`callbacks.tls`), built once.
-  mutating func registrationListener(_ callbacks: MeshConfig.Callbacks) throws -> ListenerSecurity? {
+  mutating func registrationListener(_ callbacks: MeshConfig.Callbacks) throws -> ListenerTLSContext? {
     if let made = callbacksListener { return made }
     let made = try callbacks.tls.map { try listener($0, use: "callbacks") }
     callbacksListener = .some(made)
@@ -39,7 +39,7 @@ struct PoolTLS {
   }
 
   /// TLS to replicas of pools made by registration (`callbacks.upstream_tls`), built once.
-  mutating func registrationUpstream(_ callbacks: MeshConfig.Callbacks) throws -> UpstreamSecurity? {
+  mutating func registrationUpstream(_ callbacks: MeshConfig.Callbacks) throws -> UpstreamTLSContext? {
     if let made = callbacksUpstream { return made }
     let made = try callbacks.upstreamTLS.map { try upstream($0, use: "callbacks-upstream") }
     callbacksUpstream = .some(made)

@@ -26,7 +26,7 @@ final class UpstreamConnection: @unchecked Sendable {
   let eventLoop: any EventLoop
   let address: HostPort
   private let config: MeshConfig.Upstream
-  private var security: UpstreamSecurity?
+  private var security: UpstreamTLSContext?
   private let logger: Logger
   private var state: State = .idle
   /// The dial under way uses TLS settings replaced since: retire its connection once made.
@@ -36,7 +36,7 @@ final class UpstreamConnection: @unchecked Sendable {
   private var lastClientMetrics = LastCallMetrics()
 
   init(
-    eventLoop: any EventLoop, address: HostPort, config: MeshConfig.Upstream, security: UpstreamSecurity?,
+    eventLoop: any EventLoop, address: HostPort, config: MeshConfig.Upstream, security: UpstreamTLSContext?,
     logger: Logger
   ) {
     self.eventLoop = eventLoop
@@ -109,7 +109,7 @@ final class UpstreamConnection: @unchecked Sendable {
   /// Uses `security` (or plaintext) for connections made from now on: the current connection
   /// takes no new stream and closes once its calls have finished (as after a GOAWAY), and the
   /// next call dials with the new settings.
-  func useTLS(_ security: UpstreamSecurity?) {
+  func useTLS(_ security: UpstreamTLSContext?) {
     eventLoop.preconditionInEventLoop()
     self.security = security
     switch state {

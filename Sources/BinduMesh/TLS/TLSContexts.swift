@@ -1,11 +1,11 @@
 /// TLS of a callback listener: the context source and the client identities allowed.
-struct ListenerSecurity: Sendable {
+struct ListenerTLSContext: Sendable {
   let material: TLSMaterial
   let allowedIdentities: [String]
 }
 
 /// TLS to a pool's replicas: the context source, the name to verify, the identities allowed.
-struct UpstreamSecurity: Sendable {
+struct UpstreamTLSContext: Sendable {
   let material: TLSMaterial
   let serverName: String?
   let allowedIdentities: [String]
