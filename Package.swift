@@ -12,6 +12,13 @@ let swiftSettings: [SwiftSetting] = [
 // of the mesh's CPU under load). Debug builds, which the tests run, keep them.
 let dataPathSettings = swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
+// BinduHTTP2 is called per frame from BinduMesh: its release build offers its code to the modules
+// that import it for inlining and specialization (cross-module optimization), as it was when both
+// were one module.
+let http2Settings = swiftSettings + [
+  .unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release))
+]
+
 let package = Package(
   name: "bindu-mesh",
   platforms: [.macOS(.v15)],
@@ -65,7 +72,7 @@ let package = Package(
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
-      swiftSettings: dataPathSettings
+      swiftSettings: http2Settings
     ),
     // Passing listening sockets to a new bindu-mesh process (SCM_RIGHTS) at a hand-over.
     .target(name: "CSocketPassing"),

@@ -73,7 +73,8 @@ import Testing
     try await StaticPool.run(TestReplica.named(2)) { pool in
       let failure = try await pool.failure(of: "sleep:1500 slow", timeout: .milliseconds(300))
       #expect(failure.code == .deadlineExceeded)
-      // A deadline the caller set is the caller's: no replica is judged for it.
+      // A call past its deadline counts as one failure of its replica: not enough to eject it
+      // (outlier_detection.consecutive_failures).
       #expect(await pool.inRotation() == 2)
       let answer = try await pool.ask("after")
       #expect(answer.hasSuffix("] after"))

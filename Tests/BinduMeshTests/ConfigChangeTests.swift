@@ -1,5 +1,3 @@
-import Logging
-import NIOPosix
 import Testing
 
 @testable import BinduMesh
@@ -101,18 +99,13 @@ import Testing
 
 /// A reloaded policy changes the pool's rules for what comes next and keeps its state.
 @Suite struct PolicyReloadTests {
-  func endpoint(_ port: Int) -> Endpoint {
-    Endpoint(
-      address: HostPort(host: "127.0.0.1", port: port), origin: .configured,
-      loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()), config: .defaults, security: nil,
-      logger: Logger(label: "test"))
-  }
+  func endpoint(_ port: Int) -> TestEndpoint { TestEndpoint(port) }
 
   @Test func thresholdsChangeAndHealthStays() {
     let now = ContinuousClock.now
     var policy = MeshConfig.Policy.defaults
     policy.outlierDetection.consecutiveFailures = 5
-    var state = PoolState(policy: policy, definition: nil)
+    var state = PoolState<TestEndpoint, Int>(policy: policy, definition: nil)
     let a = endpoint(1)
     let b = endpoint(2)
     state.insert(a, now: now)

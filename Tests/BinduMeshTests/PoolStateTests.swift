@@ -1,30 +1,33 @@
-import Logging
-import NIOPosix
 import Testing
 
 @testable import BinduMesh
 
-/// The pool's rules without sockets: endpoints are made but never connected.
+/// An endpoint as the pool's rules see it: an identity, an address, maybe a membership.
+final class TestEndpoint: PoolEndpoint {
+  let address: HostPort
+  let membershipID: String?
+  init(_ port: Int, member: String? = nil) {
+    address = HostPort(host: "127.0.0.1", port: port)
+    membershipID = member
+  }
+}
+
+/// The pool's rules as a plain value: no sockets, no event loops, the clock passed in.
 @Suite struct PoolStateTests {
+  typealias State = PoolState<TestEndpoint, Int>
   let now = ContinuousClock.now
 
-  func endpoint(_ port: Int, member: String? = nil) -> Endpoint {
-    Endpoint(
-      address: HostPort(host: "127.0.0.1", port: port),
-      origin: member.map { .registered(membershipID: $0) } ?? .configured,
-      loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()), config: .defaults, security: nil,
-      logger: Logger(label: "test"))
-  }
+  func endpoint(_ port: Int, member: String? = nil) -> TestEndpoint { TestEndpoint(port, member: member) }
 
-  func state(_ configure: (inout MeshConfig.Policy) -> Void = { _ in }) -> PoolState {
+  func state(_ configure: (inout MeshConfig.Policy) -> Void = { _ in }) -> State {
     var policy = MeshConfig.Policy.defaults
     configure(&policy)
-    return PoolState(policy: policy, definition: nil)
+    return State(policy: policy, definition: nil)
   }
 
-  func waiter() -> ReplicaPool.QueuedCall { ReplicaPool.QueuedCall { _ in } }
+  func waiter() -> Int { 0 }
 
-  func picked(_ decision: PoolState.Balancer.Decision) -> Endpoint? {
+  func picked(_ decision: State.Balancer.Decision) -> TestEndpoint? {
     if case .picked(let endpoint) = decision { return endpoint }
     return nil
   }
@@ -75,12 +78,12 @@ import Testing
       return
     }
     pool.remove([a], now: now)
-    a.outstanding.subtract(1, ordering: .relaxed)
+    #expect(pool.release(a, attempt: nil, now: now) == nil, "a call on an endpoint that left gives nothing back")
     #expect(pool.dispatch(now: now).isEmpty)
     pool.insert(c, now: now)
     _ = pool.probe(c, passed: true, message: "", now: now)
     #expect(pool.dispatch(now: now).map { $0.endpoint.address.port } == [3])
-    #expect(c.outstanding.load(ordering: .relaxed) == 1)
+    #expect(pool.entry(c)?.outstanding == 1)
   }
 
   @Test func membersStayWhileProbesPassAndLeaveWithNeither() {
@@ -142,5 +145,53 @@ import Testing
     pool.remove([two], now: now)
     pool.insert(two, now: now)
     #expect(!pool.isDrained(two), "a drain ends with the endpoint")
+  }
+
+  @Test func anAttemptsEndGivesBackItsLoadAndFeedsTheFiguresAndTheHealth() {
+    var pool = state()  // 5 failures in a row eject
+    let a = endpoint(1), b = endpoint(2)
+    for e in [a, b] {
+      pool.insert(e, now: now)
+      _ = pool.probe(e, passed: true, message: "", now: now)
+    }
+    #expect(picked(pool.pick(excluding: [], waiter: waiter, now: now)) === a)
+    #expect(pool.entry(a)?.outstanding == 1)
+    // Answered OK in 2 ms: the load is back to 0, the call time is known, the call is counted.
+    #expect(pool.release(a, attempt: .init(took: .milliseconds(2), ok: true, failed: false), now: now) == nil)
+    #expect(pool.entry(a)?.outstanding == 0)
+    #expect(pool.entry(a)?.callTimeAverage == 2_000)
+    #expect(pool.entry(a)?.recentCalls.summary(at: CallWindow.second(of: now)).calls == 1)
+    // A slower answer moves the average by an eighth of the difference; a failure not at all.
+    _ = pool.pick(excluding: [b], waiter: waiter, now: now)
+    _ = pool.release(a, attempt: .init(took: .milliseconds(10), ok: true, failed: false), now: now)
+    #expect(pool.entry(a)?.callTimeAverage == 3_000)
+    // Five judged failures in a row eject it (the fifth returns its health); a call the mesh
+    // ended itself (not judged) counts for neither.
+    var ejected: [EndpointHealth?] = []
+    for _ in 0..<5 {
+      _ = pool.pick(excluding: [b], waiter: waiter, now: now)
+      _ = pool.release(a, attempt: .init(took: .milliseconds(1), ok: false, failed: nil), now: now)
+      _ = pool.pick(excluding: [b], waiter: waiter, now: now)
+      ejected.append(pool.release(a, attempt: .init(took: .milliseconds(1), ok: false, failed: true), now: now))
+    }
+    #expect(ejected.dropLast().allSatisfy { $0 == nil })
+    #expect(ejected.last??.ejections == 1)
+    #expect(pool.entry(a)?.callTimeAverage == 3_000)
+    #expect(pool.entry(a)?.outstanding == 0)
+    #expect(pool.rotation.map(\.address.port) == [2])
+  }
+
+  @Test func leastRequestReadsTheLoadsThePoolKeeps() {
+    var pool = state()
+    let a = endpoint(1), b = endpoint(2), c = endpoint(3)
+    for e in [a, b, c] {
+      pool.insert(e, now: now)
+      _ = pool.probe(e, passed: true, message: "", now: now)
+    }
+    // Three calls in flight, one each; the one on b ends: the next call goes to b.
+    let first = (0..<3).compactMap { _ in picked(pool.pick(excluding: [], waiter: waiter, now: now)) }
+    #expect(first.map(\.address.port) == [1, 2, 3])
+    _ = pool.release(b, attempt: nil, now: now)
+    #expect(picked(pool.pick(excluding: [], waiter: waiter, now: now)) === b)
   }
 }

@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP2
 
 /// The flow-control window of one stream whose DATA the mesh forwards to another connection.
@@ -14,15 +15,15 @@ import NIOHTTP2
 /// back never stalls streams whose next batch needs more of the caller's data.
 package struct ForwardingWindow {
   /// A window with nothing received yet.
-  package init() {}
+  @inlinable package init() {}
 
   /// Bytes given back at once.
   package static let batch = 64 * 1024
-  private var unreturned = 0
+  @usableFromInline var unreturned = 0
 
   /// Counts a DATA frame; returns the bytes to give back once it has been written onwards, when
   /// a batch is due.
-  package mutating func received(_ data: HTTP2Frame.FramePayload.Data) -> Int? {
+  @inlinable package mutating func received(_ data: HTTP2Frame.FramePayload.Data) -> Int? {
     unreturned += data.flowControlledLength
     guard unreturned >= Self.batch else { return nil }
     defer { unreturned = 0 }
@@ -33,7 +34,7 @@ package struct ForwardingWindow {
 extension HTTP2Frame.FramePayload.Data {
   /// The bytes this frame takes from the flow-control window: its data, padding and the
   /// padding's length byte (RFC 9113 §6.9.1).
-  package var flowControlledLength: Int {
+  @inlinable package var flowControlledLength: Int {
     data.readableBytes + (paddingBytes.map { $0 + 1 } ?? 0)
   }
 }

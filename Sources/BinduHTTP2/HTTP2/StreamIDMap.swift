@@ -6,25 +6,27 @@ import NIOHTTP2
 /// every lookup).
 package struct StreamIDMap<Value> {
   /// Slot keys; 0 (the root stream, never stored) marks an empty slot.
-  private var keys: [Int32]
-  private var values: [Value?]
-  private var mask: Int
-  package private(set) var count = 0
+  @usableFromInline var keys: [Int32]
+  @usableFromInline var values: [Value?]
+  @usableFromInline var mask: Int
+  @usableFromInline var storedCount = 0
+  /// How many streams have a value.
+  @inlinable package var count: Int { storedCount }
 
-  package init() {
+  @inlinable package init() {
     keys = Array(repeating: 0, count: 16)
     values = Array(repeating: nil, count: 16)
     mask = 15
   }
 
-  package var isEmpty: Bool { count == 0 }
+  @inlinable package var isEmpty: Bool { storedCount == 0 }
 
   /// The IDs in the map, in no particular order.
-  package var ids: [HTTP2StreamID] {
+  @inlinable package var ids: [HTTP2StreamID] {
     keys.compactMap { $0 == 0 ? nil : HTTP2StreamID($0) }
   }
 
-  package subscript(id: HTTP2StreamID) -> Value? {
+  @inlinable package subscript(id: HTTP2StreamID) -> Value? {
     get {
       guard let slot = find(Int32(id)) else { return nil }
       return values[slot]
@@ -36,7 +38,7 @@ package struct StreamIDMap<Value> {
 
   /// Removes `id`; returns its value, if it was there.
   @discardableResult
-  package mutating func removeValue(forKey id: HTTP2StreamID) -> Value? {
+  @inlinable package mutating func removeValue(forKey id: HTTP2StreamID) -> Value? {
     guard var hole = find(Int32(id)) else { return nil }
     let removed = values[hole]
     // Backward-shift deletion: later entries of the probe run move up, so no slot is left that a
@@ -56,18 +58,18 @@ package struct StreamIDMap<Value> {
     }
     keys[hole] = 0
     values[hole] = nil
-    count -= 1
+    storedCount -= 1
     return removed
   }
 
   /// Removes every entry.
-  package mutating func removeAll() {
+  @inlinable package mutating func removeAll() {
     self = StreamIDMap()
   }
 
-  private func home(_ key: Int32) -> Int { Int(key >> 1) & mask }
+  @inlinable func home(_ key: Int32) -> Int { Int(key >> 1) & mask }
 
-  private func find(_ key: Int32) -> Int? {
+  @inlinable func find(_ key: Int32) -> Int? {
     var slot = home(key)
     while true {
       let found = keys[slot]
@@ -77,28 +79,28 @@ package struct StreamIDMap<Value> {
     }
   }
 
-  private mutating func insert(_ key: Int32, _ value: Value) {
+  @inlinable mutating func insert(_ key: Int32, _ value: Value) {
     var slot = home(key)
     while keys[slot] != 0 && keys[slot] != key { slot = (slot + 1) & mask }
     if keys[slot] == 0 {
-      guard (count + 1) * 2 <= keys.count else {
+      guard (storedCount + 1) * 2 <= keys.count else {
         grow()
         insert(key, value)
         return
       }
-      count += 1
+      storedCount += 1
       keys[slot] = key
     }
     values[slot] = value
   }
 
-  private mutating func grow() {
+  @inlinable mutating func grow() {
     let oldKeys = keys
     let oldValues = values
     keys = Array(repeating: 0, count: oldKeys.count * 2)
     values = Array(repeating: nil, count: oldKeys.count * 2)
     mask = keys.count - 1
-    count = 0
+    storedCount = 0
     for (key, value) in zip(oldKeys, oldValues) where key != 0 { insert(key, value!) }
   }
 }

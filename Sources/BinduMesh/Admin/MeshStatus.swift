@@ -54,10 +54,10 @@ struct MeshStatus: Sendable {
         queuedCalls: pool.queuedCallsCount, ready: reason == nil,
         notReadyReason: reason, warnings: warnings,
         endpoints: pool.endpointStates.map { item in
-          let recent = item.endpoint.recentCalls.withLock { $0.summary(at: second) }
+          let recent = item.recentCalls.summary(at: second)
           return EndpointView(
             address: item.endpoint.address.description, origin: item.endpoint.originName, state: item.state,
-            inRotation: item.inRotation, callsInFlight: item.endpoint.outstanding.load(ordering: .relaxed),
+            inRotation: item.inRotation, callsInFlight: item.callsInFlight,
             ejections: item.health.ejections,
             lastProbe: item.health.lastProbe.map {
               ProbeView(secondsAgo: (now - $0.at).secondsValue, passed: $0.passed, message: $0.message)

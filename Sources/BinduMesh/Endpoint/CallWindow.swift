@@ -3,7 +3,7 @@
 ///
 /// Every array is allocated once, so recording a call allocates nothing. The time is given as
 /// whole seconds on one clock (``second(of:)``), which keeps the rules testable without one.
-struct CallWindow: Sendable {
+package struct CallWindow: Sendable {
   /// Seconds the window covers.
   static let seconds = 60
   /// Upper bounds of the histogram's buckets, in microseconds: from 250 µs, each 1.6 times the

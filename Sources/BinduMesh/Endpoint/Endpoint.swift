@@ -27,31 +27,6 @@ package final class Endpoint: Sendable, CustomStringConvertible {
   let addressText: String
   /// The number of the TLS setting it was made with (``EndpointFactory/bringUpToDate(_:)``).
   let securityGeneration: Int
-  /// Whether the last call recorded here failed: until a success resets it, the pool counts
-  /// every outcome (``ReplicaPool/record(_:failed:)``); after it, successes need no lock.
-  let hasRecentFailures = Atomic<Bool>(false)
-  /// Calls that picked this endpoint and have not ended: the least-request balancer's load.
-  let outstanding = Atomic<Int>(0)
-  /// How long its calls take, in microseconds: an exponentially weighted moving average (1/8 per
-  /// call) of the calls it answered OK; 0 before the first. Updated without a lock: two calls
-  /// ending at once on two event loops may lose one sample, which an average can afford.
-  let callTimeAverage = Atomic<Int>(0)
-
-  /// Its calls of the last minute, for the status page.
-  let recentCalls = Mutex(CallWindow())
-
-  /// Adds an attempt that ended on this endpoint at `endedAt` after `took`: in its calls of
-  /// the last minute, and, answered OK, in ``callTimeAverage`` (a replica failing fast must not
-  /// look fast).
-  func addAttempt(took: Duration, endedAt: ContinuousClock.Instant, ok: Bool) {
-    let second = CallWindow.second(of: endedAt)
-    let micros = max(1, Int(took.nanoseconds / 1000))
-    recentCalls.withLock { $0.add(second: second, micros: micros, ok: ok) }
-    guard ok else { return }
-    let average = callTimeAverage.load(ordering: .relaxed)
-    callTimeAverage.store(average == 0 ? micros : average + (micros - average) / 8, ordering: .relaxed)
-  }
-
   init(
     address: HostPort, origin: Origin, loops: [any EventLoop], config: MeshConfig.Upstream,
     security: UpstreamTLSContext?, securityGeneration: Int = 0, logger: Logger

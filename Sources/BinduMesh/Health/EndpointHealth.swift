@@ -55,6 +55,9 @@ package struct EndpointHealth: Sendable, Hashable {
     active == .healthy && !isEjected(at: now)
   }
 
+  /// Whether a call failed since the last success (or ejection): a success then resets the count.
+  package var hasRecentFailures: Bool { callFailures > 0 }
+
   /// Whether it is ejected at `now`.
   package func isEjected(at now: ContinuousClock.Instant) -> Bool {
     ejectedUntil.map { now < $0 } ?? false

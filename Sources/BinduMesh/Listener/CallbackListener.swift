@@ -80,6 +80,7 @@ final class CallbackListener: Sendable {
       throw error
     }
     let current = SecurityBox(security)
+    let callerMetrics = CallerConnectionMetrics(pool: pool.name, metrics: pool.metrics)
     let channel: any Channel
     do {
       channel = try await ServerBootstrap(group: group)
@@ -98,7 +99,7 @@ final class CallbackListener: Sendable {
                 PeerIdentityHandler(allowed: security.allowedIdentities, peerRole: "caller", logger: logger))
             }
             let caller = CallerStreams(
-              pool: pool, settings: settings, eventLoop: channel.eventLoop, logger: logger)
+              pool: pool, metrics: callerMetrics, settings: settings, eventLoop: channel.eventLoop, logger: logger)
             let callers = settings.current.values.callers
             let connection = HTTP2Connection(mode: .server, configuration: .caller(callers), delegate: caller)
             caller.connection = connection

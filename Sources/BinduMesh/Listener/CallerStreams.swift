@@ -11,6 +11,8 @@ import NIOHTTP2
 /// sends GOAWAY and closes the connection once its last call has ended, or when `grace` runs out.
 final class CallerStreams: HTTP2ConnectionDelegate {
   private let pool: ReplicaPool
+  /// The listener's counters of its connections.
+  private let metrics: CallerConnectionMetrics
   /// The calls' limits and the connection's timeouts, brought up to date after a reload.
   private let settings: LiveSettings
   private var live: LiveSettings.Snapshot
@@ -40,9 +42,10 @@ final class CallerStreams: HTTP2ConnectionDelegate {
   private var lastServerMetrics = LastCallMetrics()
 
   init(
-    pool: ReplicaPool, settings: LiveSettings, eventLoop: any EventLoop, logger: Logger
+    pool: ReplicaPool, metrics: CallerConnectionMetrics, settings: LiveSettings, eventLoop: any EventLoop, logger: Logger
   ) {
     self.pool = pool
+    self.metrics = metrics
     self.settings = settings
     self.live = settings.current
     self.retry = pool.retrySnapshot
@@ -86,7 +89,7 @@ final class CallerStreams: HTTP2ConnectionDelegate {
     }
     guard let connection else { return }
     if !connection.peerSettingsReceived && now - openedAt >= callers.prefaceTimeout.timeAmount {
-      pool.callerConnectionsClosedCounter(reason: "preface_timeout").increment()
+      metrics.connectionsClosed(reason: "preface_timeout").increment()
       logger.notice(
         "caller connection closed: no HTTP/2 preface and SETTINGS in time",
         metadata: ["mesh.peer": "\(peerDescription)", "mesh.timeout": "\(callers.prefaceTimeout)"])
@@ -95,7 +98,7 @@ final class CallerStreams: HTTP2ConnectionDelegate {
     }
     let stalled = connection.checkStalledWindows(now: now)
     if stalled > 0 {
-      pool.stalledStreamsCounter.increment(by: stalled)
+      metrics.stalledStreams.increment(by: stalled)
       stalledStreams += stalled
       if stalledStreams == stalled {
         logger.warning(
@@ -104,7 +107,7 @@ final class CallerStreams: HTTP2ConnectionDelegate {
       }
     }
     if let idle = callers.idleTimeout, calls.isEmpty, !draining, now - idleSince >= idle.timeAmount {
-      pool.callerConnectionsClosedCounter(reason: "idle_timeout").increment()
+      metrics.connectionsClosed(reason: "idle_timeout").increment()
       logger.debug("caller connection idle: GOAWAY", metadata: ["mesh.peer": "\(peerDescription)"])
       drain()
     }
@@ -138,7 +141,7 @@ final class CallerStreams: HTTP2ConnectionDelegate {
 
   func refusedRequest(on streamID: HTTP2StreamID, _ problem: String, reason: RequestRefusal) {
     refusedRequests += 1
-    pool.refusedRequestsCounters[reason]?.increment()
+    metrics.refusedRequests[reason]?.increment()
     guard refusedRequests == 1 else { return }
     logger.warning(
       "caller's request refused: it cannot be forwarded",
@@ -158,7 +161,7 @@ final class CallerStreams: HTTP2ConnectionDelegate {
       return
     }
     // Once per connection: it closes now.
-    pool.metrics.counter("http2_goaways_total", [("pool", pool.name), ("reason", goAway)]).increment()
+    metrics.goAways(reason: goAway).increment()
     logger.warning(
       "caller connection ended with GOAWAY", metadata: ["reason": "\(reason)", "mesh.peer": "\(peer)"])
   }

@@ -28,7 +28,7 @@ extension ProxyCall {
           reason: "\(endpoint.address) answered UNAVAILABLE: \(headers.headers.first(name: "grpc-message") ?? "")")
         return
       }
-      pool.observeCall(on: endpoint, failed: status == Status.Code.unavailable.rawValue)
+      judged = status == Status.Code.unavailable.rawValue
       endWithReplicaTrailers(payload, status: status ?? Status.Code.unknown.rawValue)
     case .data(let data):
       guard let count = withinLimit(data, response: true) else { return }
@@ -71,7 +71,7 @@ extension ProxyCall {
       moveOn(from: endpoint, kind: kind, reason: failure)
       return
     }
-    pool.observeCall(on: endpoint, failed: true)
+    judged = true
     logger.warning("replica ended the call without a status", metadata: ["mesh.replica": "\(endpoint.address)", "error": "\(why)"])
     endWithStatus(.unavailable, "replica \(endpoint.address) of pool \"\(pool.name)\" failed: \(why)")
   }
@@ -105,17 +105,22 @@ extension ProxyCall {
   /// and its span; `movedOn`: why the call goes on to another replica).
   func closeAttempt(code: Int, movedOn reason: String? = nil) {
     trace?.endAttempt(code: code, movedOn: reason)
-    let endpoint = picked
-    releasePicked()
-    guard let metrics = attemptMetrics else { return }
+    let judged = self.judged
+    self.judged = nil
+    guard let metrics = attemptMetrics else {
+      releasePicked()
+      return
+    }
     attemptMetrics = nil
     if attemptOpened { metrics.messagesSent.increment(by: requestScanner.messagesStarted) }
-    let now = ContinuousClock.now
-    let took = now - attemptStartedAt
+    let took = ContinuousClock.now - attemptStartedAt
     metrics.finished(code: code, after: took)
-    endpoint?.addAttempt(took: took, endedAt: now, ok: code == Status.Code.ok.rawValue)
+    guard let endpoint = picked else { return }
+    picked = nil
+    pool.release(endpoint, attempt: .init(took: took, ok: code == Status.Code.ok.rawValue, failed: judged))
   }
 
+  /// Gives back the current pick, which made no attempt (or whose attempt was closed).
   func releasePicked() {
     guard let endpoint = picked else { return }
     picked = nil
@@ -123,7 +128,7 @@ extension ProxyCall {
   }
 
   /// Passes the replica's trailers to the caller and ends the call (the time an OK answer took
-  /// feeds the balancer's weight of the replica: ``Endpoint/addAttempt(took:endedAt:ok:)``).
+  /// feeds the balancer's weight of the replica: ``PoolState/release(_:attempt:now:)``).
   func endWithReplicaTrailers(_ trailers: HTTP2Frame.FramePayload, status: Int) {
     closeAttempt(code: status)
     finish(code: status)

@@ -118,8 +118,8 @@ extension ProxyCall {
   func moveOn(
     from endpoint: Endpoint, kind: ReplicaPool.RetryReason, reason: String, transparent: Bool = false
   ) {
+    judged = transparent ? nil : true
     closeAttempt(code: Status.Code.unavailable.rawValue, movedOn: reason)
-    if !transparent { pool.observeCall(on: endpoint, failed: true) }
     guard request.canMove else {
       endWithStatus(
         .unavailable,

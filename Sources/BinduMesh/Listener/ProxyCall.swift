@@ -66,8 +66,11 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// The deadline of a call that came without one (`upstream.default_call_timeout`).
   var defaultDeadline: NIODeadline?
   var tried: [Endpoint] = []
-  /// The endpoint the current attempt counts on (``ReplicaPool/release(_:)`` when it ends).
+  /// The endpoint the current attempt counts on (``ReplicaPool/release(_:attempt:)`` when it ends).
   var picked: Endpoint?
+  /// Passive health: whether the current attempt counts as its replica's failure, once that is
+  /// known (`nil`: it does not count either way); given to the pool with the attempt's end.
+  var judged: Bool?
   var responseStarted = false
   var counted = false
   var holdsRetry = false
@@ -217,7 +220,7 @@ final class ProxyCall: UpstreamStreamDelegate {
   }
 
   func deadlineReached() {
-    if case .forwarding(let endpoint, _) = state { pool.observeCall(on: endpoint, failed: true) }
+    if case .forwarding = state { judged = true }
     let replica: String
     switch state {
     case .forwarding(let endpoint, _), .connecting(let endpoint): replica = "replica \(endpoint.address) of "

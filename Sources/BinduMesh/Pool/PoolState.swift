@@ -5,23 +5,61 @@
 /// Mutated under ``ReplicaPool``'s lock with the clock passed in; each method returns what
 /// changed (an endpoint that left or entered rotation, calls to resume), and the pool does the
 /// logging, metrics and I/O outside the lock. Tested without sockets.
-struct PoolState: Sendable {
+/// What a pool's rules need of an endpoint: its identity (the object), its address and, for a
+/// registered replica, its membership id. ``Endpoint`` in the mesh; a plain object in tests.
+protocol PoolEndpoint: AnyObject, Sendable {
+  var address: HostPort { get }
+  var membershipID: String? { get }
+}
+
+extension Endpoint: PoolEndpoint {}
+
+struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   /// A registered replica's membership.
   struct Member: Sendable {
-    var endpoint: Endpoint
+    var endpoint: E
     var liveness: MemberLiveness
   }
 
-  typealias Balancer = PoolBalancer<Endpoint, ReplicaPool.QueuedCall>
+  /// One endpoint's standing in the pool, the only place its load, call time, health, drain
+  /// and recent calls are kept: each changes here, under the pool's lock, and nowhere else.
+  struct Entry: Sendable {
+    var health: EndpointHealth
+    /// Calls that picked it and have not ended: the least-request balancer's load. Taken by
+    /// ``pick(excluding:waiter:now:)`` and ``dispatch(now:)``, given back by
+    /// ``release(_:attempt:now:)``.
+    var outstanding = 0
+    /// How long its calls take, in microseconds: an exponentially weighted moving average (1/8
+    /// per call) of the attempts it answered OK; 0 before the first (a replica failing fast must
+    /// not look fast).
+    var callTimeAverage = 0
+    /// Drained by hand (the admin API): out of rotation whatever its health.
+    var drained = false
+    /// Its calls of the last minute, for the status page.
+    var recentCalls = CallWindow()
+  }
+
+  /// How an attempt on an endpoint ended.
+  struct AttemptEnd: Sendable {
+    /// How long the replica had it.
+    var took: Duration
+    /// Whether it was answered OK.
+    var ok: Bool
+    /// Passive health: whether it counts as the endpoint's failure (it could not reach the
+    /// handler, was reset, answered `UNAVAILABLE` or timed out); `nil`: it does not count either
+    /// way (the caller left, the mesh ended it).
+    var failed: Bool?
+  }
+
+  typealias Balancer = PoolBalancer<E, Waiter>
 
   private(set) var policy: MeshConfig.Policy
   /// Every endpoint, in the order they joined.
-  private(set) var endpoints: [Endpoint] = []
-  private(set) var health: [ObjectIdentifier: EndpointHealth] = [:]
+  private(set) var endpoints: [E] = []
+  /// Every endpoint's standing, by its identity.
+  private(set) var entries: [ObjectIdentifier: Entry] = [:]
   /// The endpoints the balancer may pick: in rotation, in `endpoints` order.
-  private(set) var rotation: [Endpoint] = []
-  /// Endpoints drained by hand (the admin API): out of rotation whatever their health.
-  private var drained: Set<ObjectIdentifier> = []
+  private(set) var rotation: [E] = []
   var balancer: Balancer
   var members: [String: Member] = [:]
   var definition: AgentDefinition?
@@ -37,71 +75,113 @@ struct PoolState: Sendable {
   mutating func apply(_ policy: MeshConfig.Policy, now: ContinuousClock.Instant) {
     self.policy = policy
     balancer.apply(policy.balancer)
-    for id in health.keys { health[id]!.apply(policy) }
+    for id in entries.keys { entries[id]!.health.apply(policy) }
     updateRotation(now: now)
   }
+
+  /// `endpoint`'s standing, if it is in the pool.
+  func entry(_ endpoint: E) -> Entry? { entries[ObjectIdentifier(endpoint)] }
 
   // MARK: Picking
 
   /// Who may take a call: the rotation, or with none in it and `health.panic_mode`, everyone
   /// not drained by hand.
-  var candidates: [Endpoint] {
-    rotation.isEmpty && policy.health.panicMode ? endpoints.filter { !drained.contains(ObjectIdentifier($0)) } : rotation
+  var candidates: [E] {
+    rotation.isEmpty && policy.health.panicMode ? endpoints.filter { !isDrained($0) } : rotation
   }
 
-  /// The balancer's decision for a call that may not use `excluded`.
+  /// The balancer's decision for a call that may not use `excluded`; the endpoint picked counts
+  /// the call as outstanding.
   mutating func pick(
-    excluding excluded: [Endpoint], waiter: () -> ReplicaPool.QueuedCall, now: @autoclosure () -> ContinuousClock.Instant
+    excluding excluded: [E], waiter: () -> Waiter, now: @autoclosure () -> ContinuousClock.Instant
   ) -> Balancer.Decision {
-    balancer.pick(
-      candidates, excluding: excluded, waiter: waiter, now: now(), load: Self.load, cost: Self.cost, take: Self.take)
+    let candidates = self.candidates
+    return Self.pick(&balancer, &entries, candidates, excluded, waiter, now())
   }
 
   /// Queued calls given the slots free now (after a call ended or the rotation changed).
   mutating func dispatch(now: ContinuousClock.Instant) -> [Balancer.Dispatched] {
     guard balancer.queuedCount > 0 else { return [] }
-    return balancer.dispatch(candidates, now: now, load: Self.load, cost: Self.cost, take: Self.take)
+    let candidates = self.candidates
+    return Self.dispatch(&balancer, &entries, candidates, now)
   }
 
-  static func load(_ endpoint: Endpoint) -> Int { endpoint.outstanding.load(ordering: .relaxed) }
-  static func take(_ endpoint: Endpoint) { endpoint.outstanding.add(1, ordering: .relaxed) }
-  /// How long the endpoint's calls take (µs; 0 before its first answer).
-  static func cost(_ endpoint: Endpoint) -> Int { endpoint.callTimeAverage.load(ordering: .relaxed) }
+  // The balancer reads and takes loads from the entries, which it holds apart from: two inout
+  // values, not the whole state.
+  private static func pick(
+    _ balancer: inout Balancer, _ entries: inout [ObjectIdentifier: Entry], _ candidates: [E], _ excluded: [E],
+    _ waiter: () -> Waiter, _ now: @autoclosure () -> ContinuousClock.Instant
+  ) -> Balancer.Decision {
+    balancer.pick(
+      candidates, excluding: excluded, waiter: waiter, now: now(),
+      load: { entries[ObjectIdentifier($0)]?.outstanding ?? 0 },
+      cost: { entries[ObjectIdentifier($0)]?.callTimeAverage ?? 0 },
+      take: { entries[ObjectIdentifier($0)]?.outstanding += 1 })
+  }
+
+  private static func dispatch(
+    _ balancer: inout Balancer, _ entries: inout [ObjectIdentifier: Entry], _ candidates: [E],
+    _ now: ContinuousClock.Instant
+  ) -> [Balancer.Dispatched] {
+    balancer.dispatch(
+      candidates, now: now,
+      load: { entries[ObjectIdentifier($0)]?.outstanding ?? 0 },
+      cost: { entries[ObjectIdentifier($0)]?.callTimeAverage ?? 0 },
+      take: { entries[ObjectIdentifier($0)]?.outstanding += 1 })
+  }
+
+  /// Gives back the call a pick counted on `endpoint`; with `attempt`, adds it to the
+  /// endpoint's figures and, when it is judged, to its health. Returns the endpoint's health
+  /// when that ejected it. An endpoint no longer in the pool has nothing to give back.
+  mutating func release(_ endpoint: E, attempt: AttemptEnd?, now: ContinuousClock.Instant) -> EndpointHealth? {
+    let id = ObjectIdentifier(endpoint)
+    guard entries[id] != nil else { return nil }
+    entries[id]!.outstanding = max(0, entries[id]!.outstanding - 1)
+    guard let attempt else { return nil }
+    let micros = max(1, Int(attempt.took.nanoseconds / 1000))
+    entries[id]!.recentCalls.add(second: CallWindow.second(of: now), micros: micros, ok: attempt.ok)
+    if attempt.ok {
+      let average = entries[id]!.callTimeAverage
+      entries[id]!.callTimeAverage = average == 0 ? micros : average + (micros - average) / 8
+    }
+    guard let failed = attempt.failed else { return nil }
+    return callOutcome(endpoint, failed: failed, now: now)
+  }
 
   // MARK: Health
 
   /// A probe of `endpoint`; its health when that moved it in or out of rotation.
   mutating func probe(
-    _ endpoint: Endpoint, passed: Bool, message: String, now: ContinuousClock.Instant
+    _ endpoint: E, passed: Bool, message: String, now: ContinuousClock.Instant
   ) -> EndpointHealth? {
     let id = ObjectIdentifier(endpoint)
-    guard var endpointHealth = health[id] else { return nil }
+    guard entries[id] != nil else { return nil }
     if passed, let member = endpoint.membershipID { members[member]?.liveness.probePassed(at: now) }
-    let changed = endpointHealth.probe(passed: passed, message: message, now: now)
-    health[id] = endpointHealth
+    let changed = entries[id]!.health.probe(passed: passed, message: message, now: now)
     guard changed else { return nil }
     updateRotation(now: now)
-    return endpointHealth
+    return entries[id]!.health
   }
 
   /// A call's outcome on `endpoint`; its health when that ejected it. No more than
   /// `outlier_detection.max_ejection_percent` of the pool is ejected at once (one endpoint
   /// always may be).
-  mutating func callOutcome(_ endpoint: Endpoint, failed: Bool, now: ContinuousClock.Instant) -> EndpointHealth? {
+  mutating func callOutcome(_ endpoint: E, failed: Bool, now: ContinuousClock.Instant) -> EndpointHealth? {
     let id = ObjectIdentifier(endpoint)
-    guard var endpointHealth = health[id] else { return nil }
-    let ejectedCount = failed ? health.values.reduce(0) { $0 + ($1.isEjected(at: now) ? 1 : 0) } : 0
+    guard entries[id] != nil else { return nil }
+    // A success after a success changes nothing (most calls).
+    guard failed || entries[id]!.health.hasRecentFailures else { return nil }
+    let ejectedCount = failed ? entries.values.reduce(0) { $0 + ($1.health.isEjected(at: now) ? 1 : 0) } : 0
     let limit = max(1, endpoints.count * policy.outlierDetection.maxEjectionPercent / 100)
-    let ejected = endpointHealth.call(failed: failed, now: now, mayEject: ejectedCount < limit)
-    health[id] = endpointHealth
+    let ejected = entries[id]!.health.call(failed: failed, now: now, mayEject: ejectedCount < limit)
     guard ejected else { return nil }
     updateRotation(now: now)
-    return endpointHealth
+    return entries[id]!.health
   }
 
   /// Ends the ejections whose time is up; the endpoints back in rotation.
-  mutating func expireEjections(now: ContinuousClock.Instant) -> [Endpoint] {
-    let expired = endpoints.filter { health[ObjectIdentifier($0)]!.expireEjection(now: now) }
+  mutating func expireEjections(now: ContinuousClock.Instant) -> [E] {
+    let expired = endpoints.filter { entries[ObjectIdentifier($0)]!.health.expireEjection(now: now) }
     if !expired.isEmpty { updateRotation(now: now) }
     return expired
   }
@@ -109,29 +189,26 @@ struct PoolState: Sendable {
   // MARK: Membership
 
   /// Adds an endpoint (it enters rotation once its health says so).
-  mutating func insert(_ endpoint: Endpoint, now: ContinuousClock.Instant) {
+  mutating func insert(_ endpoint: E, now: ContinuousClock.Instant) {
     let id = ObjectIdentifier(endpoint)
-    if health[id] == nil { health[id] = EndpointHealth(policy: policy) }
+    if entries[id] == nil { entries[id] = Entry(health: EndpointHealth(policy: policy)) }
     endpoints.append(endpoint)
     updateRotation(now: now)
   }
 
   /// Removes endpoints; calls waiting in the queue are never given them.
-  mutating func remove(_ gone: [Endpoint], now: ContinuousClock.Instant) {
+  mutating func remove(_ gone: [E], now: ContinuousClock.Instant) {
     guard !gone.isEmpty else { return }
     endpoints.removeAll { endpoint in gone.contains { $0 === endpoint } }
-    for endpoint in gone {
-      health[ObjectIdentifier(endpoint)] = nil
-      drained.remove(ObjectIdentifier(endpoint))
-    }
+    for endpoint in gone { entries[ObjectIdentifier(endpoint)] = nil }
     updateRotation(now: now)
   }
 
   private mutating func updateRotation(now: ContinuousClock.Instant) {
-    let health = self.health
-    let drained = self.drained
+    let entries = self.entries
     rotation = endpoints.filter {
-      !drained.contains(ObjectIdentifier($0)) && health[ObjectIdentifier($0)]!.inRotation(at: now)
+      let entry = entries[ObjectIdentifier($0)]!
+      return !entry.drained && entry.health.inRotation(at: now)
     }
   }
 
@@ -140,32 +217,30 @@ struct PoolState: Sendable {
   /// Drains (or undrains) the endpoints at `address`: a drained endpoint takes no new call and
   /// its calls in flight finish; its health checks go on, and undraining puts it back in
   /// rotation if they pass. The endpoints found (none: no endpoint there).
-  mutating func setDrained(_ drain: Bool, at address: HostPort, now: ContinuousClock.Instant) -> [Endpoint] {
+  mutating func setDrained(_ drain: Bool, at address: HostPort, now: ContinuousClock.Instant) -> [E] {
     let found = endpoints.filter { $0.address == address }
-    for endpoint in found {
-      if drain { drained.insert(ObjectIdentifier(endpoint)) } else { drained.remove(ObjectIdentifier(endpoint)) }
-    }
+    for endpoint in found { entries[ObjectIdentifier(endpoint)]?.drained = drain }
     if !found.isEmpty { updateRotation(now: now) }
     return found
   }
 
   /// Whether `endpoint` was drained by hand.
-  func isDrained(_ endpoint: Endpoint) -> Bool { drained.contains(ObjectIdentifier(endpoint)) }
+  func isDrained(_ endpoint: E) -> Bool { entries[ObjectIdentifier(endpoint)]?.drained ?? false }
 
   /// What eviction found: members dropped, and members alive by their probes alone.
   struct Eviction: Sendable {
-    var evicted: [Endpoint] = []
-    var keptByProbes: [Endpoint] = []
+    var evicted: [E] = []
+    var keptByProbes: [E] = []
   }
 
   /// Adds a registered replica under its membership id.
-  mutating func addMember(_ id: String, endpoint: Endpoint, now: ContinuousClock.Instant) {
+  mutating func addMember(_ id: String, endpoint: E, now: ContinuousClock.Instant) {
     members[id] = Member(endpoint: endpoint, liveness: MemberLiveness(joinedAt: now))
     insert(endpoint, now: now)
   }
 
   /// Removes a member; its endpoint, or `nil` when the id is not a member.
-  mutating func removeMember(_ id: String, now: ContinuousClock.Instant) -> Endpoint? {
+  mutating func removeMember(_ id: String, now: ContinuousClock.Instant) -> E? {
     guard let member = members.removeValue(forKey: id) else { return nil }
     remove([member.endpoint], now: now)
     return member.endpoint
@@ -173,7 +248,7 @@ struct PoolState: Sendable {
 
   /// Removes the members at `address` other than `kept`: their ids and endpoints.
   mutating func removeMembers(at address: HostPort, except kept: String, now: ContinuousClock.Instant)
-    -> [(id: String, endpoint: Endpoint)]
+    -> [(id: String, endpoint: E)]
   {
     // Only members that joined before `kept`: two registrations in flight at once from one
     // address must not remove each other.
@@ -208,7 +283,7 @@ struct PoolState: Sendable {
     }
     var counts: [String: Int] = [:]
     for endpoint in endpoints {
-      counts[health[ObjectIdentifier(endpoint)]!.stateName(at: now), default: 0] += 1
+      counts[entries[ObjectIdentifier(endpoint)]!.health.stateName(at: now), default: 0] += 1
     }
     let summary = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
     return "no healthy replica in pool \"\(pool)\" (\(endpoints.count) replicas: \(summary))"

@@ -131,7 +131,7 @@ extension ReplicaPool {
   }
 
   /// Removes members with neither a heartbeat nor a passing probe within `timeout`.
-  func evict(silentFor timeout: Duration) -> PoolState.Eviction {
+  func evict(silentFor timeout: Duration) -> State.Eviction {
     let now = ContinuousClock.now
     let found = state.withLock { $0.evict(silentFor: timeout, now: now) }
     found.evicted.forEach { $0.drain() }

@@ -11,7 +11,6 @@ extension ReplicaPool {
       state.apply(policy, now: now)
       return true
     }
-    hasCallLimit.store(policy.balancer.maxConcurrentCalls > 0, ordering: .relaxed)
     if changed { policyGeneration.add(1, ordering: .releasing) }
     return changed
   }

@@ -49,7 +49,14 @@ package final class ReplicaPool: Sendable {
     package let inRotation: Bool
     /// For a registered replica, the signal that last showed it alive.
     package let liveness: MemberLiveness.Signal?
+    /// Calls it has now.
+    package let callsInFlight: Int
+    /// Its calls of the last minute.
+    package let recentCalls: CallWindow
   }
+
+  /// The pool's rules, kept under its lock.
+  typealias State = PoolState<Endpoint, QueuedCall>
 
   /// The agent's name.
   package let name: String
@@ -57,8 +64,6 @@ package final class ReplicaPool: Sendable {
   package let declared: Bool
   /// Health checks, ejection and retries of this pool (a reload may change them).
   package var policy: MeshConfig.Policy { state.withLock { $0.policy } }
-  /// Whether `balancer.max_concurrent_calls` limits the endpoints (read without the lock).
-  let hasCallLimit: Atomic<Bool>
   /// Counts the reloads that changed ``policy``: a caller's connection keeps the retry policy
   /// and reads it again only when this moved (``refreshRetry(_:)``).
   let policyGeneration = Atomic<Int>(0)
@@ -68,16 +73,12 @@ package final class ReplicaPool: Sendable {
   let settings: LiveSettings
   /// Whether every call forwarded is logged.
   var accessLog: Bool { settings.accessLog }
-  let state: Mutex<PoolState>
+  let state: Mutex<State>
   private let registeredCores = Atomic<Int>(0)
   let ejectionsCounter: Counter
   let probesPassed: Counter
   let probesFailed: Counter
   private let queuedGauge: Gauge
-  /// Callers' requests refused (reset or answered here), by reason; each exists from the start.
-  let refusedRequestsCounters: [RequestRefusal: Counter]
-  /// Callers' calls reset because their answers waited too long for window.
-  let stalledStreamsCounter: Counter
   private let queueWait: Timer
   private let callsInFlight = Atomic<Int>(0)
   private let retriesInFlight = Atomic<Int>(0)
@@ -98,26 +99,18 @@ package final class ReplicaPool: Sendable {
   ) {
     self.name = name
     self.declared = declared
-    self.hasCallLimit = Atomic(policy.balancer.maxConcurrentCalls > 0)
     self.metrics = metrics
     self.ejectionsCounter = metrics.counter("ejections_total", [("pool", name)])
     self.probesPassed = metrics.counter("health_probes_total", [("pool", name), ("result", "passed")])
     self.probesFailed = metrics.counter("health_probes_total", [("pool", name), ("result", "failed")])
     self.queuedGauge = metrics.gauge("queued_calls", [("pool", name)])
-    self.refusedRequestsCounters = Dictionary(uniqueKeysWithValues: RequestRefusal.allCases.map {
-      ($0, metrics.counter("http2_refused_requests_total", [("pool", name), ("reason", $0.rawValue)]))
-    })
-    self.stalledStreamsCounter = metrics.counter("http2_stalled_streams_total", [("pool", name)])
     // Counters exist at 0 from the start, so that rate() and increase() see their first event.
     for reason in RetryReason.allCases {
       _ = metrics.counter("retries_total", [("pool", name), ("reason", reason.rawValue)])
     }
-    for violation in HTTP2Guards.Violation.allCases {
-      _ = metrics.counter("http2_goaways_total", [("pool", name), ("reason", violation.rawValue)])
-    }
     self.queueWait = Timer(
       label: "bindu_mesh_queue_wait_seconds", dimensions: [("pool", name)], factory: metrics.factory)
-    self.state = Mutex(PoolState(policy: policy, definition: definition))
+    self.state = Mutex(State(policy: policy, definition: definition))
     self.settings = settings
     self.logger = logger.with("mesh.pool", name)
     self.endpointFactory = EndpointFactory(loops: loops, settings: settings, security: security, logger: self.logger)
@@ -133,12 +126,15 @@ package final class ReplicaPool: Sendable {
   package var endpointStates: [EndpointState] {
     let now = ContinuousClock.now
     return state.withLock { state in
-      state.endpoints.map { endpoint in
-        let health = state.health[ObjectIdentifier(endpoint)]!
+      let candidates = state.candidates
+      return state.endpoints.map { endpoint in
+        let entry = state.entry(endpoint)!
         let liveness = endpoint.membershipID.flatMap { state.members[$0]?.liveness.signal }
         return EndpointState(
-          endpoint: endpoint, health: health, state: state.isDrained(endpoint) ? "draining" : health.stateName(at: now),
-          inRotation: state.candidates.contains { $0 === endpoint }, liveness: liveness)
+          endpoint: endpoint, health: entry.health,
+          state: entry.drained ? "draining" : entry.health.stateName(at: now),
+          inRotation: candidates.contains { $0 === endpoint }, liveness: liveness, callsInFlight: entry.outstanding,
+          recentCalls: entry.recentCalls)
       }
     }
   }
@@ -146,7 +142,7 @@ package final class ReplicaPool: Sendable {
   // MARK: The data path
 
   /// The endpoint in rotation that the pool's balancer picks, not one in `excluded`; it counts
-  /// as outstanding on that endpoint until ``release(_:)``. When every endpoint is at
+  /// as outstanding on that endpoint until ``release(_:attempt:)``. When every endpoint is at
   /// `balancer.max_concurrent_calls`, the call is queued and `waiter` resumed later.
   func pick(excluding excluded: [Endpoint] = [], waiter: () -> QueuedCall) -> Pick {
     let (pick, queued) = state.withLock { state -> (Pick, Int?) in
@@ -163,14 +159,13 @@ package final class ReplicaPool: Sendable {
     return pick
   }
 
-  /// Ends an attempt that ``pick(excluding:waiter:)`` counted on `endpoint`; with a limit, its
-  /// slot goes to the first queued call that may use it.
-  func release(_ endpoint: Endpoint) {
-    guard hasCallLimit.load(ordering: .relaxed) else {
-      endpoint.outstanding.subtract(1, ordering: .relaxed)
-      return
-    }
-    withState { _ in endpoint.outstanding.subtract(1, ordering: .relaxed) }
+  /// Gives back the call that ``pick(excluding:waiter:)`` counted on `endpoint`, with how its
+  /// attempt went when it made one (its figures, and passive health: an endpoint whose calls
+  /// keep failing is ejected). Its slot goes to the first queued call that may use it.
+  func release(_ endpoint: Endpoint, attempt: State.AttemptEnd? = nil) {
+    let now = ContinuousClock.now
+    let ejected = withState { $0.release(endpoint, attempt: attempt, now: now) }
+    if let ejected { reportEjection(endpoint, ejected, now: now) }
   }
 
   /// Takes a queued call out of the queue (its deadline passed, its caller left); `false` when
@@ -189,7 +184,7 @@ package final class ReplicaPool: Sendable {
   /// Runs `body` under the pool's lock, then gives the slots it freed (or the endpoints it put
   /// in rotation) to queued calls, resuming them outside the lock.
   @discardableResult
-  func withState<Result>(_ body: (inout PoolState) -> Result) -> Result {
+  func withState<Result>(_ body: (inout State) -> Result) -> Result {
     let now = ContinuousClock.now
     let (result, dispatched, queued) = state.withLock { state in
       let result = body(&state)
@@ -205,34 +200,19 @@ package final class ReplicaPool: Sendable {
     return result
   }
 
-  /// Passive health: takes in how a call on `endpoint` went (`failed`: it could not reach the
-  /// handler, was reset, answered `UNAVAILABLE` or timed out), ejecting the endpoint after too
-  /// many failures.
-  package func observeCall(on endpoint: Endpoint, failed: Bool) {
-    // A success after a success changes nothing: no lock, no clock (most calls).
-    guard failed || endpoint.hasRecentFailures.load(ordering: .relaxed) else { return }
-    endpoint.hasRecentFailures.store(failed, ordering: .relaxed)
-    let now = ContinuousClock.now
-    let ejected = withState { $0.callOutcome(endpoint, failed: failed, now: now) }
-    if let ejected {
-      ejectionsCounter.increment()
-      logger.warning(
-        "replica ejected: calls keep failing",
-        metadata: [
-          "mesh.replica": "\(endpoint)", "mesh.ejections": "\(ejected.ejections)",
-          "mesh.ejected_for": "\(ejected.ejectedUntil.map { $0 - now } ?? .zero)",
-        ])
-    }
+  private func reportEjection(_ endpoint: Endpoint, _ ejected: EndpointHealth, now: ContinuousClock.Instant) {
+    ejectionsCounter.increment()
+    logger.warning(
+      "replica ejected: calls keep failing",
+      metadata: [
+        "mesh.replica": "\(endpoint)", "mesh.ejections": "\(ejected.ejections)",
+        "mesh.ejected_for": "\(ejected.ejectedUntil.map { $0 - now } ?? .zero)",
+      ])
   }
 
   /// Server-side metrics of calls to `path` on this pool's listener.
   func serverMetrics(path: String) -> GRPCCallMetrics {
     metrics.server(pool: name, path: path)
-  }
-
-  /// `bindu_mesh_caller_connections_closed_total{reason}`: `preface_timeout` or `idle_timeout`.
-  func callerConnectionsClosedCounter(reason: String) -> Counter {
-    metrics.counter("caller_connections_closed_total", [("pool", name), ("reason", reason)])
   }
 
   /// Why a call moved to another replica: the `reason` of `bindu_mesh_retries_total`.
