@@ -36,9 +36,9 @@ import Testing
   @Test func keptRequestReplaysHeadersThenFramesInOrder() {
     var kept = KeptRequest(limit: 1 << 20)
     let headers: HPACKHeaders = [":path": "/bindu.grpc.AgentHandler/HandleMessages"]
-    kept.keep(.headers(.init(headers: headers)), sent: false)
-    for bytes in [1, 2, 3] { kept.keep(.data(data(bytes)), sent: true) }
-    kept.keep(.headers(.init(headers: ["x-trailer": "1"], endStream: true)), sent: true)
+    kept.waiting(.headers(.init(headers: headers)))
+    for bytes in [1, 2, 3] { kept.forwarded(.data(data(bytes)), connectionOverBudget: false) }
+    kept.forwarded(.headers(.init(headers: ["x-trailer": "1"], endStream: true)), connectionOverBudget: false)
     #expect(kept.headers?.headers.first(name: ":path") == "/bindu.grpc.AgentHandler/HandleMessages")
     var replayed: [String] = []
     kept.forEachFrameAfterHeaders { payload in
@@ -58,15 +58,15 @@ import Testing
 
   @Test func aRequestOverTheLimitIsDroppedOnceAReplicaHasIt() {
     var kept = KeptRequest(limit: 100)
-    kept.keep(.headers(.init(headers: [":path": "/p"])), sent: false)
-    kept.keep(.data(data(60)), sent: false)
+    kept.waiting(.headers(.init(headers: [":path": "/p"])))
+    kept.waiting(.data(data(60)))
     #expect(!kept.isFull)
-    kept.keep(.data(data(60)), sent: false)
+    kept.waiting(.data(data(60)))
     // No replica has them yet: they stay, and the caller is held back.
     #expect(kept.isFull && kept.canMove && kept.headers != nil)
-    kept.sent()
+    kept.replicaHasAll()
     #expect(!kept.canMove && kept.headers == nil && kept.bytes == 120)
-    kept.keep(.data(data(10)), sent: true)
+    kept.forwarded(.data(data(10)), connectionOverBudget: false)
     var left = 0
     kept.forEachFrameAfterHeaders { _ in left += 1 }
     #expect(left == 0 && kept.bytes == 130)
@@ -74,8 +74,26 @@ import Testing
 
   @Test func aRequestWithinTheLimitStaysToMove() {
     var kept = KeptRequest(limit: 100)
-    kept.keep(.headers(.init(headers: [":path": "/p"])), sent: false)
-    kept.keep(.data(data(100)), sent: true)
+    kept.waiting(.headers(.init(headers: [":path": "/p"])))
+    kept.forwarded(.data(data(100)), connectionOverBudget: false)
     #expect(kept.canMove && kept.headers != nil)
+  }
+
+  @Test func aConnectionOverItsBudgetDropsWhatAReplicaHasAndACommitEndsTheKeeping() {
+    var kept = KeptRequest(limit: 100)
+    kept.waiting(.headers(.init(headers: [":path": "/p"])))
+    kept.waiting(.data(data(10)))
+    kept.replicaHasAll()
+    #expect(kept.canMove, "within the limit, a replica having them drops nothing")
+    kept.forwarded(.data(data(10)), connectionOverBudget: true)
+    #expect(!kept.canMove && kept.headers == nil && kept.retained == 0)
+
+    var committed = KeptRequest(limit: 100)
+    committed.waiting(.headers(.init(headers: [":path": "/p"])))
+    committed.forwarded(.data(data(10)), connectionOverBudget: false)
+    committed.replicaCommitted()
+    committed.forwarded(.data(data(10)), connectionOverBudget: false)
+    committed.waiting(.data(data(10)))
+    #expect(committed.headers == nil && committed.retained == 0 && committed.bytes == 0)
   }
 }

@@ -194,4 +194,24 @@ final class TestEndpoint: PoolEndpoint {
     _ = pool.release(b, attempt: nil, now: now)
     #expect(picked(pool.pick(excluding: [], waiter: waiter, now: now)) === b)
   }
+
+  @Test func entriesStayWithTheirEndpointsAsOthersLeave() {
+    var entries = EndpointEntries()
+    let endpoints = (1...4).map { endpoint($0) }
+    let ids = endpoints.map { ObjectIdentifier($0) }
+    for (index, id) in ids.prefix(3).enumerated() {
+      var entry = EndpointEntry(health: EndpointHealth(policy: .defaults))
+      entry.outstanding = index + 1
+      entries.insert(id, entry)
+    }
+    entries.insert(ids[0], EndpointEntry(health: EndpointHealth(policy: .defaults)))  // has one: kept
+    entries.remove(ids[0])  // the last takes its slot
+    entries.insert(ids[3], { var entry = EndpointEntry(health: EndpointHealth(policy: .defaults)); entry.outstanding = 4; return entry }())
+    entries.remove(ids[2])
+    #expect(entries[ids[0]] == nil && entries[ids[2]] == nil)
+    #expect(entries[ids[1]]?.outstanding == 2 && entries[ids[3]]?.outstanding == 4)
+    #expect(entries.values.count == 2)
+    entries.remove(ids[2])  // gone already: nothing happens
+    #expect(entries.values.map(\.outstanding).sorted() == [2, 4])
+  }
 }

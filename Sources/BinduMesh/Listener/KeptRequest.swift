@@ -4,11 +4,17 @@ import NIOHTTP2
 /// another replica: the HEADERS, then the first frame after them in place (a unary request has
 /// one DATA frame, so nothing is allocated for it), then any more in an array.
 ///
-/// What it keeps is bounded by `limit` (`retry.max_kept_request_bytes`) once a replica has the
-/// frames: past it they are dropped and the call can no longer move; so are they when the
-/// connection's calls keep too much between them (`callbacks.max_buffered_bytes`, the `dropAll`
-/// of ``keep(_:sent:dropAll:)``). Frames no replica has yet must stay, so
-/// while a call waits for its replica ``isFull`` tells it to stop taking more.
+/// It alone answers when a call stops keeping its request, from what the call tells it:
+/// - a frame while no replica has the request (``waiting(_:)``) is kept whatever its size: no
+///   replica has it, so while a call waits for its replica ``isFull`` tells it to stop taking more;
+/// - a frame a replica has (``forwarded(_:connectionOverBudget:)``) is kept to move the call
+///   unless past `limit` (`retry.max_kept_request_bytes`), or unless the connection's calls keep
+///   too much between them (`callbacks.max_buffered_bytes`): then every frame is dropped and the
+///   call can no longer move;
+/// - once the frames kept are written to a replica (``replicaHasAll()``), past `limit` they are
+///   dropped (the connection's budget does not drop them: they are still in memory, queued for
+///   the replica's window);
+/// - once the replica commits to an answer (``replicaCommitted()``), nothing is kept any more.
 struct KeptRequest {
   /// The most DATA bytes kept to move the call.
   let limit: Int
@@ -19,15 +25,31 @@ struct KeptRequest {
   private(set) var bytes = 0
   /// Whether the frames are all here, so the call can move to another replica.
   private(set) var canMove = true
+  /// The replica committed to an answer: the call will not move, nothing is kept.
+  private var committed = false
 
   init(limit: Int) { self.limit = limit }
 
   /// DATA bytes held now.
   var retained: Int { canMove ? bytes : 0 }
 
-  /// Keeps `payload`: the HEADERS first, then the frames that follow. `sent`: a replica has it
-  /// already, so it may be dropped once over the limit, or at once with `dropAll`.
-  mutating func keep(_ payload: HTTP2Frame.FramePayload, sent: Bool, dropAll: Bool = false) {
+  /// A frame of the request (the HEADERS first) while no replica has the request: kept.
+  mutating func waiting(_ payload: HTTP2Frame.FramePayload) { keep(payload, sent: false) }
+
+  /// A frame of the request a replica has now: kept to move the call, unless over the limit or
+  /// `connectionOverBudget` (the connection's calls keep `callbacks.max_buffered_bytes`).
+  mutating func forwarded(_ payload: HTTP2Frame.FramePayload, connectionOverBudget: Bool) {
+    keep(payload, sent: true, dropAll: connectionOverBudget)
+  }
+
+  /// The replica committed to an answer (its response HEADERS): nothing is kept from here on.
+  mutating func replicaCommitted() {
+    removeAll()
+    committed = true
+  }
+
+  private mutating func keep(_ payload: HTTP2Frame.FramePayload, sent: Bool, dropAll: Bool = false) {
+    guard !committed else { return }
     if case .data(let data) = payload { bytes += data.data.readableBytes }
     guard canMove else { return }
     if headers == nil, case .headers(let frame) = payload {
@@ -41,7 +63,7 @@ struct KeptRequest {
   }
 
   /// A replica has every frame kept: past the limit they are dropped.
-  mutating func sent() { dropIfOverLimit(dropAll: false) }
+  mutating func replicaHasAll() { dropIfOverLimit(dropAll: false) }
 
   /// Whether a call with no replica yet should take no more of the request for now.
   var isFull: Bool { bytes >= limit }

@@ -15,7 +15,7 @@ extension ProxyCall {
     case .headers(let headers):
       guard headers.endStream else {
         responseStarted = true
-        request.removeAll()  // the replica has committed: no retry from here on
+        request.replicaCommitted()  // no retry from here on
         reportKept()
         caller.write(payload, on: streamID)
         return
@@ -61,7 +61,7 @@ extension ProxyCall {
     guard case .forwarding(let endpoint, _) = state else { return }
     // The replica enforces the deadline it was given; when it gives up at (about) our deadline,
     // the caller's answer is DEADLINE_EXCEEDED, whichever timer fired first.
-    if let deadline, NIODeadline.now() + .milliseconds(50) >= deadline {
+    if let deadline, deadline.replicaGaveUp(at: .now()) {
       deadlineReached()
       return
     }

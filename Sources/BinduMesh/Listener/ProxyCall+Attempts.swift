@@ -169,19 +169,16 @@ extension ProxyCall {
     // Past the per-call limit the kept frames are dropped; within it they stay counted against
     // the connection's budget, even a full one: frames queued for the replica's window are
     // still in memory.
-    request.sent()
+    request.replicaHasAll()
     reportKept()
   }
 
   /// The request headers with `grpc-timeout` set to the time left and, when tracing is on, the
   /// attempt's `traceparent`.
   func upstreamHeaders() -> HPACKHeaders {
-    guard deadline != nil || trace != nil else { return requestHeaders }
+    guard deadline?.hasOwnTimer == true || trace != nil else { return requestHeaders }
     var headers = requestHeaders
-    if let deadline {
-      let left = max((deadline - .now()).nanoseconds, 1)
-      headers.replaceOrAdd(name: "grpc-timeout", value: GRPCTimeout.format(nanoseconds: left))
-    }
+    if let timeout = deadline?.grpcTimeout(at: .now()) { headers.replaceOrAdd(name: "grpc-timeout", value: timeout) }
     trace?.inject(into: &headers)
     return headers
   }
@@ -194,17 +191,13 @@ extension ProxyCall {
       // waiting for a replica holds counts against its connection's callbacks.max_buffered_bytes
       // until it is written to the replica (``requestFull`` makes it pick one before the caller
       // runs out of window).
-      if !responseStarted {
-        request.keep(payload, sent: false)
-        reportKept()
-      }
+      request.waiting(payload)
+      reportKept()
       if let windowBack { heldWindow += windowBack }
       return
     }
-    if !responseStarted {
-      request.keep(payload, sent: true, dropAll: caller.keepsTooMuch)
-      reportKept()
-    }
+    request.forwarded(payload, connectionOverBudget: caller.keepsTooMuch)
+    reportKept()
     guard let windowBack else {
       stream.write(payload)
       return

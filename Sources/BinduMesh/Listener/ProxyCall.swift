@@ -61,10 +61,9 @@ final class ProxyCall: UpstreamStreamDelegate {
   var requestHeaders = HPACKHeaders()
   /// The call's `:path`, such as `/bindu.grpc.AgentHandler/HandleMessages`.
   var path = ""
-  var deadline: NIODeadline?
+  /// When the call must end (``CallDeadline``), and the timer of a caller's deadline.
+  var deadline: CallDeadline?
   var deadlineTimer: Scheduled<Void>?
-  /// The deadline of a call that came without one (`upstream.default_call_timeout`).
-  var defaultDeadline: NIODeadline?
   var tried: [Endpoint] = []
   /// The endpoint the current attempt counts on (``ReplicaPool/release(_:attempt:)`` when it ends).
   var picked: Endpoint?
@@ -184,38 +183,33 @@ final class ProxyCall: UpstreamStreamDelegate {
     }
     pool.beginCall()
     counted = true
-    var timeout = limits.defaultCallTimeout
-    if let given = requestHeaders.first(name: "grpc-timeout") {
-      guard let nanos = GRPCTimeout.parse(Substring(given)) else {
-        endWithStatus(.invalidArgument, "malformed grpc-timeout \"\(given)\"")
-        return
-      }
-      timeout = .nanoseconds(nanos)
-      let deadline = NIODeadline.now() + .nanoseconds(nanos)
-      self.deadline = deadline
-      deadlineTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+    do {
+      deadline = try CallDeadline.of(
+        grpcTimeout: requestHeaders.first(name: "grpc-timeout"), defaultTimeout: limits.defaultCallTimeout, now: .now())
+    } catch {
+      endWithStatus(.invalidArgument, "malformed grpc-timeout \"\(error.value)\"")
+      return
+    }
+    if let deadline, deadline.hasOwnTimer {
+      deadlineTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline.at) { [self] in
         deadlineTimer = nil
         deadlineReached()
       }
-    } else if let timeout {
-      // A call without grpc-timeout gets `upstream.default_call_timeout`, so that none holds a
-      // stream (and a replica's) for ever; its connection checks it every second
-      // (``CallerStreams``), which costs the call no timer of its own.
-      defaultDeadline = .now() + timeout.timeAmount
     }
     if let tracer = pool.settings.tracer {
-      trace = CallTrace(tracer: tracer, headers: requestHeaders, path: path, pool: pool.name, deadline: timeout)
+      trace = CallTrace(tracer: tracer, headers: requestHeaders, path: path, pool: pool.name, deadline: deadline?.timeout)
     }
-    request.keep(.headers(headers), sent: false)
+    request.waiting(.headers(headers))
     state = .reading
     if headers.endStream { requestReadEnough() }
   }
 
-  /// Ends the call if it came without a deadline and has run past the default one.
+  /// Ends the call if it came without a deadline and has run past the default one (its
+  /// connection's tick: such a deadline has no timer of its own).
   func checkDefaultDeadline(now: NIODeadline) {
-    guard let defaultDeadline, now >= defaultDeadline else { return }
+    guard let deadline, !deadline.hasOwnTimer, deadline.isPast(now) else { return }
     if case .finished = state { return }
-    self.defaultDeadline = nil
+    self.deadline = nil
     deadlineReached()
   }
 

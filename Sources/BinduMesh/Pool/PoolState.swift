@@ -21,23 +21,7 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
     var liveness: MemberLiveness
   }
 
-  /// One endpoint's standing in the pool, the only place its load, call time, health, drain
-  /// and recent calls are kept: each changes here, under the pool's lock, and nowhere else.
-  struct Entry: Sendable {
-    var health: EndpointHealth
-    /// Calls that picked it and have not ended: the least-request balancer's load. Taken by
-    /// ``pick(excluding:waiter:now:)`` and ``dispatch(now:)``, given back by
-    /// ``release(_:attempt:now:)``.
-    var outstanding = 0
-    /// How long its calls take, in microseconds: an exponentially weighted moving average (1/8
-    /// per call) of the attempts it answered OK; 0 before the first (a replica failing fast must
-    /// not look fast).
-    var callTimeAverage = 0
-    /// Drained by hand (the admin API): out of rotation whatever its health.
-    var drained = false
-    /// Its calls of the last minute, for the status page.
-    var recentCalls = CallWindow()
-  }
+  typealias Entry = EndpointEntry
 
   /// How an attempt on an endpoint ended.
   struct AttemptEnd: Sendable {
@@ -57,7 +41,7 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   /// Every endpoint, in the order they joined.
   private(set) var endpoints: [E] = []
   /// Every endpoint's standing, by its identity.
-  private(set) var entries: [ObjectIdentifier: Entry] = [:]
+  private(set) var entries = EndpointEntries()
   /// The endpoints the balancer may pick: in rotation, in `endpoints` order.
   private(set) var rotation: [E] = []
   var balancer: Balancer
@@ -75,7 +59,7 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   mutating func apply(_ policy: MeshConfig.Policy, now: ContinuousClock.Instant) {
     self.policy = policy
     balancer.apply(policy.balancer)
-    for id in entries.keys { entries[id]!.health.apply(policy) }
+    for slot in entries.values.indices { entries.values[slot].health.apply(policy) }
     updateRotation(now: now)
   }
 
@@ -109,40 +93,39 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   // The balancer reads and takes loads from the entries, which it holds apart from: two inout
   // values, not the whole state.
   private static func pick(
-    _ balancer: inout Balancer, _ entries: inout [ObjectIdentifier: Entry], _ candidates: [E], _ excluded: [E],
+    _ balancer: inout Balancer, _ entries: inout EndpointEntries, _ candidates: [E], _ excluded: [E],
     _ waiter: () -> Waiter, _ now: @autoclosure () -> ContinuousClock.Instant
   ) -> Balancer.Decision {
     balancer.pick(
       candidates, excluding: excluded, waiter: waiter, now: now(),
-      load: { entries[ObjectIdentifier($0)]?.outstanding ?? 0 },
-      cost: { entries[ObjectIdentifier($0)]?.callTimeAverage ?? 0 },
-      take: { entries[ObjectIdentifier($0)]?.outstanding += 1 })
+      load: { entries.slot(of: ObjectIdentifier($0)).map { entries.values[$0].outstanding } ?? 0 },
+      cost: { entries.slot(of: ObjectIdentifier($0)).map { entries.values[$0].callTimeAverage } ?? 0 },
+      take: { if let slot = entries.slot(of: ObjectIdentifier($0)) { entries.values[slot].outstanding += 1 } })
   }
 
   private static func dispatch(
-    _ balancer: inout Balancer, _ entries: inout [ObjectIdentifier: Entry], _ candidates: [E],
+    _ balancer: inout Balancer, _ entries: inout EndpointEntries, _ candidates: [E],
     _ now: ContinuousClock.Instant
   ) -> [Balancer.Dispatched] {
     balancer.dispatch(
       candidates, now: now,
-      load: { entries[ObjectIdentifier($0)]?.outstanding ?? 0 },
-      cost: { entries[ObjectIdentifier($0)]?.callTimeAverage ?? 0 },
-      take: { entries[ObjectIdentifier($0)]?.outstanding += 1 })
+      load: { entries.slot(of: ObjectIdentifier($0)).map { entries.values[$0].outstanding } ?? 0 },
+      cost: { entries.slot(of: ObjectIdentifier($0)).map { entries.values[$0].callTimeAverage } ?? 0 },
+      take: { if let slot = entries.slot(of: ObjectIdentifier($0)) { entries.values[slot].outstanding += 1 } })
   }
 
   /// Gives back the call a pick counted on `endpoint`; with `attempt`, adds it to the
   /// endpoint's figures and, when it is judged, to its health. Returns the endpoint's health
   /// when that ejected it. An endpoint no longer in the pool has nothing to give back.
   mutating func release(_ endpoint: E, attempt: AttemptEnd?, now: ContinuousClock.Instant) -> EndpointHealth? {
-    let id = ObjectIdentifier(endpoint)
-    guard entries[id] != nil else { return nil }
-    entries[id]!.outstanding = max(0, entries[id]!.outstanding - 1)
+    guard let slot = entries.slot(of: ObjectIdentifier(endpoint)) else { return nil }
+    entries.values[slot].outstanding = max(0, entries.values[slot].outstanding - 1)
     guard let attempt else { return nil }
     let micros = max(1, Int(attempt.took.nanoseconds / 1000))
-    entries[id]!.recentCalls.add(second: CallWindow.second(of: now), micros: micros, ok: attempt.ok)
+    entries.values[slot].recentCalls.add(second: CallWindow.second(of: now), micros: micros, ok: attempt.ok)
     if attempt.ok {
-      let average = entries[id]!.callTimeAverage
-      entries[id]!.callTimeAverage = average == 0 ? micros : average + (micros - average) / 8
+      let average = entries.values[slot].callTimeAverage
+      entries.values[slot].callTimeAverage = average == 0 ? micros : average + (micros - average) / 8
     }
     guard let failed = attempt.failed else { return nil }
     return callOutcome(endpoint, failed: failed, now: now)
@@ -154,34 +137,32 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   mutating func probe(
     _ endpoint: E, passed: Bool, message: String, now: ContinuousClock.Instant
   ) -> EndpointHealth? {
-    let id = ObjectIdentifier(endpoint)
-    guard entries[id] != nil else { return nil }
+    guard let slot = entries.slot(of: ObjectIdentifier(endpoint)) else { return nil }
     if passed, let member = endpoint.membershipID { members[member]?.liveness.probePassed(at: now) }
-    let changed = entries[id]!.health.probe(passed: passed, message: message, now: now)
+    let changed = entries.values[slot].health.probe(passed: passed, message: message, now: now)
     guard changed else { return nil }
     updateRotation(now: now)
-    return entries[id]!.health
+    return entries.values[slot].health
   }
 
   /// A call's outcome on `endpoint`; its health when that ejected it. No more than
   /// `outlier_detection.max_ejection_percent` of the pool is ejected at once (one endpoint
   /// always may be).
   mutating func callOutcome(_ endpoint: E, failed: Bool, now: ContinuousClock.Instant) -> EndpointHealth? {
-    let id = ObjectIdentifier(endpoint)
-    guard entries[id] != nil else { return nil }
+    guard let slot = entries.slot(of: ObjectIdentifier(endpoint)) else { return nil }
     // A success after a success changes nothing (most calls).
-    guard failed || entries[id]!.health.hasRecentFailures else { return nil }
+    guard failed || entries.values[slot].health.hasRecentFailures else { return nil }
     let ejectedCount = failed ? entries.values.reduce(0) { $0 + ($1.health.isEjected(at: now) ? 1 : 0) } : 0
     let limit = max(1, endpoints.count * policy.outlierDetection.maxEjectionPercent / 100)
-    let ejected = entries[id]!.health.call(failed: failed, now: now, mayEject: ejectedCount < limit)
+    let ejected = entries.values[slot].health.call(failed: failed, now: now, mayEject: ejectedCount < limit)
     guard ejected else { return nil }
     updateRotation(now: now)
-    return entries[id]!.health
+    return entries.values[slot].health
   }
 
   /// Ends the ejections whose time is up; the endpoints back in rotation.
   mutating func expireEjections(now: ContinuousClock.Instant) -> [E] {
-    let expired = endpoints.filter { entries[ObjectIdentifier($0)]!.health.expireEjection(now: now) }
+    let expired = endpoints.filter { entries.values[entries.slot(of: ObjectIdentifier($0))!].health.expireEjection(now: now) }
     if !expired.isEmpty { updateRotation(now: now) }
     return expired
   }
@@ -191,7 +172,7 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   /// Adds an endpoint (it enters rotation once its health says so).
   mutating func insert(_ endpoint: E, now: ContinuousClock.Instant) {
     let id = ObjectIdentifier(endpoint)
-    if entries[id] == nil { entries[id] = Entry(health: EndpointHealth(policy: policy)) }
+    entries.insert(id, Entry(health: EndpointHealth(policy: policy)))
     endpoints.append(endpoint)
     updateRotation(now: now)
   }
@@ -200,7 +181,7 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   mutating func remove(_ gone: [E], now: ContinuousClock.Instant) {
     guard !gone.isEmpty else { return }
     endpoints.removeAll { endpoint in gone.contains { $0 === endpoint } }
-    for endpoint in gone { entries[ObjectIdentifier(endpoint)] = nil }
+    for endpoint in gone { entries.remove(ObjectIdentifier(endpoint)) }
     updateRotation(now: now)
   }
 
@@ -219,7 +200,9 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   /// rotation if they pass. The endpoints found (none: no endpoint there).
   mutating func setDrained(_ drain: Bool, at address: HostPort, now: ContinuousClock.Instant) -> [E] {
     let found = endpoints.filter { $0.address == address }
-    for endpoint in found { entries[ObjectIdentifier(endpoint)]?.drained = drain }
+    for endpoint in found {
+      if let slot = entries.slot(of: ObjectIdentifier(endpoint)) { entries.values[slot].drained = drain }
+    }
     if !found.isEmpty { updateRotation(now: now) }
     return found
   }
