@@ -149,4 +149,12 @@ import Testing
     #expect(RequestHeaderCheck.trailers(HPACKHeaders([(":path", "/x")]), endStream: true) != nil)
     #expect(RequestHeaderCheck.trailers(HPACKHeaders([("Bad", "1")]), endStream: true) != nil)
   }
+
+  @Test func aChosenPeerGetsLooserFloodLimitsAndTheSameStallLimit() {
+    let defaults = HTTP2Guards.Limits(), chosen = HTTP2Guards.Limits.chosenPeer
+    #expect(chosen.maxResets > defaults.maxResets && chosen.maxEmptyDataInARow > defaults.maxEmptyDataInARow)
+    #expect(chosen.maxControlFrames > defaults.maxControlFrames && chosen.maxGlitches > defaults.maxGlitches)
+    #expect(chosen.maxContinuations == defaults.maxContinuations)
+    #expect(chosen.stalledWindowTimeout == defaults.stalledWindowTimeout)
+  }
 }

@@ -52,8 +52,9 @@ private func decodeHeaderBlocks(_ input: Slice<UnsafeBufferPointer<UInt8>>) {
 /// The bytes after the preface, in two reads split where the first byte says, so that frames
 /// also arrive in pieces.
 private func readAsCaller(_ input: UnsafeBufferPointer<UInt8>) {
-  var configuration = HTTP2Connection.Configuration.caller(.defaults)
-  configuration.maxConcurrentStreams = 8
+  // A caller's connection as the mesh makes it with its defaults (callbacks.*), fewer streams.
+  var configuration = HTTP2Connection.Configuration(maxConcurrentStreams: 8, windowSize: 1 << 20)
+  configuration.maxBufferedBytes = 32 << 20
   configuration.maxHeaderListSize = 4096
   let answerer = Answerer()
   let connection = HTTP2Connection(mode: .server, configuration: configuration, delegate: answerer)
@@ -107,7 +108,10 @@ private final class Answerer: QuietDelegate {
 /// part of each request, in two reads as for a caller.
 private func readAsMesh(_ input: UnsafeBufferPointer<UInt8>) {
   let sender = RequestSender()
-  let connection = HTTP2Connection(mode: .client, configuration: .replica(.defaults), delegate: sender)
+  // A replica's connection as the mesh makes it with its defaults (upstream.*).
+  var configuration = HTTP2Connection.Configuration(maxConcurrentStreams: 1000, windowSize: 1 << 20)
+  configuration.guards = .chosenPeer
+  let connection = HTTP2Connection(mode: .client, configuration: configuration, delegate: sender)
   sender.connection = connection
   let headers: HPACKHeaders = [
     ":method": "POST", ":scheme": "http", ":path": "/bindu.grpc.AgentHandler/HandleMessages",

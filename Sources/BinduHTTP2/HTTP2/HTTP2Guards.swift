@@ -13,6 +13,17 @@ package struct HTTP2Guards {
     /// swift-nio-http2's defaults.
     package init() {}
 
+    /// Limits for a peer this side chose and dialled (a proxy's upstream): one that refuses or
+    /// resets many streams under load is busy, not hostile, so the flood limits are far looser.
+    package static var chosenPeer: Self {
+      var limits = Self()
+      limits.maxResets = 10_000
+      limits.maxEmptyDataInARow = 1_000
+      limits.maxControlFrames = 100_000
+      limits.maxGlitches = 10_000
+      return limits
+    }
+
     /// RST_STREAM frames the peer may send within `resetWindow` (a sliding window): a peer that
     /// opens and resets streams in a loop ("rapid reset") would cost a call per stream.
     package var maxResets = 200

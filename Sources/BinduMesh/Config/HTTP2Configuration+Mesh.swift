@@ -21,10 +21,7 @@ extension HTTP2Connection.Configuration {
   /// would stall every other caller's answers on it.
   static func replica(_ upstream: MeshConfig.Upstream) -> Self {
     var configuration = Self(maxConcurrentStreams: upstream.maxConcurrentStreams, windowSize: meshWindowSize)
-    configuration.guards.maxResets = 10_000
-    configuration.guards.maxEmptyDataInARow = 1_000
-    configuration.guards.maxControlFrames = 100_000
-    configuration.guards.maxGlitches = 10_000
+    configuration.guards = .chosenPeer
     return configuration
   }
 }
