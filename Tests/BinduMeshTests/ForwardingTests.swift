@@ -91,7 +91,7 @@ import Testing
     var committed = KeptRequest(limit: 100)
     committed.waiting(.headers(.init(headers: [":path": "/p"])))
     committed.forwarded(.data(data(10)), connectionOverBudget: false)
-    committed.replicaCommitted()
+    committed.keepNoMore()
     committed.forwarded(.data(data(10)), connectionOverBudget: false)
     committed.waiting(.data(data(10)))
     #expect(committed.headers == nil && committed.retained == 0 && committed.bytes == 0)

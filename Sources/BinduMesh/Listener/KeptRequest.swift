@@ -14,7 +14,8 @@ import NIOHTTP2
 /// - once the frames kept are written to a replica (``replicaHasAll()``), past `limit` they are
 ///   dropped (the connection's budget does not drop them: they are still in memory, queued for
 ///   the replica's window);
-/// - once the replica commits to an answer (``replicaCommitted()``), nothing is kept any more.
+/// - once the replica commits to an answer, or the call ends (``keepNoMore()``), nothing is kept
+///   any more.
 struct KeptRequest {
   /// The most DATA bytes kept to move the call.
   let limit: Int
@@ -42,8 +43,9 @@ struct KeptRequest {
     keep(payload, sent: true, dropAll: connectionOverBudget)
   }
 
-  /// The replica committed to an answer (its response HEADERS): nothing is kept from here on.
-  mutating func replicaCommitted() {
+  /// The replica committed to an answer (its response HEADERS), or the call ended: nothing is
+  /// kept from here on.
+  mutating func keepNoMore() {
     removeAll()
     committed = true
   }

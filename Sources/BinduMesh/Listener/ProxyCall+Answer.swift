@@ -15,7 +15,7 @@ extension ProxyCall {
     case .headers(let headers):
       guard headers.endStream else {
         responseStarted = true
-        request.replicaCommitted()  // no retry from here on
+        request.keepNoMore()  // the replica has committed: no retry from here on
         reportKept()
         caller.write(payload, on: streamID)
         return
@@ -174,7 +174,7 @@ extension ProxyCall {
     state = .finished
     releasePicked()
     deadlineTimer?.cancel()
-    request.removeAll()
+    request.keepNoMore()
     reportKept()
     if counted { pool.endCall() }
     if holdsRetry { pool.endRetry() }
