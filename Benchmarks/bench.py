@@ -6,7 +6,8 @@ round-robin over the replicas), shapes are run interleaved and repeated, and one
 is printed: requests/s, ratio to direct (median of per-repetition ratios, min-max), p50/p99
 latency, proxy CPU seconds per 1,000 requests, proxy RSS after the load; then each proxy's RSS and
 PSS idle (before the load) and loaded (after it), its threads, and its RSS by what is mapped
-(Benchmarks/memory.py).
+(Benchmarks/memory.py); each mesh's heap allocations per call (a uprobe on malloc, with perf);
+and each proxy's system calls per call at 1 x 1 by name, every thread counted (strace -c).
 
 That is the part `h2load` of `--parts`; the others are `agent` (agent-shaped load against
 bindu-mesh and HAProxy balancing policies, Benchmarks/agent_load.py), `scaleout` (A2A
@@ -206,6 +207,42 @@ def mallocs_per_call(target, body, workdir, calls=20000):
     return None
 
 
+def syscalls_per_call(target, body, workdir, calls=3000):
+    """System calls per call of the target's processes (every thread) at 1 x 1, by name, counted
+    by `strace -c` over `calls` calls; None when strace cannot attach here. strace slows the
+    process: only the counts mean anything."""
+    strace = shutil.which("strace")
+    if not strace:
+        return None
+    tids = [tid for pid in target.pids if Path(f"/proc/{pid}").exists() for tid in os.listdir(f"/proc/{pid}/task")]
+    out = workdir / f"{target.name}.strace"
+    tracing = subprocess.Popen([strace, "-c", "-f", "-o", str(out)] + [arg for tid in tids for arg in ("-p", tid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    subprocess.run(["h2load", "-c", "1", "-m", "1", "-n", str(calls), "-d", str(body), "-H", "content-type: application/grpc",
+                    "-H", "te: trailers", f"http://127.0.0.1:{target.port}{PATH}"], capture_output=True, timeout=300)
+    time.sleep(0.3)
+    tracing.send_signal(signal.SIGINT)
+    tracing.wait(timeout=30)
+    counts = {}
+    for line in out.read_text().splitlines() if out.exists() else []:
+        fields = line.split()
+        # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total":
+            counts[fields[-1]] = int(fields[3]) / calls
+    return counts or None
+
+
+def syscall_table(counts):
+    """Each target's system calls per call: those over 0.1 per call, then the total."""
+    names = sorted({name for per in counts.values() for name, n in per.items() if n >= 0.1})
+    lines = [f"{'syscalls per call (1 x 1)':<26}" + "".join(f"{name:>14}" for name in names) + f"{'total':>8}"]
+    for target, per in counts.items():
+        lines.append(f"{target:<26}" + "".join(f"{per.get(name, 0):>14.2f}" for name in names)
+                     + f"{sum(per.values()):>8.2f}")
+    return "\n".join(lines)
+
+
 def main():
     import agent_load
     import scale_out
@@ -281,6 +318,8 @@ def h2load_part(args, bin_dir):
         check_all(targets)
         meshes = [targets[1]] + targets[4:]
         allocations = {target.name: mallocs_per_call(target, body, workdir) for target in meshes}
+        syscalls = {target.name: syscalls_per_call(target, body, workdir) for target in proxies}
+        syscalls = {name: counts for name, counts in syscalls.items() if counts}
         print(f"\nbindu-mesh benchmark: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, "
               f"{time.strftime('%Y-%m-%d')}; {args.repetitions} x {args.duration} s per shape and configuration")
         for shape in shapes:
@@ -300,6 +339,8 @@ def h2load_part(args, bin_dir):
         for name, count in allocations.items():
             if count is not None:
                 print(f"\n{name} heap allocations per call (libc malloc, uprobe; 1 x 16): {count:.1f}")
+        if syscalls:
+            print("\n" + syscall_table(syscalls))
     finally:
         for process in reversed(started):
             process.stop(signal.SIGTERM)
