@@ -29,6 +29,17 @@ struct EndpointEntries: Sendable {
   /// The entry of the endpoint `id`, if it has one.
   subscript(id: ObjectIdentifier) -> EndpointEntry? { slots[id].map { values[$0] } }
 
+  /// The balancer's load of the endpoint `id`: its calls outstanding (0 without an entry).
+  func outstanding(_ id: ObjectIdentifier) -> Int { slots[id].map { values[$0].outstanding } ?? 0 }
+
+  /// The balancer's cost of the endpoint `id`: its call-time average (0: not known yet).
+  func callTime(_ id: ObjectIdentifier) -> Int { slots[id].map { values[$0].callTimeAverage } ?? 0 }
+
+  /// Counts a call the balancer gave the endpoint `id` as outstanding on it.
+  mutating func take(_ id: ObjectIdentifier) {
+    if let slot = slots[id] { values[slot].outstanding += 1 }
+  }
+
   /// Gives the endpoint `id` an entry, unless it has one.
   mutating func insert(_ id: ObjectIdentifier, _ entry: @autoclosure () -> EndpointEntry) {
     guard slots[id] == nil else { return }

@@ -1,10 +1,3 @@
-/// A pool's rules in one value: its endpoints and their health, the rotation (who may take
-/// calls), the ejection limit, panic mode, the balancer with its slots and queue, and the
-/// registered members.
-///
-/// Mutated under ``ReplicaPool``'s lock with the clock passed in; each method returns what
-/// changed (an endpoint that left or entered rotation, calls to resume), and the pool does the
-/// logging, metrics and I/O outside the lock. Tested without sockets.
 /// What a pool's rules need of an endpoint: its identity (the object), its address and, for a
 /// registered replica, its membership id. ``Endpoint`` in the mesh; a plain object in tests.
 protocol PoolEndpoint: AnyObject, Sendable {
@@ -14,6 +7,13 @@ protocol PoolEndpoint: AnyObject, Sendable {
 
 extension Endpoint: PoolEndpoint {}
 
+/// A pool's rules in one value: its endpoints and their health, the rotation (who may take
+/// calls), the ejection limit, panic mode, the balancer with its slots and queue, and the
+/// registered members.
+///
+/// Mutated under ``ReplicaPool``'s lock with the clock passed in; each method returns what
+/// changed (an endpoint that left or entered rotation, calls to resume), and the pool does the
+/// logging, metrics and I/O outside the lock. Tested without sockets.
 struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   /// A registered replica's membership.
   struct Member: Sendable {
@@ -98,9 +98,8 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   ) -> Balancer.Decision {
     balancer.pick(
       candidates, excluding: excluded, waiter: waiter, now: now(),
-      load: { entries.slot(of: ObjectIdentifier($0)).map { entries.values[$0].outstanding } ?? 0 },
-      cost: { entries.slot(of: ObjectIdentifier($0)).map { entries.values[$0].callTimeAverage } ?? 0 },
-      take: { if let slot = entries.slot(of: ObjectIdentifier($0)) { entries.values[slot].outstanding += 1 } })
+      load: { entries.outstanding(ObjectIdentifier($0)) }, cost: { entries.callTime(ObjectIdentifier($0)) },
+      take: { entries.take(ObjectIdentifier($0)) })
   }
 
   private static func dispatch(
@@ -109,9 +108,8 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
   ) -> [Balancer.Dispatched] {
     balancer.dispatch(
       candidates, now: now,
-      load: { entries.slot(of: ObjectIdentifier($0)).map { entries.values[$0].outstanding } ?? 0 },
-      cost: { entries.slot(of: ObjectIdentifier($0)).map { entries.values[$0].callTimeAverage } ?? 0 },
-      take: { if let slot = entries.slot(of: ObjectIdentifier($0)) { entries.values[slot].outstanding += 1 } })
+      load: { entries.outstanding(ObjectIdentifier($0)) }, cost: { entries.callTime(ObjectIdentifier($0)) },
+      take: { entries.take(ObjectIdentifier($0)) })
   }
 
   /// Gives back the call a pick counted on `endpoint`; with `attempt`, adds it to the
