@@ -14,7 +14,9 @@ let dataPathSettings = swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unch
 
 // BinduHTTP2 is called per frame from BinduMesh: its release build offers its code to the modules
 // that import it for inlining and specialization (cross-module optimization), as it was when both
-// were one module.
+// were one module. Its API is `public`, not `package`: this compiler neither inlines nor
+// specializes a `package` declaration in another module, `@inlinable` or not (its generic
+// `StreamIDMap` then ran unspecialized, looking up type metadata on every frame).
 let http2Settings = swiftSettings + [
   .unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release))
 ]

@@ -2,9 +2,9 @@ import GRPCCore
 import NIOHPACK
 
 /// Building and reading the few gRPC headers the data path touches.
-package enum GRPCHeaders {
+public enum GRPCHeaders {
   /// A trailers-only response (`:status 200` and a status), for calls the mesh ends itself.
-  package static func trailersOnly(_ code: Status.Code, message: String) -> HPACKHeaders {
+  public static func trailersOnly(_ code: Status.Code, message: String) -> HPACKHeaders {
     var headers = HPACKHeaders()
     headers.reserveCapacity(4)
     headers.add(name: ":status", value: "200")
@@ -14,7 +14,7 @@ package enum GRPCHeaders {
   }
 
   /// Trailers that end a call whose response headers were already sent.
-  package static func trailers(_ code: Status.Code, message: String) -> HPACKHeaders {
+  public static func trailers(_ code: Status.Code, message: String) -> HPACKHeaders {
     var headers = HPACKHeaders()
     headers.add(name: "grpc-status", value: String(code.rawValue))
     if !message.isEmpty { headers.add(name: "grpc-message", value: percentEncode(message)) }
@@ -22,7 +22,7 @@ package enum GRPCHeaders {
   }
 
   /// The `grpc-status` of trailers (or of a trailers-only response), if present.
-  package static func status(of headers: HPACKHeaders) -> Int? {
+  public static func status(of headers: HPACKHeaders) -> Int? {
     headers.first(name: "grpc-status").flatMap { Int($0) }
   }
 

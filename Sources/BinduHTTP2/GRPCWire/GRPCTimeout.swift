@@ -1,7 +1,7 @@
 /// The `grpc-timeout` request header: an integer of at most 8 digits and a unit (H M S m u n).
-package enum GRPCTimeout {
+public enum GRPCTimeout {
   /// The timeout in nanoseconds, or `nil` when the value is malformed.
-  package static func parse(_ value: Substring) -> Int64? {
+  public static func parse(_ value: Substring) -> Int64? {
     guard let unit = value.last, value.count >= 2, value.count <= 9,
       let amount = Int64(value.dropLast()), amount >= 0
     else { return nil }
@@ -21,7 +21,7 @@ package enum GRPCTimeout {
 
   /// Formats a timeout with the finest unit that fits in 8 digits, rounding up so the callee
   /// never gets less time than the caller has left.
-  package static func format(nanoseconds: Int64) -> String {
+  public static func format(nanoseconds: Int64) -> String {
     let nanos = max(nanoseconds, 1)
     let units: [(Int64, Character)] = [(1, "n"), (1_000, "u"), (1_000_000, "m"), (1_000_000_000, "S"), (60_000_000_000, "M")]
     for (size, unit) in units {

@@ -4,9 +4,9 @@ import NIOCore
 /// counting messages and refusing any larger than the limit.
 ///
 /// Feed it each DATA frame's bytes in order with ``scan(_:)``.
-package struct MessageFrameScanner: Sendable {
+public struct MessageFrameScanner: Sendable {
   /// Why a stream of messages is refused.
-  package enum Failure: Error, Equatable, Sendable {
+  public enum Failure: Error, Equatable, Sendable {
     /// A message's declared length is over the limit.
     case tooLarge(length: Int, limit: Int)
   }
@@ -18,17 +18,17 @@ package struct MessageFrameScanner: Sendable {
   private var prefix: UInt64 = 0
   private var prefixCount = 0
   /// Messages whose prefix has been read.
-  package private(set) var messagesStarted = 0
+  public private(set) var messagesStarted = 0
   /// Messages read whole.
-  package private(set) var messagesEnded = 0
+  public private(set) var messagesEnded = 0
 
   /// Creates a scanner that refuses messages longer than `limit` bytes.
-  package init(limit: Int) {
+  public init(limit: Int) {
     self.limit = limit
   }
 
   /// Scans one frame's bytes; returns how many new messages began in it.
-  package mutating func scan(_ buffer: ByteBuffer) throws(Failure) -> Int {
+  public mutating func scan(_ buffer: ByteBuffer) throws(Failure) -> Int {
     var index = buffer.readerIndex
     let end = buffer.writerIndex
     var started = 0

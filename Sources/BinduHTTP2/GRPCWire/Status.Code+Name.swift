@@ -2,7 +2,7 @@ import GRPCCore
 
 extension Status.Code {
   /// The code's canonical name, as in `grpc_code` labels and span statuses: `OK`, `Unavailable`, ...
-  package var canonicalName: String {
+  public var canonicalName: String {
     switch self {
     case .ok: "OK"
     case .cancelled: "Canceled"
@@ -26,7 +26,7 @@ extension Status.Code {
   }
 
   /// The canonical name of a `grpc-status` value, or `Code<n>` for one gRPC does not define.
-  package static func canonicalName(of rawValue: Int) -> String {
+  public static func canonicalName(of rawValue: Int) -> String {
     Status.Code(rawValue: rawValue)?.canonicalName ?? "Code\(rawValue)"
   }
 }

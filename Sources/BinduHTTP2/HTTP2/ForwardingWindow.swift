@@ -13,17 +13,17 @@ import NIOHTTP2
 /// a connection's streams keep at most `max_concurrent_streams` batches that way, which
 /// `callbacks.max_buffered_bytes` must leave room for, so that holding the connection's window
 /// back never stalls streams whose next batch needs more of the caller's data.
-package struct ForwardingWindow {
+public struct ForwardingWindow {
   /// A window with nothing received yet.
-  @inlinable package init() {}
+  @inlinable public init() {}
 
   /// Bytes given back at once.
-  package static let batch = 64 * 1024
+  public static let batch = 64 * 1024
   @usableFromInline var unreturned = 0
 
   /// Counts a DATA frame; returns the bytes to give back once it has been written onwards, when
   /// a batch is due.
-  @inlinable package mutating func received(_ data: HTTP2Frame.FramePayload.Data) -> Int? {
+  @inlinable public mutating func received(_ data: HTTP2Frame.FramePayload.Data) -> Int? {
     unreturned += data.flowControlledLength
     guard unreturned >= Self.batch else { return nil }
     defer { unreturned = 0 }
@@ -34,7 +34,7 @@ package struct ForwardingWindow {
 extension HTTP2Frame.FramePayload.Data {
   /// The bytes this frame takes from the flow-control window: its data, padding and the
   /// padding's length byte (RFC 9113 §6.9.1).
-  @inlinable package var flowControlledLength: Int {
+  @inlinable public var flowControlledLength: Int {
     data.readableBytes + (paddingBytes.map { $0 + 1 } ?? 0)
   }
 }

@@ -21,13 +21,13 @@ import NIOHTTP2
 /// A peer that breaks the protocol gets GOAWAY with the error's code and the connection closes
 /// (a caller's after ``lingerTime``, so that the GOAWAY reaches it); a stream that breaks flow
 /// control is reset.
-package final class HTTP2Connection: ChannelInboundHandler {
-  package typealias InboundIn = ByteBuffer
-  package typealias OutboundOut = ByteBuffer
-  package typealias Configuration = HTTP2ConnectionState.Configuration
-  package typealias Mode = HTTP2ConnectionState.Mode
+public final class HTTP2Connection: ChannelInboundHandler {
+  public typealias InboundIn = ByteBuffer
+  public typealias OutboundOut = ByteBuffer
+  public typealias Configuration = HTTP2ConnectionState.Configuration
+  public typealias Mode = HTTP2ConnectionState.Mode
 
-  package var delegate: (any HTTP2ConnectionDelegate)?
+  public var delegate: (any HTTP2ConnectionDelegate)?
   private(set) var context: ChannelHandlerContext?
   private var reader: HTTP2FrameReader
   /// The rules, mutated only by this handler's methods, never while one of its effects runs.
@@ -46,9 +46,9 @@ package final class HTTP2Connection: ChannelInboundHandler {
   /// How long a caller's connection ended for a violation stays: its GOAWAY is written, the
   /// write side is shut, and what the caller sends is read and dropped until it closes or this
   /// time passes.
-  package static let lingerTime = TimeAmount.seconds(2)
+  public static let lingerTime = TimeAmount.seconds(2)
 
-  package init(mode: Mode, configuration: Configuration, delegate: any HTTP2ConnectionDelegate) {
+  public init(mode: Mode, configuration: Configuration, delegate: any HTTP2ConnectionDelegate) {
     self.delegate = delegate
     self.reader = HTTP2FrameReader(expectsPreface: mode == .server)
     self.state = HTTP2ConnectionState(mode: mode, configuration: configuration)
@@ -59,38 +59,38 @@ package final class HTTP2Connection: ChannelInboundHandler {
 
   /// Whether this client may open a stream now: connected, no GOAWAY either way, stream IDs
   /// left (see also ``isAtCapacity``).
-  package var acceptsStreams: Bool { context != nil && state.acceptsStreams }
+  public var acceptsStreams: Bool { context != nil && state.acceptsStreams }
   /// Whether the peer's SETTINGS_MAX_CONCURRENT_STREAMS is reached.
-  package var isAtCapacity: Bool { state.isAtCapacity }
+  public var isAtCapacity: Bool { state.isAtCapacity }
   /// The peer's preface and first SETTINGS have arrived.
-  package var peerSettingsReceived: Bool { state.peerSettingsReceived }
+  public var peerSettingsReceived: Bool { state.peerSettingsReceived }
   /// The peer's SETTINGS_MAX_HEADER_LIST_SIZE, if it announced one.
-  package var peerMaxHeaderListSize: Int? { state.peerMaxHeaderListSize }
+  public var peerMaxHeaderListSize: Int? { state.peerMaxHeaderListSize }
   /// Streams open now.
-  package var openStreams: Int { state.streams.count }
+  public var openStreams: Int { state.streams.count }
 
   /// The peer's address, while the connection is in a channel.
-  package var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
+  public var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
   // MARK: Channel events
 
-  package func handlerAdded(context: ChannelHandlerContext) {
+  public func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
     state.output = context.channel.allocator.buffer(capacity: 1024)
     if context.channel.isActive { start() }
   }
 
-  package func handlerRemoved(context: ChannelHandlerContext) {
+  public func handlerRemoved(context: ChannelHandlerContext) {
     self.context = nil
     ended()  // a connection that never became active ends here
   }
 
-  package func channelActive(context: ChannelHandlerContext) {
+  public func channelActive(context: ChannelHandlerContext) {
     start()
     context.fireChannelActive()
   }
 
-  package func channelInactive(context: ChannelHandlerContext) {
+  public func channelInactive(context: ChannelHandlerContext) {
     self.context = nil  // from here on, writes fail at once
     ended()
     context.fireChannelInactive()
@@ -99,23 +99,23 @@ package final class HTTP2Connection: ChannelInboundHandler {
   /// A caller that does not read what the mesh writes (its answers, PING and SETTINGS
   /// acknowledgements) is not read either until it catches up, so it cannot pile up the mesh's
   /// memory with frames that each cost an answer.
-  package func channelWritabilityChanged(context: ChannelHandlerContext) {
+  public func channelWritabilityChanged(context: ChannelHandlerContext) {
     if state.mode == .server && !lingering {
       context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
     }
     context.fireChannelWritabilityChanged()
   }
 
-  package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+  public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     delegate?.receivedEvent(event)
   }
 
-  package func errorCaught(context: ChannelHandlerContext, error: any Error) {
+  public func errorCaught(context: ChannelHandlerContext, error: any Error) {
     delegate?.connectionFailed("\(error)", goAway: nil)
     context.close(promise: nil)
   }
 
-  package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+  public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     guard !lingering else { return }  // dropped: the connection has ended
     reader.append(unwrapInboundIn(data))
     let now = NIODeadline.now()
@@ -151,7 +151,7 @@ package final class HTTP2Connection: ChannelInboundHandler {
 
   /// Opens a stream (client): its ID, for the HEADERS the caller writes next; `nil` when
   /// ``acceptsStreams`` is false or the connection is at capacity.
-  package func openStream() -> HTTP2StreamID? {
+  public func openStream() -> HTTP2StreamID? {
     guard context != nil else { return nil }
     return state.openStream()
   }
@@ -160,7 +160,7 @@ package final class HTTP2Connection: ChannelInboundHandler {
   /// `promise` completes once it is written, and fails when the stream or the connection is gone
   /// first. HEADERS, DATA, RST_STREAM and WINDOW_UPDATE go on a stream; GOAWAY and PING on the
   /// root stream.
-  package func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
+  public func write(_ payload: HTTP2Frame.FramePayload, on streamID: HTTP2StreamID, promise: EventLoopPromise<Void>? = nil) {
     guard context != nil else {
       promise?.fail(ChannelError.ioOnClosedChannel)
       return
@@ -172,7 +172,7 @@ package final class HTTP2Connection: ChannelInboundHandler {
   /// Resets the streams whose answers have waited too long for window, or ends a connection
   /// whose window has (``HTTP2ConnectionState/checkStalledWindows(now:)``); the streams reset.
   @discardableResult
-  package func checkStalledWindows(now: NIODeadline) -> Int {
+  public func checkStalledWindows(now: NIODeadline) -> Int {
     do {
       let reset = try state.checkStalledWindows(now: now)
       afterChange()
@@ -186,12 +186,12 @@ package final class HTTP2Connection: ChannelInboundHandler {
 
   /// Sends GOAWAY with `errorCode`, naming the last stream the peer opened: no new stream is
   /// taken from here on, and the streams open go on.
-  package func goAway(errorCode: HTTP2ErrorCode) {
+  public func goAway(errorCode: HTTP2ErrorCode) {
     write(.goAway(lastStreamID: state.lastPeerStreamID, errorCode: errorCode, opaqueData: nil), on: .rootStream)
   }
 
   /// Writes what this tick has encoded and closes the connection.
-  package func close() {
+  public func close() {
     guard let context else { return }
     flush()
     context.close(promise: nil)
@@ -199,13 +199,13 @@ package final class HTTP2Connection: ChannelInboundHandler {
 
   /// Closes the connection once the current tick's work is done, so a close never runs inside
   /// a call's own write and the last frames written leave first.
-  package func closeSoon() {
+  public func closeSoon() {
     context?.eventLoop.assumeIsolated().execute { [self] in close() }
   }
 
   /// Ends the connection for a protocol violation: GOAWAY with its code, then close (a
   /// caller's connection lingers first: ``lingerTime``).
-  package func fail(_ error: HTTP2ConnectionError) {
+  public func fail(_ error: HTTP2ConnectionError) {
     guard let context, state.fail(error) else { return }
     delegate?.connectionFailed(error.description, goAway: error.label)
     flush()

@@ -3,7 +3,7 @@ import NIOHTTP2
 /// What an ``HTTP2Connection`` reports to whoever routes its streams (``CallerStreams``
 /// on the core's side, ``UpstreamStreams`` on a replica's). Every method runs on the
 /// connection's event loop.
-package protocol HTTP2ConnectionDelegate: AnyObject {
+public protocol HTTP2ConnectionDelegate: AnyObject {
   /// The connection is up and its preface and SETTINGS are written.
   func connectionActive()
 

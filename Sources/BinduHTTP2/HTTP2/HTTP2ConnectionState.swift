@@ -19,32 +19,32 @@ import NIOHTTP2
 /// closed otherwise. A stream closes once its response is complete: a server's last frame is
 /// written, or a client's last frame is read (the rest of the request, if any, is then cut off
 /// with RST_STREAM `NO_ERROR`).
-package struct HTTP2ConnectionState {
+public struct HTTP2ConnectionState {
   /// The settings this side announces, and its limits.
-  package struct Configuration: Sendable {
+  public struct Configuration: Sendable {
     /// Settings with `maxConcurrentStreams` and the window, and the other limits at their defaults.
-    package init(maxConcurrentStreams: Int, windowSize: Int = 1 << 20) {
+    public init(maxConcurrentStreams: Int, windowSize: Int = 1 << 20) {
       self.maxConcurrentStreams = maxConcurrentStreams
       self.windowSize = windowSize
     }
 
     /// Streams the peer may have open at once (server side).
-    package var maxConcurrentStreams: Int
+    public var maxConcurrentStreams: Int
     /// The flow-control window offered per stream and for the connection.
-    package var windowSize = 1 << 20
+    public var windowSize = 1 << 20
     /// The largest header list accepted.
-    package var maxHeaderListSize = HPACKDecoder.defaultMaxHeaderListSize
+    public var maxHeaderListSize = HPACKDecoder.defaultMaxHeaderListSize
     /// The most bytes of the peer's DATA this side holds across the connection's streams: read,
     /// and not yet given back to the peer with a stream WINDOW_UPDATE (which the mesh sends once
     /// they are written onwards, 64 KiB at a time). Past it the connection's window is
     /// not given back until some are, so that one connection cannot pin more than this and one
     /// window, however many streams it opens. `nil`: no limit but the streams' windows.
-    package var maxBufferedBytes: Int? = nil
+    public var maxBufferedBytes: Int? = nil
     /// What the peer may make this connection do before it is cut off (ENHANCE_YOUR_CALM).
-    package var guards = HTTP2Guards.Limits()
+    public var guards = HTTP2Guards.Limits()
   }
 
-  package enum Mode {
+  public enum Mode {
     /// Opens streams (odd IDs): a connection to a replica.
     case client
     /// Accepts streams: a connection from the core.
@@ -95,7 +95,7 @@ package struct HTTP2ConnectionState {
   /// A protocol violation ended the connection: nothing more is read.
   var failed = false
   /// The peer's floods so far.
-  package var guards: HTTP2Guards
+  public var guards: HTTP2Guards
 
   var outboundConnectionWindow = HTTP2Protocol.defaultWindow
   var inboundConnectionWindow = HTTP2Protocol.defaultWindow

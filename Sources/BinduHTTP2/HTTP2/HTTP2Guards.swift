@@ -7,15 +7,15 @@ import NIOCore
 ///
 /// A value, one per connection, fed every frame that counts, with the clock passed in; it
 /// answers the limit broken, if any, and ``HTTP2Connection`` ends the connection.
-package struct HTTP2Guards {
+public struct HTTP2Guards {
   /// The limits (defaults no looser than swift-nio-http2's).
-  package struct Limits: Sendable, Hashable {
+  public struct Limits: Sendable, Hashable {
     /// swift-nio-http2's defaults.
-    package init() {}
+    public init() {}
 
     /// Limits for a peer this side chose and dialled (a proxy's upstream): one that refuses or
     /// resets many streams under load is busy, not hostile, so the flood limits are far looser.
-    package static var chosenPeer: Self {
+    public static var chosenPeer: Self {
       var limits = Self()
       limits.maxResets = 10_000
       limits.maxEmptyDataInARow = 1_000
@@ -26,28 +26,28 @@ package struct HTTP2Guards {
 
     /// RST_STREAM frames the peer may send within `resetWindow` (a sliding window): a peer that
     /// opens and resets streams in a loop ("rapid reset") would cost a call per stream.
-    package var maxResets = 200
-    package var resetWindow = TimeAmount.seconds(30)
+    public var maxResets = 200
+    public var resetWindow = TimeAmount.seconds(30)
     /// Empty DATA frames without END_STREAM in a row (each costs work and carries nothing).
-    package var maxEmptyDataInARow = 1
+    public var maxEmptyDataInARow = 1
     /// CONTINUATION frames in one header block, zero-length ones included.
-    package var maxContinuations = 5
+    public var maxContinuations = 5
     /// PING, SETTINGS and PRIORITY frames, and WINDOW_UPDATEs that grant window nothing waits
     /// for, the peer may send within `controlWindow`; each PING and SETTINGS costs an answer, and
     /// a peer that never reads them would pile them up.
-    package var maxControlFrames = 10_000
-    package var controlWindow = TimeAmount.seconds(10)
+    public var maxControlFrames = 10_000
+    public var controlWindow = TimeAmount.seconds(10)
     /// Streams the peer may get wrong over the connection's life (a malformed request, a header
     /// list over the limit, DATA beyond a stream's window, ...), each answered with RST_STREAM:
     /// swift-nio-http2's `maximumConnectionGlitches`.
-    package var maxGlitches = 200
+    public var maxGlitches = 200
     /// How long frames may wait for window the peer does not grant (it does not read) before the
     /// connection is cut off: what it would pin otherwise stays for good. `nil`: no limit.
-    package var stalledWindowTimeout: TimeAmount? = .seconds(30)
+    public var stalledWindowTimeout: TimeAmount? = .seconds(30)
   }
 
   /// A limit broken: the reason logged and counted (`bindu_mesh_http2_goaways_total{reason}`).
-  package enum Violation: String, Sendable, CaseIterable {
+  public enum Violation: String, Sendable, CaseIterable {
     case rapidReset = "rapid_reset"
     case emptyData = "empty_data_flood"
     case continuations = "continuation_flood"
@@ -56,7 +56,7 @@ package struct HTTP2Guards {
     case stalledWindow = "stalled_window"
 
     /// What the log and the GOAWAY's reason say.
-    package func describe(_ limits: Limits) -> String {
+    public func describe(_ limits: Limits) -> String {
       switch self {
       case .rapidReset: "over \(limits.maxResets) RST_STREAM frames in \(limits.resetWindow)"
       case .emptyData: "over \(limits.maxEmptyDataInARow) empty DATA frames in a row"

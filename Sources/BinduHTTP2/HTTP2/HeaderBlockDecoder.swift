@@ -8,9 +8,9 @@ import NIOHPACK
 /// Sizes (the table's and the list's) count the octets the peer sent, as RFC 7541 §4.1 does,
 /// even where they are not UTF-8 and the string holds U+FFFD instead, so the table stays in
 /// step with the peer's.
-package struct HeaderBlockDecoder: Sendable {
+public struct HeaderBlockDecoder: Sendable {
   /// Why a header block is refused.
-  package enum Failure: Error {
+  public enum Failure: Error {
     /// The block breaks HPACK: the connection's decoding state is lost (COMPRESSION_ERROR).
     case malformed(String)
     /// The block decoded, but its list is larger than this side accepts: the stream is refused,
@@ -38,14 +38,14 @@ package struct HeaderBlockDecoder: Sendable {
     repeating: ([], "", 0), count: 4)
   private var nextRecentHuffmanString = 0
 
-  package init(tableSizeLimit: Int = 4096, maxHeaderListSize: Int) {
+  public init(tableSizeLimit: Int = 4096, maxHeaderListSize: Int) {
     self.maxTableSize = tableSizeLimit
     self.tableSizeLimit = tableSizeLimit
     self.maxHeaderListSize = maxHeaderListSize
   }
 
   /// Decodes a whole header block.
-  package mutating func decode(_ block: inout ByteBuffer) throws(Failure) -> HPACKHeaders {
+  public mutating func decode(_ block: inout ByteBuffer) throws(Failure) -> HPACKHeaders {
     var headers = HPACKHeaders()
     headers.reserveCapacity(8)  // a gRPC call's headers, in one allocation
     var listSize = 0

@@ -6,9 +6,9 @@ import NIOHPACK
 /// indexing" (or "never indexed", as the header asks) naming the static table's entry when it
 /// has the name. Cheap to write, and nothing to keep in step with the peer's table: a proxy
 /// that forwards on loopback or within a cluster trades a few bytes for no lookups.
-package enum HeaderBlockEncoder {
+public enum HeaderBlockEncoder {
   /// Appends the header block of `headers` to `buffer`, in one access to the buffer.
-  package static func encode(_ headers: HPACKHeaders, to buffer: inout ByteBuffer) {
+  public static func encode(_ headers: HPACKHeaders, to buffer: inout ByteBuffer) {
     // Each header takes at most its bytes, two integers of up to 6 bytes and a flag byte.
     let bound = headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 13 }
     buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { raw in

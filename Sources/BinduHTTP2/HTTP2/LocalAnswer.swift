@@ -3,7 +3,7 @@ import NIOHPACK
 
 /// Why a caller's request was refused, as counted in
 /// `bindu_mesh_http2_refused_requests_total{reason}`.
-package enum RequestRefusal: String, Sendable, CaseIterable {
+public enum RequestRefusal: String, Sendable, CaseIterable {
   /// Malformed (RFC 9113 §8.1.1, §8.2–8.3): reset with `PROTOCOL_ERROR`.
   case malformed
   /// A `:method` other than POST: answered 405.
@@ -18,14 +18,14 @@ package enum RequestRefusal: String, Sendable, CaseIterable {
 
 /// The HTTP answer to a well-formed request that the mesh does not forward, because it is not a
 /// gRPC call (what gRPC's own servers answer: RFC 9110 statuses, a short text body).
-package enum LocalAnswer: Equatable, Sendable {
+public enum LocalAnswer: Equatable, Sendable {
   /// 405: a `:method` other than POST; HEAD gets no body.
   case methodNotAllowed(head: Bool)
   /// 415: a `content-type` other than `application/grpc…`, or none.
   case unsupportedMediaType
 
   /// The reason it is counted under.
-  package var refusal: RequestRefusal {
+  public var refusal: RequestRefusal {
     switch self {
     case .methodNotAllowed: .method
     case .unsupportedMediaType: .contentType
@@ -33,7 +33,7 @@ package enum LocalAnswer: Equatable, Sendable {
   }
 
   /// What the log line says.
-  package var problem: String {
+  public var problem: String {
     switch self {
     case .methodNotAllowed: ":method is not POST (answered 405)"
     case .unsupportedMediaType: "content-type is not application/grpc (answered 415)"
@@ -41,7 +41,7 @@ package enum LocalAnswer: Equatable, Sendable {
   }
 
   /// The response's header list, and its body (`nil`: none, the HEADERS end the stream).
-  package var response: (HPACKHeaders, ByteBuffer?) {
+  public var response: (HPACKHeaders, ByteBuffer?) {
     let (status, text, head): (String, String, Bool) =
       switch self {
       case .methodNotAllowed(let head): ("405", "bindu-mesh forwards gRPC calls only: use POST\n", head)

@@ -4,29 +4,29 @@ import NIOHTTP2
 /// linear probing, placed by the stream ID itself. Stream IDs of one side are consecutive odd
 /// numbers, so they fall in consecutive slots with no hashing (a `Dictionary` runs SipHash on
 /// every lookup).
-package struct StreamIDMap<Value> {
+public struct StreamIDMap<Value> {
   /// Slot keys; 0 (the root stream, never stored) marks an empty slot.
   @usableFromInline var keys: [Int32]
   @usableFromInline var values: [Value?]
   @usableFromInline var mask: Int
   @usableFromInline var storedCount = 0
   /// How many streams have a value.
-  @inlinable package var count: Int { storedCount }
+  @inlinable public var count: Int { storedCount }
 
-  @inlinable package init() {
+  @inlinable public init() {
     keys = Array(repeating: 0, count: 16)
     values = Array(repeating: nil, count: 16)
     mask = 15
   }
 
-  @inlinable package var isEmpty: Bool { storedCount == 0 }
+  @inlinable public var isEmpty: Bool { storedCount == 0 }
 
   /// The IDs in the map, in no particular order.
-  @inlinable package var ids: [HTTP2StreamID] {
+  @inlinable public var ids: [HTTP2StreamID] {
     keys.compactMap { $0 == 0 ? nil : HTTP2StreamID($0) }
   }
 
-  @inlinable package subscript(id: HTTP2StreamID) -> Value? {
+  @inlinable public subscript(id: HTTP2StreamID) -> Value? {
     get {
       guard let slot = find(Int32(id)) else { return nil }
       return values[slot]
@@ -38,7 +38,7 @@ package struct StreamIDMap<Value> {
 
   /// Removes `id`; returns its value, if it was there.
   @discardableResult
-  @inlinable package mutating func removeValue(forKey id: HTTP2StreamID) -> Value? {
+  @inlinable public mutating func removeValue(forKey id: HTTP2StreamID) -> Value? {
     guard var hole = find(Int32(id)) else { return nil }
     let removed = values[hole]
     // Backward-shift deletion: later entries of the probe run move up, so no slot is left that a
@@ -63,7 +63,7 @@ package struct StreamIDMap<Value> {
   }
 
   /// Removes every entry.
-  @inlinable package mutating func removeAll() {
+  @inlinable public mutating func removeAll() {
     self = StreamIDMap()
   }
 
