@@ -53,7 +53,7 @@ def add_arguments(parser):
     group.add_argument("--agent-load", type=float, default=0.7, help="offered load, fraction of total capacity")
     group.add_argument("--agent-seed", type=int, default=1)
     group.add_argument("--agent-configs", default=",".join(DEFAULT_CONFIGS),
-                       help=f"comma-separated, of: {', '.join(CONFIGS)}")
+                       help=f"comma-separated, of: {', '.join(CONFIGS)}; a mesh one may end in @BIN_DIR, another build's")
 
 
 def capacity():
@@ -207,7 +207,7 @@ def percentile(values, q):
 
 def run(args, bin_dir):
     configs = [c.strip() for c in args.agent_configs.split(",") if c.strip()]
-    unknown = [c for c in configs if c not in CONFIGS]
+    unknown = [c for c in configs if c.split("@")[0] not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown --agent-configs {unknown}; known: {list(CONFIGS)}")
     rate = capacity() * args.agent_load
@@ -219,9 +219,11 @@ def run(args, bin_dir):
         started += [p for _, p, _ in replicas]
         ports = [port for _, _, port in replicas]
         for name in configs:
-            kind, setting = CONFIGS[name]
+            base, _, other_bin = name.partition("@")  # a mesh config may name another build
+            kind, setting = CONFIGS[base]
             if kind == "mesh":
-                proxy, refusal = start_mesh(name, bin_dir, workdir, ports, setting)
+                proxy, refusal = start_mesh(name.replace("/", "_"), Path(other_bin) if other_bin else bin_dir,
+                                            workdir, ports, setting)
                 if proxy is None:
                     unsupported[name] = refusal
                     continue

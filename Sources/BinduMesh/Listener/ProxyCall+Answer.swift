@@ -113,11 +113,12 @@ extension ProxyCall {
     }
     attemptMetrics = nil
     if attemptOpened { metrics.messagesSent.increment(by: requestScanner.messagesStarted) }
-    let took = ContinuousClock.now - attemptStartedAt
-    metrics.finished(code: code, after: took)
+    let now = ContinuousClock.now
+    metrics.finished(code: code, after: now - attemptStartedAt)
     guard let endpoint = picked else { return }
     picked = nil
-    pool.release(endpoint, attempt: .init(took: took, ok: code == Status.Code.ok.rawValue, failed: judged))
+    let ok = code == Status.Code.ok.rawValue
+    pool.release(endpoint, attempt: .init(took: now - streamOpenedAt, ok: ok, failed: judged))
   }
 
   /// Gives back the current pick, which made no attempt (or whose attempt was closed).

@@ -86,6 +86,7 @@ extension ProxyCall {
     attemptMetrics = connection.clientMetrics(path: path) { endpoint.clientMetrics(pool: pool, path: $0) }
     attemptMetrics?.started.increment()
     attemptStartedAt = .now  // a replica's time excludes reading the request and waiting in the queue
+    streamOpenedAt = attemptStartedAt
     attemptOpened = false
     state = .connecting(endpoint)
     if let stream = connection.openStream(self) {
@@ -99,6 +100,7 @@ extension ProxyCall {
       }
       switch result {
       case .success(let stream):
+        streamOpenedAt = .now
         opened(stream, on: endpoint)
       case .failure(let error):
         // Nothing was written to this replica: the call can safely go to another.

@@ -81,6 +81,9 @@ final class ProxyCall: UpstreamStreamDelegate {
   /// Metrics of the current attempt on a replica, and when it began.
   var attemptMetrics: GRPCCallMetrics?
   var attemptStartedAt: ContinuousClock.Instant
+  /// When the attempt's stream opened: the replica's own time, for its figures, excludes
+  /// connecting to it (the first call on a new connection would look slow).
+  var streamOpenedAt: ContinuousClock.Instant
   var attemptOpened = false
   /// When the call last began waiting in the pool's queue, and how long it has waited there.
   var queuedAt: ContinuousClock.Instant?
@@ -114,6 +117,7 @@ final class ProxyCall: UpstreamStreamDelegate {
     self.responseScanner = MessageFrameScanner(limit: limits.maxMessageBytes)
     self.startedAt = .now  // the call begins with the HEADERS that made it
     self.attemptStartedAt = startedAt
+    self.streamOpenedAt = startedAt
   }
 
   // MARK: From the caller

@@ -25,7 +25,7 @@ struct PoolState<E: PoolEndpoint, Waiter: Sendable>: Sendable {
 
   /// How an attempt on an endpoint ended.
   struct AttemptEnd: Sendable {
-    /// How long the replica had it.
+    /// How long the replica had it (from its stream's opening: connecting does not count).
     var took: Duration
     /// Whether it was answered OK.
     var ok: Bool
