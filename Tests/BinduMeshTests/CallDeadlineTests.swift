@@ -10,7 +10,7 @@ import Testing
 
   @Test func theCallersGrpcTimeoutComesFirstAndHasItsOwnTimer() throws {
     let deadline = try #require(try CallDeadline.of(grpcTimeout: "250m", defaultTimeout: .seconds(60), now: now))
-    #expect(deadline.origin == .caller && deadline.hasOwnTimer)
+    #expect(deadline.origin == .caller && deadline.hasOwnTimer && deadline.isPassedOn)
     #expect(deadline.at == now + .milliseconds(250))
     #expect(deadline.timeout == .milliseconds(250))
     #expect(!deadline.isPast(now + .milliseconds(249)) && deadline.isPast(now + .milliseconds(250)))
@@ -18,7 +18,7 @@ import Testing
 
   @Test func withoutOneTheDefaultAppliesCheckedByTheConnectionsTick() throws {
     let deadline = try #require(try CallDeadline.of(grpcTimeout: nil, defaultTimeout: .seconds(30), now: now))
-    #expect(deadline.origin == .byDefault && !deadline.hasOwnTimer)
+    #expect(deadline.origin == .byDefault && !deadline.hasOwnTimer && !deadline.isPassedOn)
     #expect(deadline.at == now + .seconds(30))
     #expect(deadline.grpcTimeout(at: now) == nil, "the mesh's own default is not passed on to the replica")
     #expect(!deadline.replicaGaveUp(at: now + .seconds(30)), "a replica was never told of it")

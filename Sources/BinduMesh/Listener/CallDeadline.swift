@@ -45,16 +45,20 @@ struct CallDeadline: Equatable, Sendable {
   /// Whether it has passed at `now`.
   func isPast(_ now: NIODeadline) -> Bool { now >= at }
 
-  /// The `grpc-timeout` to send a replica at `now`: the time left, at least 1 ns, for a
-  /// caller's deadline; `nil` for a default one, which is the mesh's and not passed on.
+  /// Whether a replica is told the deadline: a caller's is passed on; a default one is the
+  /// mesh's own.
+  var isPassedOn: Bool { origin == .caller }
+
+  /// The `grpc-timeout` to send a replica at `now`: the time left, at least 1 ns, when the
+  /// deadline ``isPassedOn``; `nil` otherwise.
   func grpcTimeout(at now: NIODeadline) -> String? {
-    guard origin == .caller else { return nil }
+    guard isPassedOn else { return nil }
     return GRPCTimeout.format(nanoseconds: max((at - now).nanoseconds, 1))
   }
 
   /// Whether a replica that ended the call's stream at `now` gave up at the deadline it was sent
   /// (within 50 ms): the caller's answer is then `DEADLINE_EXCEEDED`, whichever timer fired first.
   func replicaGaveUp(at now: NIODeadline) -> Bool {
-    origin == .caller && now + .milliseconds(50) >= at
+    isPassedOn && now + .milliseconds(50) >= at
   }
 }

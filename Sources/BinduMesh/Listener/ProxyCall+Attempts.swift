@@ -178,7 +178,7 @@ extension ProxyCall {
   /// The request headers with `grpc-timeout` set to the time left and, when tracing is on, the
   /// attempt's `traceparent`.
   func upstreamHeaders() -> HPACKHeaders {
-    guard deadline?.hasOwnTimer == true || trace != nil else { return requestHeaders }
+    guard deadline?.isPassedOn == true || trace != nil else { return requestHeaders }
     var headers = requestHeaders
     if let timeout = deadline?.grpcTimeout(at: .now()) { headers.replaceOrAdd(name: "grpc-timeout", value: timeout) }
     trace?.inject(into: &headers)
