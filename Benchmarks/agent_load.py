@@ -207,7 +207,7 @@ def percentile(values, q):
 
 def run(args, bin_dir):
     configs = [c.strip() for c in args.agent_configs.split(",") if c.strip()]
-    unknown = [c for c in configs if c.split("@")[0] not in CONFIGS]
+    unknown = [c for c in configs if c.partition("@")[0] not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown --agent-configs {unknown}; known: {list(CONFIGS)}")
     rate = capacity() * args.agent_load
