@@ -78,10 +78,57 @@ let package = Package(
     ),
     // Passing listening sockets to a new bindu-mesh process (SCM_RIGHTS) at a hand-over.
     .target(name: "CSocketPassing"),
+    // The configuration: MeshConfig and its YAML reader, the keys, HostPort, an agent's
+    // definition. A leaf that every layer above reads; it knows nothing of sockets or pools.
+    .target(
+      name: "BinduMeshConfig",
+      dependencies: [
+        "BinduHTTP2",
+        "BinduContract",
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Yams", package: "Yams"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    // The data path: the callback listeners, one call's proxying, the pools, the balancers, the
+    // endpoints and their upstream connections, with what a call touches (its metrics, its trace,
+    // the TLS contexts, an endpoint's health rules). It knows nothing of the registry, the core,
+    // discovery, the admin API or the state file.
+    .target(
+      name: "BinduDataPath",
+      dependencies: [
+        "BinduHTTP2",
+        "BinduMeshConfig",
+        "BinduContract",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        .product(name: "NIOExtras", package: "swift-nio-extras"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "NIOTLS", package: "swift-nio"),
+        .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "OTel", package: "swift-otel"),
+        .product(name: "Tracing", package: "swift-distributed-tracing"),
+      ],
+      swiftSettings: dataPathSettings
+    ),
+    // The control plane: the registry and the pool directory, the core registrars, discovery,
+    // health checks, the admin API, the hand-over, and the process's lifecycle.
     .target(
       name: "BinduMesh",
       dependencies: [
         "BinduHTTP2",
+        "BinduMeshConfig",
+        "BinduDataPath",
         "BinduContract",
         "CSocketPassing",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -90,31 +137,26 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),
-        .product(name: "NIOExtras", package: "swift-nio-extras"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Logging", package: "swift-log"),
-        .product(name: "Yams", package: "Yams"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "CoreMetrics", package: "swift-metrics"),
-        .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
-        .product(name: "NIOTLS", package: "swift-nio"),
-        .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         .product(name: "PostgresNIO", package: "postgres-nio"),
-        .product(name: "OTel", package: "swift-otel"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
       ],
-      swiftSettings: dataPathSettings
+      swiftSettings: swiftSettings
     ),
     .executableTarget(
       name: "bindu-mesh",
       dependencies: [
         "BinduMesh",
+        "BinduMeshConfig",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
@@ -167,6 +209,8 @@ let package = Package(
       name: "BinduMeshTests",
       dependencies: [
         "BinduHTTP2",
+        "BinduMeshConfig",
+        "BinduDataPath",
         "BinduMesh",
         "BinduContract",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -186,6 +230,8 @@ let package = Package(
     .testTarget(
       name: "BinduMeshSocketTests",
       dependencies: [
+        "BinduMeshConfig",
+        "BinduDataPath",
         "BinduMesh",
         "BinduContract",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -209,7 +255,8 @@ if ProcessInfo.processInfo.environment["BINDU_MESH_BENCHMARKS"] != nil {
       name: "PerCallPath",
       dependencies: [
         "BinduHTTP2",
-        "BinduMesh",
+        "BinduMeshConfig",
+        "BinduDataPath",
         .product(name: "Benchmark", package: "benchmark"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),

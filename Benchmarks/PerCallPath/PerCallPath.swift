@@ -1,6 +1,7 @@
 import Benchmark
 import BinduHTTP2
-import BinduMesh
+import BinduDataPath
+import BinduMeshConfig
 import NIOCore
 import NIOHPACK
 

@@ -1,3 +1,4 @@
+import BinduMeshConfig
 import GRPCCore
 
 /// Errors of the mesh that reach a user: at start-up, or as a gRPC status to a caller.

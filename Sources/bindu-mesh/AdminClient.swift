@@ -1,4 +1,5 @@
 import BinduMesh
+import BinduMeshConfig
 import Foundation
 import NIOCore
 import NIOHTTP1

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BinduMesh
+import BinduMeshConfig
 import Foundation
 import Logging
 import ServiceLifecycle

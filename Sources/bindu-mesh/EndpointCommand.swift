@@ -1,5 +1,6 @@
 import ArgumentParser
 import BinduMesh
+import BinduMeshConfig
 import Foundation
 
 /// `bindu-mesh endpoint drain|undrain POOL ADDRESS`: takes an endpoint out of rotation by hand

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BinduMesh
+import BinduMeshConfig
 import Foundation
 
 /// `bindu-mesh status`: a running mesh's pools, endpoints, certificates and recent events, read

@@ -7,6 +7,7 @@ import Synchronization
 import Testing
 
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// A DNS pool over real sockets: replicas on 127.0.0.1-3 with one port, a resolver double whose
 /// records change between resolutions.

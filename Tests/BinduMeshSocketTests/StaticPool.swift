@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// A mesh with one static pool of ``TestReplica``s on 127.0.0.1 (each on a port of its own, port
 /// 0 everywhere), and a gRPC client of the pool's callback listener: what a core sees.

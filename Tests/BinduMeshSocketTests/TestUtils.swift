@@ -7,7 +7,9 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 // Helpers the tests share: a mesh and echo replicas on real sockets, waiting for a condition,
 // a resolver whose answers a test sets.

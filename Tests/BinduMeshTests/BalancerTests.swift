@@ -1,6 +1,8 @@
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// A stand-in endpoint whose load the test sets.
 private final class Slot {

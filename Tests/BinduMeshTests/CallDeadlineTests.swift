@@ -1,6 +1,7 @@
 import NIOCore
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
 
 /// A call's deadline as a value: where it comes from, which clock checks it, what a replica is

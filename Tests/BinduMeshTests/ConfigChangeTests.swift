@@ -1,6 +1,8 @@
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// What a reload changes, computed from two configs without a running mesh.
 @Suite struct ConfigChangeTests {

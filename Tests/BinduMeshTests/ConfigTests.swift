@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 @Suite struct ConfigTests {
   @Test func policyIsReadGloballyAndPerPool() throws {

@@ -2,7 +2,9 @@ import Logging
 import NIOPosix
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// What a pool does with each DNS answer (``ReplicaPool/setDiscovered(_:)``): new addresses
 /// join, addresses gone drain, the rest keep their endpoints, and endpoints declared at fixed

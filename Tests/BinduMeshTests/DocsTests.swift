@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// The docs name only what exists: every config key they write as `section.key` is one the reader
 /// accepts (`ConfigKeys`), every repository path they name is there, and every relative link
@@ -51,15 +52,36 @@ import Testing
     #expect(unknown.isEmpty, "the docs name config keys the reader does not accept: \(unknown)")
   }
 
+  /// The modules (`Sources/*`) and their folders (`Pool`, `HTTP2`): a doc names a source file
+  /// from either (`BinduMeshConfig/MeshConfig`, `Pool/ReplicaPool`).
+  static let sourceFolders: (modules: [String], folders: Set<String>) = {
+    let files = FileManager.default
+    let modules = ((try? files.contentsOfDirectory(atPath: root.appendingPathComponent("Sources").path)) ?? []).sorted()
+    let folders = modules.flatMap { module in
+      ((try? files.contentsOfDirectory(atPath: root.appendingPathComponent("Sources/\(module)").path)) ?? [])
+        .filter { !$0.contains(".") }
+    }
+    return (modules, Set(folders))
+  }()
+
   @Test func everyPathTheDocsNameExists() {
-    let roots = /^(Sources|Tests|docs|Config|scripts|Docker|k8s|monitoring|Benchmarks|examples|Fuzz|Protos|\.ci)\//
+    let roots: Set<String> = [
+      "Sources", "Tests", "docs", "Config", "scripts", "Docker", "k8s", "monitoring", "Benchmarks", "examples", "Fuzz",
+      "Protos", ".ci",
+    ]
+    let (modules, folders) = Self.sourceFolders
+    #expect(folders.isSuperset(of: ["Pool", "Listener", "Directory", "HTTP2"]))
     var missing: [String] = []
     for (path, text) in Self.documents {
-      for span in Self.codeSpans(text) where span.firstMatch(of: roots) != nil {
+      for span in Self.codeSpans(text) {
         let named = String(span.split(separator: " ")[0])
-        guard !Self.madeByRuns.contains(named) else { continue }
-        // A repository path, or a source file named from its module folder (`Config/MeshConfig`).
-        let candidates = [named, "Sources/BinduMesh/\(named)", "Sources/BinduMesh/\(named).swift"]
+        let first = String(named.split(separator: "/", omittingEmptySubsequences: false)[0])
+        guard named.contains("/"), roots.contains(first) || modules.contains(first) || folders.contains(first),
+          !Self.madeByRuns.contains(named)
+        else { continue }
+        // A repository path, or a source file named from its module or from a module's folder.
+        let bases = [""] + ["Sources/"] + modules.map { "Sources/\($0)/" }
+        let candidates = bases.flatMap { ["\($0)\(named)", "\($0)\(named).swift"] }
         if !candidates.contains(where: Self.exists) { missing.append("\(path): `\(span)`") }
       }
     }

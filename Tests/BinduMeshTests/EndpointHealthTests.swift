@@ -1,6 +1,8 @@
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 @Suite struct EndpointHealthTests {
   let start = ContinuousClock.now

@@ -4,6 +4,7 @@ import NIOHPACK
 import NIOHTTP2
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
 
 /// The per-call bookkeeping of forwarding: flow-control windows given back, request frames kept

@@ -1,6 +1,8 @@
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// An endpoint as the pool's rules see it: an identity, an address, maybe a membership.
 final class TestEndpoint: PoolEndpoint {

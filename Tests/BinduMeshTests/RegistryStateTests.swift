@@ -2,7 +2,9 @@ import BinduContract
 import Foundation
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 @Suite struct MemberLivenessTests {
   let start = ContinuousClock.now

@@ -2,6 +2,7 @@ import BinduContract
 import Testing
 
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 @Suite struct RegistryTests {
   @Test func definitionNeedsAJSONObjectWithAName() {

@@ -3,7 +3,9 @@ import NIOCore
 import NIOHTTP2
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// When a call moves to another replica (``RetryRules``), and the wait between dials to a replica
 /// that cannot be reached (``ReconnectBackoff``).

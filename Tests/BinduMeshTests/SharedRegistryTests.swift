@@ -1,7 +1,9 @@
 import Foundation
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// The rules by which a mesh follows the registry shared in PostgreSQL, as plain values.
 @Suite struct SharedRegistryMergeTests {

@@ -2,7 +2,9 @@ import Foundation
 import Logging
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 /// The status page's figures and texts without sockets: the last-minute window, the event ring,
 /// the JSON round trip and the renderings.

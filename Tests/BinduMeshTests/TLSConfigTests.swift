@@ -1,7 +1,9 @@
 import Foundation
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 @Suite struct TLSConfigTests {
   @Test func listenerAndClientTLSAreRead() throws {

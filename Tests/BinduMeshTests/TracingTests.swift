@@ -3,7 +3,9 @@ import Logging
 import NIOHPACK
 import Testing
 
+@testable import BinduDataPath
 @testable import BinduMesh
+@testable import BinduMeshConfig
 
 @Suite struct TracingTests {
   @Test func tracingKeysAreReadAndCheckedWithTheirLine() throws {

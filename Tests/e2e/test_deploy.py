@@ -54,7 +54,7 @@ def check_config(path):
 
 def test_version_is_printed():
     result = subprocess.run([str(BIN_DIR / "bindu-mesh"), "--version"], capture_output=True, text=True, check=True)
-    version = (ROOT / "Sources/BinduMesh/BinduMeshVersion.swift").read_text().split('"')[1]
+    version = (ROOT / "Sources/BinduMeshConfig/BinduMeshVersion.swift").read_text().split('"')[1]
     assert result.stdout.strip() == version
     assert f"bindu-mesh:{version}" in (ROOT / "k8s/mesh.yaml").read_text()
 

@@ -1,3 +1,4 @@
+import BinduMeshConfig
 import Foundation
 
 /// Who may change the mesh through the admin listener (draining an endpoint, ...): a caller that

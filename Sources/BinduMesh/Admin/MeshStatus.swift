@@ -1,3 +1,5 @@
+import BinduDataPath
+import BinduMeshConfig
 import Foundation
 
 /// What the admin listener reports: every pool with its core registrations and endpoints,

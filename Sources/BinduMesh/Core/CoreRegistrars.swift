@@ -1,3 +1,5 @@
+import BinduDataPath
+import BinduMeshConfig
 import GRPCNIOTransportHTTP2
 import Logging
 

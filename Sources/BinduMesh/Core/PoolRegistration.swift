@@ -1,3 +1,4 @@
+import BinduMeshConfig
 import Foundation
 import Synchronization
 

@@ -1,3 +1,6 @@
+import BinduDataPath
+import BinduMeshConfig
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Musl)

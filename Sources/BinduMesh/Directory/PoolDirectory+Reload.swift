@@ -1,3 +1,6 @@
+import BinduDataPath
+import BinduMeshConfig
+
 /// A config reload's changes to the pools: declared pools added (listener bound), removed
 /// (listener closed once its calls finish) and changed (replicas, DNS name, policy, listener),
 /// and the reloaded policy and settings for every pool.

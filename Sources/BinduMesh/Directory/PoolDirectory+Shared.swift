@@ -1,3 +1,6 @@
+import BinduDataPath
+import BinduMeshConfig
+
 /// The pools' side of the registry shared in PostgreSQL (``SharedRegistry``).
 extension PoolDirectory {
   /// What a merge changed.
@@ -17,8 +20,8 @@ extension PoolDirectory {
   ) async -> SharedMerge {
     var members: [String: SharedRegistryMerge.Member] = [:]
     for entry in entries.values {
-      for stored in entry.pool.storedMembers {
-        members[stored.id] = .init(agent: entry.pool.name, address: stored.address)
+      for stored in entry.pool.registeredMembers {
+        members[stored.id] = .init(agent: entry.pool.name, address: stored.address.description)
       }
     }
     let rules = SharedRegistryMerge(
@@ -69,26 +72,5 @@ extension PoolDirectory {
   /// The members that this mesh itself saw alive (a heartbeat or a passing probe) since `instant`.
   func membersSeenHere(since instant: ContinuousClock.Instant) -> [String] {
     entries.values.flatMap { $0.pool.membersSeenHere(since: instant) }
-  }
-}
-
-extension ReplicaPool {
-  /// Members this mesh saw alive since `instant`.
-  func membersSeenHere(since instant: ContinuousClock.Instant) -> [String] {
-    state.withLock { state in
-      state.members.compactMap { id, member in member.liveness.seenHere.map { $0 > instant } == true ? id : nil }
-    }
-  }
-
-  /// Applies sightings of members by other meshes: how long ago, by id (ids of other pools are
-  /// ignored).
-  func applySightings(_ ages: [String: Duration]) {
-    guard !ages.isEmpty else { return }
-    let now = ContinuousClock.now
-    state.withLock { state in
-      for (id, age) in ages where state.members[id] != nil {
-        state.members[id]!.liveness.seenElsewhere(at: now - age)
-      }
-    }
   }
 }

@@ -1,3 +1,5 @@
+import BinduDataPath
+import BinduMeshConfig
 import Logging
 import NIOCore
 
@@ -139,7 +141,7 @@ package actor PoolDirectory {
     guard handedOver.writesState else { return }
     let pools = entries.values.compactMap { entry -> RegistrySnapshot.Pool? in
       let definition = entry.pool.definition
-      let members = entry.pool.storedMembers
+      let members = entry.pool.registeredMembers.map { RegistrySnapshot.Member(id: $0.id, address: $0.address.description) }
       guard definition != nil || !members.isEmpty else { return nil }
       return RegistrySnapshot.Pool(
         agent: entry.pool.name, declared: entry.pool.declared, callbackPort: entry.listenAddress.port,

@@ -1,4 +1,5 @@
 import BinduContract
+import BinduMeshConfig
 import GRPCCore
 import GRPCNIOTransportHTTP2
 

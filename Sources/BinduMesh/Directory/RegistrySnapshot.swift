@@ -1,4 +1,5 @@
 import BinduContract
+import BinduMeshConfig
 import Foundation
 import SwiftProtobuf
 

@@ -1,3 +1,5 @@
+import BinduDataPath
+import BinduMeshConfig
 import Logging
 import ServiceLifecycle
 import Synchronization

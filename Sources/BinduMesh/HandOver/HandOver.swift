@@ -1,3 +1,5 @@
+import BinduDataPath
+import BinduMeshConfig
 import CSocketPassing
 import Foundation
 import Logging

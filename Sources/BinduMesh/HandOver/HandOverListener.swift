@@ -1,3 +1,4 @@
+import BinduDataPath
 import Foundation
 import Logging
 import Synchronization

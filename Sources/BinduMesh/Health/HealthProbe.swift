@@ -1,4 +1,5 @@
 import BinduContract
+import BinduDataPath
 import BinduHTTP2
 import GRPCCore
 import NIOCore

@@ -1,3 +1,4 @@
+import BinduMeshConfig
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging

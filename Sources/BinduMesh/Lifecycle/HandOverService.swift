@@ -1,3 +1,4 @@
+import BinduDataPath
 import Logging
 import ServiceLifecycle
 import Synchronization

@@ -1,3 +1,5 @@
+import BinduDataPath
+import BinduMeshConfig
 import Foundation
 import GRPCCore
 import GRPCNIOTransportCore

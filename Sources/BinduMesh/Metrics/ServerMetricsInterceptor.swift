@@ -1,3 +1,4 @@
+import BinduDataPath
 import GRPCCore
 
 /// Records the go-grpc-prometheus server metrics of every call a grpc-swift server (the

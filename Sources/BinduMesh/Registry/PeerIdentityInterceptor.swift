@@ -1,3 +1,4 @@
+import BinduDataPath
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging

@@ -1,4 +1,6 @@
 import BinduContract
+import BinduDataPath
+import BinduMeshConfig
 import Foundation
 import GRPCCore
 import Logging

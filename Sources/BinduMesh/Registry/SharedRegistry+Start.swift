@@ -1,3 +1,4 @@
+import BinduMeshConfig
 import Logging
 import PostgresNIO
 

@@ -1,3 +1,5 @@
+import BinduDataPath
+import BinduMeshConfig
 import CoreMetrics
 import Foundation
 import Logging

@@ -1,3 +1,5 @@
+import BinduDataPath
+import BinduMeshConfig
 import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
