@@ -135,6 +135,7 @@ struct BinduMeshCommand: AsyncParsableCommand {
         logger: logger
       )
     )
+    defer { mesh.listening.remove() }
     try await group.run()
     logger.notice("stopped")
   }

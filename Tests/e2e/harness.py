@@ -216,16 +216,32 @@ class Mesh:
         self._wait_ready(self.process)
         return self
 
-    def _wait_ready(self, process):
-        """Until the registry and admin listeners serve; their ports from their log lines."""
-        ports = {}
-        for name in ("registry", "admin"):
+    def state_dir(self) -> Path:
+        """The mesh's state folder: `--state-dir`, else the config's `state.dir`, else
+        `.bindu-mesh`, from its working directory."""
+        flags = [str(flag) for flag in self.flags]
+        if "--state-dir" in flags:
+            return self.workdir / flags[flags.index("--state-dir") + 1]
+        found = re.search(r"^state:\n  dir: (\S+)$", self.config_path.read_text(), re.M)
+        return self.workdir / (found.group(1) if found else ".bindu-mesh")
+
+    def _wait_ready(self, process, timeout=30.0):
+        """Until the registry and admin listeners serve; their ports from the `listening.json`
+        this process writes in its state folder."""
+        path = self.state_dir() / "listening.json"
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                line = process.wait_line(lambda l, n=name: f"{n} listener ready" in l, timeout=30)
-            except TimeoutError as error:
+                fields = json.loads(path.read_text())
+            except (OSError, ValueError):  # not written yet (or a write replacing it)
+                fields = {}
+            if fields.get("pid") == process.proc.pid and {"registry", "admin"} <= fields.keys():
+                break
+            if process.proc.poll() is not None or time.monotonic() > deadline:
                 time.sleep(0.2)  # the last lines of a mesh that exited
-                raise RuntimeError(f"the mesh did not start; it said:\n" + "\n".join(process.lines[-30:])) from error
-            ports[name] = int(re.search(r"mesh\.listen=\S*:(\d+)", line).group(1))
+                raise RuntimeError(f"the mesh did not start; it said:\n" + "\n".join(process.lines[-30:]))
+            time.sleep(0.05)
+        ports = {name: int(fields[name].rsplit(":", 1)[1]) for name in ("registry", "admin")}
         for name, attribute in (("registry", "_registry_port"), ("admin", "_admin_port")):
             known = getattr(self, attribute)
             assert known in (0, ports[name]), f"{name} moved from {known} to {ports[name]}"

@@ -36,13 +36,17 @@ package final class Mesh: Sendable {
   package let metrics: MeshMetrics
   /// Reloads the config file (SIGHUP, `POST /reload`).
   package let reloader: ConfigReloader
+  /// Where the registry and admin listeners serve (`state.dir/listening.json`).
+  package let listening: ListeningAddresses
   private let adminPort: AdminPort
   private let registryTransport: HTTP2ServerTransport.Posix
 
   private init(
     config: MeshConfig, directory: PoolDirectory, registrars: CoreRegistrars, services: [any Service],
-    registryTransport: HTTP2ServerTransport.Posix, metrics: MeshMetrics, reloader: ConfigReloader, adminPort: AdminPort
+    registryTransport: HTTP2ServerTransport.Posix, metrics: MeshMetrics, reloader: ConfigReloader, adminPort: AdminPort,
+    listening: ListeningAddresses
   ) {
+    self.listening = listening
     self.metrics = metrics
     self.reloader = reloader
     self.adminPort = adminPort
@@ -160,12 +164,17 @@ package final class Mesh: Sendable {
     let reloader = ConfigReloader(
       source: reload, directory: directory, registrars: registrars, tls: tlsReloader, metrics: metrics, logger: logger)
     let adminPort = AdminPort()
+    let listening = ListeningAddresses(stateDir: config.state.dir)
+    if takenOver == nil { listening.removeStale() }
     let status = MeshStatus(
       directory: directory, registrars: registrars, metrics: metrics, events: events, shared: shared,
       certificates: { tlsReloader.expiries }, process: ProcessMetrics(metrics: metrics))
     let admin = StoppableService(AdminServer.make(
       status: status, listen: config.admin.listen, authorization: authorization, reloader: reloader, logger: logger,
-      onListening: { adminPort.set($0) }))
+      onListening: { port in
+        adminPort.set(port)
+        listening.serving("admin", at: HostPort(host: config.admin.listen.host, port: port), logger: logger)
+      }))
     // The tracer's exporter starts first and so stops last: the spans of the drain are sent.
     var services: [any Service] = tracer.map { [$0.service] } ?? []
     services += [tlsReloader, reloader]
@@ -178,7 +187,7 @@ package final class Mesh: Sendable {
     services += [
       HealthChecker(directory: directory, logger: logger),
       admin,
-      GRPCServerService(server: registry, name: "registry", logger: logger),
+      GRPCServerService(server: registry, name: "registry", addresses: listening, logger: logger),
       HandOverService(
         path: HandOver.socketPath(stateDir: config.state.dir), directory: directory, handedOver: handedOver,
         closeControlListeners: {
@@ -189,7 +198,8 @@ package final class Mesh: Sendable {
     ]
     return Mesh(
       config: config, directory: directory, registrars: registrars, services: services,
-      registryTransport: registryTransport, metrics: metrics, reloader: reloader, adminPort: adminPort)
+      registryTransport: registryTransport, metrics: metrics, reloader: reloader, adminPort: adminPort,
+      listening: listening)
   }
 
   /// Ends a take-over: tells the previous process that this one is ready (it then closes its
