@@ -287,6 +287,19 @@ class Mesh:
         assert status == 200, f"/pools answered {status}: {body}"
         return json.loads(body)
 
+    def endpoint(self, address, agent=None):
+        """The endpoint at `address` (`host:port`) in /pools (of `agent`'s pool), or None."""
+        return next((e for p in self.pools() if agent in (None, p["agent"]) for e in p["endpoints"]
+                     if e["address"] == address), None)
+
+    def wait_registered(self, times=1, agent=None, timeout=60.0):
+        """Until a core knows the pool (`agent`'s; else any) and the cores have accepted it `times`
+        times in all since the mesh started (`core_registrations` in /pools: one more each time a
+        restarted core is given it again)."""
+        wait_until(lambda: any(p["registered_with_core"] and p["core_registrations"] >= times
+                               for p in self.pools() if agent in (None, p["agent"])),
+                   timeout, f"the pool registered with the cores {times} time(s)")
+
     def wait_in_rotation(self, count, timeout=15.0):
         """Until `count` endpoints are in rotation (a replica takes calls once its first probe
         has passed)."""

@@ -115,7 +115,7 @@ def test_health_probes_pass_while_callers_fill_every_stream_of_a_replica(tmp_pat
         mesh = Mesh(tmp_path, core_port=free_port(), extra_yaml=probes + pool)
         mesh.start()
         listen = mesh.pool_port("echo-agent")
-        mesh.process.wait_line(lambda l: "replica in rotation" in l, timeout=15)
+        mesh.wait_in_rotation(1)
         # Four connections, so that the callers' calls fill the mesh's connection of every event loop.
         stubs = [services.AgentHandlerStub(grpc.insecure_channel(
             f"127.0.0.1:{listen}", options=[("grpc.use_local_subchannel_pool", 1)])) for _ in range(4)]

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from harness import Mesh, Replica, a2a_ask, agent_card, agent_config, free_port, Process, BIN_DIR
+from harness import Mesh, Replica, a2a_ask, agent_card, agent_config, free_port, Process, BIN_DIR, wait_until
 
 
 def start_mesh(tmp_path, core, cleanup, extra_yaml="", registry_yaml=""):
@@ -77,7 +77,7 @@ def test_declared_pool_with_static_replicas_registers_without_any_replica_regist
         "    replicas:\n" + "".join(f"      - 127.0.0.1:{r.port}\n" for r in replicas)
     )
     mesh = start_mesh(tmp_path, core, cleanup, pool)
-    mesh.process.wait_line(lambda l: "registered with the core" in l, timeout=60)
+    mesh.wait_registered()
     url = f"http://localhost:{a2a_port}/"
     counts = collections.Counter()
     for i in range(9):
@@ -98,7 +98,7 @@ def test_mesh_registers_again_after_the_core_restarts(tmp_path, core, cleanup):
     core.stop()
     killed = time.monotonic()
     core.start()  # same working directory: same keys, same DID
-    mesh.process.wait_line(lambda l: "registered with the core again" in l, timeout=90)
+    mesh.wait_registered(times=2, timeout=90)
     recovered = time.monotonic() - killed
     print(f"the mesh registered again {recovered:.1f}s after the core was killed")
 
@@ -129,7 +129,10 @@ def test_replicas_that_unregister_or_answer_neither_heartbeat_nor_probe_get_no_m
     assert {answered_by(ask("y")) for _ in range(6)} == {"r2", "r3"}
     # ... and is evicted once it shows neither.
     silent.stop(signal.SIGKILL)
-    mesh.process.wait_line(lambda l: "replica evicted: no heartbeat and no passing probe" in l, timeout=15)
+    member = silent.registration["agent_id"]
+    wait_until(lambda: all(e.get("member") != member for p in mesh.pools() for e in p["endpoints"]), 15,
+               "the silent replica evicted from /pools")
+    assert "replica evicted: no heartbeat and no passing probe" in mesh.process.output()
     assert {answered_by(ask("z")) for _ in range(6)} == {"r3"}
 
 

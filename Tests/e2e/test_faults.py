@@ -9,6 +9,7 @@ import pytest
 
 import faults
 from faults import Scenario
+from harness import wait_until
 
 
 @pytest.fixture
@@ -43,7 +44,8 @@ def test_hanging_replica_yields_deadline_exceeded_at_the_deadline_then_is_left_o
         assert deadline_hits, outcomes
         assert all(0.9 <= o[2] < 1.8 for o in deadline_hits), outcomes
         assert {o[0] for o in outcomes} <= {"ok", "DEADLINE_EXCEEDED"}
-        time.sleep(1.5)  # probes time out: out of rotation
+        wait_until(lambda: not scenario.mesh.endpoint(f"127.0.0.1:{hung.port}")["in_rotation"], 10,
+                   "the hung replica out of rotation (its probes time out)")
         answers = [scenario.ask(f"after{i}", timeout=2.0) for i in range(8)]
         assert all(not a.startswith("[r2]") for a in answers), answers
         assert "replica out of rotation" in scenario.mesh.process.output()

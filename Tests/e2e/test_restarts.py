@@ -151,7 +151,7 @@ def test_core_restart_is_noticed_without_waiting_for_a_heartbeat(tmp_path, core,
     mesh.start()
     a2a_port = free_port()
     replicas = sdk_replicas(tmp_path, cleanup, mesh.registry_port, agent_config(a2a_port=a2a_port))
-    mesh.process.wait_line(lambda l: "registered with the core" in l, timeout=60)
+    mesh.wait_registered()
     flow = MessageFlow(f"http://localhost:{a2a_port}/")
     cleanup.append(flow)
     flow.wait_completed(4)
@@ -257,7 +257,7 @@ def test_a_restored_pool_whose_port_is_taken_listens_on_another_and_a_restarted_
 
         core.stop()
         core.start()  # same working directory: same keys, same DID
-        mesh.process.wait_line(lambda l: "registered with the core again" in l, timeout=90)
+        mesh.wait_registered(times=2, timeout=90)
         assert a2a_ask(url, "after") == ("completed", "[r1] after")
     finally:
         squatter.close()
