@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from harness import BIN_DIR, Mesh, Replica, free_port
+from harness import BIN_DIR, Mesh, Replica, free_port, scrape, value
 
 POLICY_YAML = """health:
   interval: 300ms
@@ -75,7 +75,8 @@ class Scenario:
         return self.stub.HandleMessages(request, timeout=timeout).content
 
     def retries(self):
-        return self.mesh.process.output().count("retrying the call on another replica")
+        """Calls moved to another replica so far (`bindu_mesh_retries_total`)."""
+        return value(scrape(self.mesh), "bindu_mesh_retries_total")
 
     def stop(self):
         self.channel.close()

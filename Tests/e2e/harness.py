@@ -463,6 +463,23 @@ def http_get(url, timeout=10):
         return error.code, error.read().decode()
 
 
+def scrape(mesh):
+    """The samples of the mesh's `/metrics`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = http_get(f"http://127.0.0.1:{mesh.admin_port}/metrics")
+    assert status == 200
+    samples = []
+    for family in text_string_to_metric_families(text):
+        samples.extend(family.samples)
+    return samples
+
+
+def value(samples, name, **labels):
+    """The sum of the samples of `name` whose labels include `labels`."""
+    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
 def require_tool(name):
     """The path of a tool a test needs: a test without it is skipped on a developer's machine and
     fails in CI (where .ci/run installs it)."""

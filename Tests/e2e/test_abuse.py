@@ -15,7 +15,7 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, Headers
 
 from faults import Scenario
 from test_http2 import ENHANCE_YOUR_CALM, PREFACE, read_frames, request_headers
-from test_metrics import scrape, value
+from harness import scrape, value
 
 RSS_BOUND_MB = 64
 

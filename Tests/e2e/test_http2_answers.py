@@ -19,7 +19,7 @@ from faults import Scenario, stubs
 from harness import Mesh, Process, free_port, require_tool
 from test_http2 import (ENHANCE_YOUR_CALM, PREFACE, PROTOCOL_ERROR, answer_text, closed, goaways_counted, grpc_body,
                         read_frames, read_frames_for, request_headers)
-from test_metrics import scrape, value
+from harness import scrape, value
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFram
 from faults import Scenario
 from test_http2 import PREFACE, PROTOCOL_ERROR, ENHANCE_YOUR_CALM, answer_text, closed, grpc_body, read_frames, \
     request_headers
-from test_metrics import scrape, value
+from harness import scrape, value
 
 REFUSED_STREAM = 0x7
 

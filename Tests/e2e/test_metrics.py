@@ -8,27 +8,12 @@ import urllib.parse
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from faults import Scenario
-from harness import Mesh, Replica, agent_config, free_port, http_get, require_tool, wait_port
+from harness import Mesh, Replica, agent_config, free_port, http_get, require_tool, scrape, value, wait_port
 
 HANDLE = {"grpc_service": "bindu.grpc.AgentHandler", "grpc_method": "HandleMessages", "grpc_type": "unary"}
 EMPTY_POOL = "  - agent: empty-agent\n    listen: 127.0.0.1:{port}\n"
-
-
-def scrape(mesh):
-    status, text = http_get(f"http://127.0.0.1:{mesh.admin_port}/metrics")
-    assert status == 200
-    samples = []
-    for family in text_string_to_metric_families(text):
-        samples.extend(family.samples)
-    return samples
-
-
-def value(samples, name, **labels):
-    """The sum of the samples of `name` whose labels include `labels`."""
-    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 @pytest.fixture

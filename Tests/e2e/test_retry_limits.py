@@ -5,7 +5,7 @@ import grpc
 import pytest
 
 from faults import Scenario
-from test_metrics import scrape, value
+from harness import scrape, value
 
 POLICY = ("health:\n  interval: 60s\n  timeout: 1s\noutlier_detection:\n  consecutive_failures: 1000\n"
           "retry:\n  on_unavailable: true\n  max_kept_request_bytes: 2000\n")

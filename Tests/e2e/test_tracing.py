@@ -10,7 +10,7 @@ import pytest
 
 from harness import ROOT, Mesh, Replica, a2a_ask, agent_config, free_port, wait_until
 from trace_backend import Phoenix
-from test_metrics import scrape, value
+from harness import scrape, value
 
 HANDLE = "bindu.grpc.AgentHandler/HandleMessages"
 REGISTER = "bindu.grpc.BinduService/RegisterAgent"
