@@ -12,7 +12,7 @@ let swiftSettings: [SwiftSetting] = [
 // of the mesh's CPU under load). Debug builds, which the tests run, keep them.
 let dataPathSettings = swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
-// BinduHTTP2 is called per frame from BinduMesh: its release build offers its code to the modules
+// BinduHTTP2 is called per frame from BinduDataPath: its release build offers its code to the modules
 // that import it for inlining and specialization (cross-module optimization), as it was when both
 // were one module. Its API is `public`, not `package`: this compiler neither inlines nor
 // specializes a `package` declaration in another module, `@inlinable` or not (its generic
@@ -79,7 +79,7 @@ let package = Package(
     // Passing listening sockets to a new bindu-mesh process (SCM_RIGHTS) at a hand-over.
     .target(name: "CSocketPassing"),
     // The configuration: MeshConfig and its YAML reader, the keys, HostPort, an agent's
-    // definition. A leaf that every layer above reads; it knows nothing of sockets or pools.
+    // definition. Every layer above reads it; it knows nothing of pools, listeners or services.
     .target(
       name: "BinduMeshConfig",
       dependencies: [

@@ -144,8 +144,8 @@ class Mesh:
     finds the state the last one kept; `previous` holds the processes that ran before.
 
     The registry and admin listeners, and the pools made by registration, listen on port 0: the
-    mesh binds ports of the system's and logs them ("... listener ready mesh.listen=host:port").
-    The first start reads them there; a later start (or take-over) first writes them into the
+    mesh binds ports of the system's and writes the registry's and admin's to `listening.json` in
+    its state folder. The first start reads them there; a later start (or take-over) first writes them into the
     config, so that it keeps them (before that, the file stays as the running mesh read it, and a
     reload of it changes nothing). `callback_port` is the port of the first pool made by
     registration; `pool_port(agent)`, any pool's.
