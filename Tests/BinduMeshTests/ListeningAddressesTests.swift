@@ -35,19 +35,23 @@ import Testing
     }
   }
 
-  @Test func removedByItsOwnProcessOnly() throws {
+  @Test func removedAtAStopUnlessHandedOff() throws {
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: folder) }
     let addresses = ListeningAddresses(stateDir: folder.path)
     addresses.serving("registry", at: HostPort(host: "127.0.0.1", port: 3775), logger: logger)
-    // A process that took over wrote its own.
-    let theirs = #"{"pid": 1, "registry": "127.0.0.1:3775"}"#
-    try Data(theirs.utf8).write(to: URL(fileURLWithPath: addresses.path))
-    addresses.remove()
-    #expect(try read(addresses)["pid"] as? Int == 1)
-    addresses.serving("admin", at: HostPort(host: "127.0.0.1", port: 9775), logger: logger)
     addresses.remove()
     #expect(!FileManager.default.fileExists(atPath: addresses.path))
+
+    // Handed off: the process that took over writes its own, and this one leaves it alone.
+    addresses.serving("registry", at: HostPort(host: "127.0.0.1", port: 3775), logger: logger)
+    addresses.handOff()
+    let theirs = #"{"pid": 1, "registry": "127.0.0.1:3775"}"#
+    try Data(theirs.utf8).write(to: URL(fileURLWithPath: addresses.path))
+    addresses.serving("admin", at: HostPort(host: "127.0.0.1", port: 9775), logger: logger)
+    addresses.remove()
+    #expect(try read(addresses)["pid"] as? Int == 1)
+    #expect(try read(addresses)["admin"] == nil)
   }
 
   @Test func aFileThatCannotBeWrittenIsNoFailure() {

@@ -6,7 +6,6 @@ got; the other processes bind ports picked free by the test.
 import collections
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -19,6 +18,8 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("BINDU_MESH_BIN_DIR", ROOT / ".build" / "debug"))
@@ -220,10 +221,18 @@ class Mesh:
         """The mesh's state folder: `--state-dir`, else the config's `state.dir`, else
         `.bindu-mesh`, from its working directory."""
         flags = [str(flag) for flag in self.flags]
-        if "--state-dir" in flags:
-            return self.workdir / flags[flags.index("--state-dir") + 1]
-        found = re.search(r"^state:\n  dir: (\S+)$", self.config_path.read_text(), re.M)
-        return self.workdir / (found.group(1) if found else ".bindu-mesh")
+        for index, flag in enumerate(flags):
+            if flag == "--state-dir" and index + 1 < len(flags):
+                return self.workdir / flags[index + 1]
+            if flag.startswith("--state-dir="):
+                return self.workdir / flag.split("=", 1)[1]
+        try:
+            config = yaml.safe_load(self.config_path.read_text()) or {}
+        except (OSError, yaml.YAMLError):  # the mesh reports a bad or missing file itself
+            config = {}
+        state = config.get("state") if isinstance(config, dict) else None
+        folder = state.get("dir") if isinstance(state, dict) else None
+        return self.workdir / (str(folder) if folder else ".bindu-mesh")
 
     def _wait_ready(self, process, timeout=30.0):
         """Until the registry and admin listeners serve; their ports from the `listening.json`
@@ -239,7 +248,8 @@ class Mesh:
                 break
             if process.proc.poll() is not None or time.monotonic() > deadline:
                 time.sleep(0.2)  # the last lines of a mesh that exited
-                raise RuntimeError(f"the mesh did not start; it said:\n" + "\n".join(process.lines[-30:]))
+                raise RuntimeError(f"the mesh did not start (no {path} naming its pid, registry and admin); "
+                                   f"it said:\n" + "\n".join(process.lines[-30:]))
             time.sleep(0.05)
         ports = {name: int(fields[name].rsplit(":", 1)[1]) for name in ("registry", "admin")}
         for name, attribute in (("registry", "_registry_port"), ("admin", "_admin_port")):

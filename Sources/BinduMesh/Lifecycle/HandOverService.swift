@@ -38,6 +38,8 @@ struct HandOverService: Service {
   let path: String
   let directory: PoolDirectory
   let handedOver: HandedOver
+  /// This process's `listening.json`, handed off to the new process with the listeners.
+  let listening: ListeningAddresses
   /// Closes the registry and admin listeners.
   let closeControlListeners: @Sendable () async -> Void
   let logger: Logger
@@ -82,6 +84,7 @@ struct HandOverService: Service {
       },
       commit: { agents in
         handedOver.commit(keeping: agents)
+        listening.handOff()
         await closeControlListeners()
       },
       abandon: { reason in

@@ -13,22 +13,23 @@ import Synchronization
 /// ```
 ///
 /// Each listener is added once it serves, so a reader waits for the ones it needs. The file is
-/// replaced whole (a reader never sees half of it) and removed when the mesh stops, unless a
-/// process that took over since names itself in it. The pools' callback listeners are in the
-/// admin listener's `/pools`.
+/// replaced whole (a reader never sees half of it) and removed when the mesh stops, unless it
+/// handed over to a new process (``handOff()``): the file is then the new one's. The pools'
+/// callback listeners are in the admin listener's `/pools`.
 package final class ListeningAddresses: Sendable {
   /// The file's name in the state folder.
   package static let fileName = "listening.json"
 
   /// The file's path.
   package let path: String
-  private let known: Mutex<[String: String]>
+  /// The listeners serving, and whether the file has passed to a process that took over.
+  private let known: Mutex<(listeners: [String: String], handedOff: Bool)>
   private let pid = ProcessInfo.processInfo.processIdentifier
 
   /// The file of the mesh whose state folder is `stateDir`.
   package init(stateDir: String) {
     path = URL(fileURLWithPath: stateDir).appendingPathComponent(Self.fileName).path
-    known = Mutex([:])
+    known = Mutex(([:], false))
   }
 
   /// Adds the listener `name` (`registry`, `admin`) serving at `address` and writes the file.
@@ -36,8 +37,9 @@ package final class ListeningAddresses: Sendable {
   package func serving(_ name: String, at address: HostPort, logger: Logger) {
     // Written under the lock: two listeners ready at once must not write their views out of order.
     let failure = known.withLock { known -> (any Error)? in
-      known[name] = address.description
-      var fields: [String: any Sendable] = known
+      guard !known.handedOff else { return nil }
+      known.listeners[name] = address.description
+      var fields: [String: any Sendable] = known.listeners
       fields["pid"] = Int(pid)
       do {
         let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
@@ -58,12 +60,19 @@ package final class ListeningAddresses: Sendable {
     try? FileManager.default.removeItem(atPath: path)
   }
 
-  /// Removes the file, unless another process (one that took over) wrote it since.
+  /// The process taking over is ready: from now on the file is its to write and remove, and this
+  /// one leaves it alone. Run before this process lets its listeners go, so that the new one
+  /// (which writes the file once it serves on their ports) never has its file removed.
+  package func handOff() {
+    known.withLock { $0.handedOff = true }
+  }
+
+  /// Removes the file at a clean stop, unless this process handed it off (``handOff()``); the
+  /// removal is under the lock, so a hand-off cannot come between the check and the removal.
   package func remove() {
-    guard let data = FileManager.default.contents(atPath: path),
-      let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-      fields["pid"] as? Int == Int(pid)
-    else { return }
-    try? FileManager.default.removeItem(atPath: path)
+    known.withLock { known in
+      guard !known.handedOff else { return }
+      try? FileManager.default.removeItem(atPath: path)
+    }
   }
 }

@@ -190,6 +190,7 @@ package final class Mesh: Sendable {
       GRPCServerService(server: registry, name: "registry", addresses: listening, logger: logger),
       HandOverService(
         path: HandOver.socketPath(stateDir: config.state.dir), directory: directory, handedOver: handedOver,
+        listening: listening,
         closeControlListeners: {
           registry.beginGracefulShutdown()
           admin.stop()
